@@ -1,0 +1,91 @@
+"""Composition root: make_app(config) builds every service, keeps it under a typed AppKey and wires
+the routes. Nothing is global: tests build a fresh app with its own registry.
+"""
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy import admin
+from proxy.appkeys import CONFIG, LEDGER, METRICS, PRICES, READY, UPSTREAMS
+from proxy.config import Config
+from proxy.errors import NotFound, ProxyError
+from proxy.ledger import Ledger
+from proxy.metrics import Metrics
+from proxy.openai_wire import ENDPOINT_BY_PATH
+from proxy.pipeline import Pipeline
+from proxy.pricing import PriceTable, default_pricing_path
+from proxy.tokens import TokenCounter
+from proxy.upstream import UpstreamClient
+
+
+
+def make_app(config: Config, *, registry: CollectorRegistry | None = None) -> web.Application:
+    prices = PriceTable.load(
+        list(config.pricing.files or [default_pricing_path()]),
+        {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
+    )
+    upstreams = UpstreamClient(config.upstreams)
+    ledger = Ledger(config.ledger.path)
+    metrics = Metrics(registry or CollectorRegistry(), models=prices.models)
+    pipeline = Pipeline(
+        config, tokens=TokenCounter(), prices=prices, upstreams=upstreams, ledger=ledger, metrics=metrics
+    )
+
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors])
+    app[CONFIG] = config
+    app[LEDGER] = ledger
+    app[METRICS] = metrics
+    app[PRICES] = prices
+    app[UPSTREAMS] = upstreams
+    app[READY] = {"ready": False}
+    app.cleanup_ctx.append(_running_services)
+
+    for path, endpoint in ENDPOINT_BY_PATH.items():
+        app.router.add_post(path, pipeline.priced(endpoint))
+    app.router.add_route("*", "/v1/{tail:.*}", pipeline.passthrough)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    admin.add_routes(app.router)
+    return app
+
+
+async def _running_services(app: web.Application) -> AsyncIterator[None]:
+    await app[LEDGER].start()
+    await app[UPSTREAMS].start()
+    app[READY]["ready"] = True
+    yield
+    app[READY]["ready"] = False
+    await app[UPSTREAMS].close()
+    await app[LEDGER].close()  # flushes every pending spend record
+
+
+@web.middleware
+async def openai_shaped_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Routing errors (404, 405) in OpenAI's error shape, like everything else the proxy refuses."""
+    try:
+        return await handler(request)
+    except ProxyError as err:
+        return err.response()
+    except web.HTTPNotFound:
+        return NotFound(f"Unknown route: {request.method} {request.path}").response()
+    except web.HTTPMethodNotAllowed as exc:
+        err = ProxyError(f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed")
+        err.status, err.type, err.headers = 405, "invalid_request_error", {"Allow": ",".join(exc.allowed_methods)}
+        return err.response()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready = request.app[READY]["ready"]
+    return web.json_response({"status": "ready" if ready else "starting"}, status=200 if ready else 503)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})

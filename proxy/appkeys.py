@@ -1,0 +1,16 @@
+"""Typed keys under which make_app keeps its services (aiohttp's AppKey: no globals)."""
+
+from aiohttp import web
+
+from proxy.config import Config
+from proxy.ledger import Ledger
+from proxy.metrics import Metrics
+from proxy.pricing import PriceTable
+from proxy.upstream import UpstreamClient
+
+CONFIG = web.AppKey("config", Config)
+LEDGER = web.AppKey("ledger", Ledger)
+METRICS = web.AppKey("metrics", Metrics)
+PRICES = web.AppKey("prices", PriceTable)
+UPSTREAMS = web.AppKey("upstreams", UpstreamClient)
+READY = web.AppKey("ready", dict)

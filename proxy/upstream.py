@@ -1,0 +1,126 @@
+"""The only owner of the aiohttp ClientSession: routes a model to an upstream and talks to it.
+
+aiohttp's exceptions are translated here, at one boundary, into the proxy's 502/504 errors, both
+when the request is sent and while its answer is read.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+
+from proxy.config import UpstreamConfig, UpstreamMatcher
+from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+
+# Marks requests this proxy sent, so a misconfigured upstream pointing back at us fails fast.
+HOP_HEADER = "x-thriftgate-hop"
+
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "host", "content-length"}
+)
+# The proxy decompresses (it must read usage), so length and encoding no longer hold downstream.
+_NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
+_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization"}
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    base_url: str
+    authorization: str | None  # resolved once at start-up from the configured env var
+    timeout: aiohttp.ClientTimeout
+
+    @classmethod
+    def from_config(cls, config: UpstreamConfig) -> "Upstream":
+        key = config.api_key
+        return cls(
+            name=config.name,
+            base_url=config.base_url,
+            authorization=f"Bearer {key}" if key else None,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
+            ),
+        )
+
+
+class UpstreamClient:
+    def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
+        self._matcher = UpstreamMatcher(upstreams)
+        self._by_name = {u.name: Upstream.from_config(u) for u in upstreams}
+        self.default = self._by_name[upstreams[0].name]
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def route(self, model: str) -> Upstream | None:
+        config = self._matcher.for_model(model)
+        return self._by_name[config.name] if config else None
+
+    def named(self, name: str) -> Upstream | None:
+        return self._by_name.get(name)
+
+    @asynccontextmanager
+    async def open(
+        self, upstream: Upstream, method: str, path: str, body: bytes | None, client_headers: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request and yield the response with its body still unread."""
+        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        headers = forward_headers(client_headers, upstream)
+        url = upstream.base_url + path
+        with translate_errors(upstream):
+            async with self._session.request(
+                method, url, data=body, headers=headers, timeout=upstream.timeout, allow_redirects=False
+            ) as response:
+                yield response
+
+
+async def read_body(upstream: Upstream, response: aiohttp.ClientResponse) -> bytes:
+    with translate_errors(upstream):
+        return await response.read()
+
+
+async def iter_body(upstream: Upstream, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    with translate_errors(upstream):
+        async for data in response.content.iter_any():
+            yield data
+
+
+@contextmanager
+def translate_errors(upstream: Upstream) -> Iterator[None]:
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(f"The upstream '{upstream.name}' did not answer in time.") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(
+            f"The upstream '{upstream.name}' could not be reached: {type(exc).__name__}."
+        ) from None
+
+
+def forward_headers(client_headers: Mapping[str, str], upstream: Upstream) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in client_headers.items():
+        lowered = name.lower()
+        if lowered not in _NOT_FORWARDED and not lowered.startswith("x-thriftgate-"):
+            headers.add(name, value)
+    authorization = upstream.authorization or client_headers.get("authorization")
+    if authorization:
+        headers["Authorization"] = authorization
+    headers[HOP_HEADER] = "1"
+    return headers
+
+
+def relayed_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
+    return CIMultiDict(
+        (name, value) for name, value in upstream_headers.items() if name.lower() not in _NOT_RELAYED_BACK
+    )
