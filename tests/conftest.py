@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import make_app
@@ -30,11 +29,12 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeUpstream]:
 @dataclass
 class RunningProxy:
     app: web.Application
-    server: TestServer
+    runner: web.AppRunner
+    port: int
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -69,19 +69,22 @@ StartProxy = Callable[..., Awaitable[RunningProxy]]
 
 @pytest.fixture
 async def start_proxy(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[StartProxy]:
-    running: list[TestServer] = []
+    running: list[web.AppRunner] = []
 
-    async def start(**changes: Any) -> RunningProxy:
+    async def start(*, handler_cancellation: bool = False, **changes: Any) -> RunningProxy:
         config = validate(merged(base_config(fake.base_url, tmp_path), changes))
         app = make_app(config, registry=CollectorRegistry())
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        running.append(server)
-        return RunningProxy(app, server)
+        # As `thriftgate serve` runs: aiohttp's default is not to cancel a handler whose client left.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
+        await runner.setup()
+        running.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return RunningProxy(app, runner, site._server.sockets[0].getsockname()[1])
 
     yield start
-    for server in running:
-        await server.close()
+    for runner in running:
+        await runner.cleanup()
 
 
 @pytest.fixture

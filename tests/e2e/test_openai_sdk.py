@@ -160,7 +160,9 @@ async def test_upstream_without_stream_usage_is_counted_locally(proxy: RunningPr
     assert record["prompt_tokens"] > 0 and record["cost_nanos"] > 0
 
 
-async def test_client_disconnect_mid_stream_is_recorded(proxy: RunningProxy, fake) -> None:
+@pytest.mark.parametrize("handler_cancellation", [False, True])
+async def test_client_disconnect_mid_stream_is_recorded(start_proxy, handler_cancellation: bool) -> None:
+    proxy = await start_proxy(handler_cancellation=handler_cancellation)
     async with client(proxy) as sdk:
         stream = await sdk.chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES, stream=True,

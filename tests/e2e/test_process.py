@@ -1,0 +1,102 @@
+"""thriftgate as a real process: the CLI, and a SIGTERM with requests in flight."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from proxy.ledger import open_readonly
+from tests.conftest import UPSTREAM_KEY_ENV, base_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def thriftgate(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_check_config_masks_secrets_and_names_mistakes(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(base_config("http://127.0.0.1:9/v1", tmp_path)))
+    result = thriftgate("check-config", str(good), env={UPSTREAM_KEY_ENV: "sk-very-secret"})
+    assert result.returncode == 0, result.stderr
+    assert "sk-very-secret" not in result.stdout + result.stderr
+    assert json.loads(result.stdout)["upstreams"][0]["api_key_env"] == f"{UPSTREAM_KEY_ENV} (set)"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: many\nupstreams:\n  - {name: a, base_url: http://x/v1, modles: ['*']}\n")
+    result = thriftgate("check-config", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}: server.port:" in result.stderr
+    assert f"{bad}: upstreams[0].modles: unknown key" in result.stderr
+
+
+def test_serve_refuses_to_forward_to_itself(tmp_path: Path) -> None:
+    result = thriftgate("serve", "--port", "4199", env={"OPENAI_BASE_URL": "http://localhost:4199/v1"})
+    assert result.returncode == 2
+    assert "own address" in result.stderr
+
+
+async def test_sigterm_with_requests_in_flight_loses_no_spend_record(fake, tmp_path: Path) -> None:
+    config_path = tmp_path / "thriftgate.yaml"
+    config_path.write_text(yaml.safe_dump(base_config(fake.base_url, tmp_path)))
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "--config", str(config_path), "--port", str(port),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, url)
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            in_flight = [
+                asyncio.create_task(session.post(url + "/v1/chat/completions", json=body,
+                                                 headers={"x-fake-latency-ms": "800"}))
+                for _ in range(8)
+            ]
+            while len(fake.requests) < 8:
+                await asyncio.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*in_flight)
+            assert [r.status for r in responses] == [200] * 8
+            ids = {r.headers["x-thriftgate-request-id"] for r in responses}
+            for r in responses:
+                r.release()
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    with open_readonly(tmp_path / "ledger.db") as ledger:
+        rows = ledger.recent(100)
+    assert {row["request_id"] for row in rows} == ids
+    assert all(row["status"] == 200 and row["cost_nanos"] > 0 for row in rows)
+
+
+async def _wait_ready(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(url + "/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("thriftgate did not become ready")

@@ -1,0 +1,1 @@
+"""The fake upstream provider, in parts; tests import it from tests.fake_upstream."""
