@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy import admin
+from proxy import admin, policies
 from proxy.appkeys import CONFIG, LEDGER, METRICS, PRICES, READY, UPSTREAMS
 from proxy.config import Config
 from proxy.errors import NotFound, ProxyError
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.openai_wire import ENDPOINT_BY_PATH
+from proxy.hooks import PolicyChain
 from proxy.pipeline import Pipeline
+from proxy.policies.base import Services
 from proxy.pricing import PriceTable, default_pricing_path
 from proxy.tokens import TokenCounter
 from proxy.upstream import UpstreamClient
@@ -28,9 +30,12 @@ def make_app(config: Config, *, registry: CollectorRegistry | None = None) -> we
     )
     upstreams = UpstreamClient(config.upstreams)
     ledger = Ledger(config.ledger.path)
-    metrics = Metrics(registry or CollectorRegistry(), models=prices.models)
+    metrics = Metrics(registry or CollectorRegistry(), models=prices.models | _configured_models(config))
+    tokens = TokenCounter()
+    services = Services(prices=prices, tokens=tokens)
+    chain = PolicyChain(policies.build(config.policies, services), services, metrics)
     pipeline = Pipeline(
-        config, tokens=TokenCounter(), prices=prices, upstreams=upstreams, ledger=ledger, metrics=metrics
+        config, tokens=tokens, prices=prices, upstreams=upstreams, ledger=ledger, metrics=metrics, policies=chain
     )
 
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors])
@@ -50,6 +55,13 @@ def make_app(config: Config, *, registry: CollectorRegistry | None = None) -> we
     app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app.router)
     return app
+
+
+def _configured_models(config: Config) -> frozenset[str]:
+    """Models the config names are worth their own metric label even when unpriced."""
+    named = {model for policy in config.policies for model in getattr(policy, "models_named", tuple)()}
+    named |= {pattern for upstream in config.upstreams for pattern in upstream.models if "*" not in pattern}
+    return frozenset(named)
 
 
 async def _running_services(app: web.Application) -> AsyncIterator[None]:

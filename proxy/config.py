@@ -77,6 +77,8 @@ class Config(Section):
     upstreams: tuple[UpstreamConfig, ...] = Field(default=None, validate_default=True)  # type: ignore[assignment]
     pricing: PricingConfig = PricingConfig()
     ledger: LedgerConfig = LedgerConfig()
+    # Typed per policy type by proxy.policies.parse (each type owns its settings model).
+    policies: tuple[Any, ...] = ()
 
     @field_validator("upstreams", mode="before")
     @classmethod
@@ -140,10 +142,33 @@ def load(path: str | Path | None) -> Config:
 
 
 def validate(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    # Imported here: policy modules import the exchange, which imports this module.
+    from proxy import policies
+
+    data = dict(data)
+    raw_policies = data.pop("policies", None)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
+    try:
+        parsed = policies.parse(raw_policies, source)
+    except policies.PolicyConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    _check_models_are_served(config, parsed, source)
+    return config.model_copy(update={"policies": parsed})
+
+
+def _check_models_are_served(config: Config, policies: tuple[Any, ...], source: str) -> None:
+    """A policy that sends work to a model no upstream serves would fail every request it matches."""
+    matcher = config.upstream_matcher()
+    for index, policy in enumerate(policies):
+        for model in getattr(policy, "models_named", tuple)():
+            if matcher.for_model(model) is None:
+                raise ConfigError(
+                    f"{source}: policies[{index}] ({policy.name}): no upstream serves the model '{model}' "
+                    "(add it to an upstream's models)"
+                )
 
 
 def _describe(source: str, err: Any) -> str:
@@ -156,7 +181,9 @@ def _describe(source: str, err: Any) -> str:
 
 def masked_summary(config: Config) -> dict[str, Any]:
     """The resolved settings as plain data, with each secret shown only as set/unset."""
-    summary = config.model_dump(mode="json")
+    summary = config.model_dump(mode="json", exclude={"policies"})
+    summary["policies"] = [policy.model_dump(mode="json", exclude_defaults=True) | {"name": policy.name}
+                           for policy in config.policies]
     for upstream, shown in zip(config.upstreams, summary["upstreams"]):
         if upstream.api_key_env:
             state = "set" if upstream.api_key else "unset"

@@ -8,8 +8,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.count import prompt_tokens
+from proxy.tokens import TokenCounter
 from proxy.upstream import Upstream
 from proxy.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Saving:
+    """Money a policy saved (or, when negative, cost) on one request."""
+
+    policy: str
+    mechanism: str  # routing | cascade | lookup | concise | cap
+    nanos: int
+    basis: str = "counterfactual"  # counterfactual: exact on the tokens used | holdout_estimate
 
 
 def new_request_id() -> str:
@@ -33,6 +45,15 @@ class Exchange:
     client_wants_usage: bool = False
     max_output_tokens: int | None = None
     upstream: Upstream | None = None
+    tags: frozenset[str] = frozenset()  # from the x-thriftgate-tags header
+    tokens: TokenCounter | None = None  # set by the pipeline so stages can count the prompt
+    _prompt_count: tuple[str, int, int] | None = None  # (model, body edits, count)
+    body_edits: int = 0
+
+    policy_marks: dict[str, str] = field(default_factory=dict)  # policy name -> treated | held_out | shadow:...
+    applied: list[str] = field(default_factory=list)  # names of the policies that changed this request
+    savings: list[Saving] = field(default_factory=list)
+    early_response: web.StreamResponse | None = None  # set by a policy that answers itself
 
     key_id: str | None = None
     team: str | None = None
@@ -50,6 +71,27 @@ class Exchange:
     upstream_seconds: float | None = None
     first_token_at: float | None = None
     finished: float | None = None
+
+    def edit_body(self) -> None:
+        """Every stage that changes the body says so: it is re-encoded, and recounted when asked."""
+        self.body_changed = True
+        self.body_edits += 1
+
+    def set_model(self, model: str) -> None:
+        self.model = model
+        if self.body is not None:
+            self.body["model"] = model
+        self.edit_body()
+
+    def prompt_tokens(self) -> int:
+        """The prompt counted for the model that will answer; memoised until the body or model changes."""
+        memo = self._prompt_count
+        if memo is not None and memo[0] == self.model and memo[1] == self.body_edits:
+            return memo[2]
+        assert self.tokens is not None and self.body is not None
+        count = prompt_tokens(self.tokens.for_model(self.model), self.endpoint, self.body)
+        self._prompt_count = (self.model, self.body_edits, count)
+        return count
 
     def forward_body(self) -> bytes:
         if self.body_changed:

@@ -51,7 +51,8 @@ class SpendRecord:
     latency_ms: float
     client_disconnected: bool
     error: str | None  # short error code when status >= 400
-    policies: str | None = None  # JSON text
+    policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
+    savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
 
 
 # The table is derived from SpendRecord, so adding a field is all it takes to add a column.

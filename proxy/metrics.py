@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, Saving
 from proxy.money import NANOS_PER_USD
 
 OTHER = "other"
@@ -57,6 +57,32 @@ class Metrics:
             "thriftgate_time_to_first_token_seconds", "Time from request arrival to the first streamed token.",
             ["model"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
+
+        self.policy_actions = Counter(
+            "thriftgate_policy_actions", "What policies did, by policy name and action (shadow_* in shadow mode).",
+            ["policy", "action"], registry=registry,
+        )
+        self.policy_errors = Counter(
+            "thriftgate_policy_errors", "Policy hooks that raised, by policy name and hook.",
+            ["policy", "hook"], registry=registry,
+        )
+        self.savings = Counter(
+            "thriftgate_savings_usd",
+            "Money saved, by mechanism and policy; basis=counterfactual is exact on the tokens used, "
+            "basis=holdout_estimate is measured against held-out traffic.",
+            ["mechanism", "policy", "basis"], registry=registry,
+        )
+
+    def policy_action(self, policy: str, action: str) -> None:
+        self.policy_actions.labels(policy, action).inc()
+
+    def policy_error(self, policy: str, hook: str) -> None:
+        self.policy_errors.labels(policy, hook).inc()
+
+    def saving(self, saving: Saving) -> None:
+        # A counter only goes up: an escalated cascade's extra cost shows in spend, not here.
+        if saving.nanos > 0:
+            self.savings.labels(saving.mechanism, saving.policy, saving.basis).inc(saving.nanos / NANOS_PER_USD)
 
     def model_label(self, model: str) -> str:
         return model if model in self._models else OTHER

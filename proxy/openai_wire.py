@@ -218,3 +218,51 @@ def is_usage_only_chunk(chunk: dict[str, Any]) -> bool:
 
 def sse_event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+# ---- Request features that policies match on ----
+
+
+def has_tools(endpoint: str, body: dict[str, Any]) -> bool:
+    return bool(body.get("tools") or body.get("functions"))
+
+
+def has_response_format(endpoint: str, body: dict[str, Any]) -> bool:
+    if endpoint == "responses":
+        text = body.get("text")
+        return isinstance(text, dict) and bool(text.get("format"))
+    return bool(body.get("response_format"))
+
+
+def has_images(endpoint: str, body: dict[str, Any]) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") in ("image_url", "input_image")
+        for message in _messages(endpoint, body)
+        for part in _parts(message)
+    )
+
+
+def last_user_text(endpoint: str, body: dict[str, Any]) -> str:
+    """The text of the last user message (the prompt, for legacy completions)."""
+    if endpoint == "completions":
+        prompt = body.get("prompt")
+        return prompt if isinstance(prompt, str) else ""
+    if endpoint == "responses" and isinstance(body.get("input"), str):
+        return body["input"]
+    for message in reversed(_messages(endpoint, body)):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(p.get("text", "") for p in _parts(message) if isinstance(p.get("text"), str))
+    return ""
+
+
+def _messages(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    items = body.get("input") if endpoint == "responses" else body.get("messages")
+    return [m for m in items if isinstance(m, dict)] if isinstance(items, list) else []
+
+
+def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    return [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []

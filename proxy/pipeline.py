@@ -16,6 +16,7 @@ from proxy import openai_wire as wire
 from proxy.config import Config
 from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
 from proxy.exchange import Exchange
+from proxy.hooks import PolicyChain
 from proxy.ledger import Ledger, SpendRecord
 from proxy.metrics import Metrics
 from proxy.money import format_usd
@@ -29,6 +30,7 @@ log = logging.getLogger("thriftgate.pipeline")
 access_log = logging.getLogger("thriftgate.access")
 
 _UNPRICED_LOG_LIMIT = 1000
+TAGS_HEADER = "x-thriftgate-tags"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
@@ -42,6 +44,7 @@ class Pipeline:
         upstreams: UpstreamClient,
         ledger: Ledger,
         metrics: Metrics,
+        policies: PolicyChain,
     ) -> None:
         self._max_body = config.server.max_body_bytes
         self._reject_unpriced = config.pricing.unpriced == "reject"
@@ -51,6 +54,7 @@ class Pipeline:
         self._upstreams = upstreams
         self._ledger = ledger
         self._metrics = metrics
+        self._policies = policies
         self._unpriced_logged: set[str] = set()
 
     # ---- entry points ----
@@ -80,6 +84,8 @@ class Pipeline:
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
             self._settle(ex)
+            if self._policies:
+                await self._policies.after_answer(ex)
             self._record(ex)
 
     # ---- stages ----
@@ -90,6 +96,12 @@ class Pipeline:
         facts = wire.request_facts(ex.endpoint, ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
+        ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
+        ex.tokens = self._tokens
+        if self._policies:
+            await self._policies.on_request(ex)
+            if ex.early_response is not None:
+                return self._answer_early(ex)
         self._route(ex)
         if ex.stream:
             return await self._stream(ex)
@@ -198,6 +210,13 @@ class Pipeline:
             ex.error_code = "upstream_stream_incomplete"
         return response
 
+    def _answer_early(self, ex: Exchange) -> web.StreamResponse:
+        """A policy answered without the upstream (a cascade's accepted try, a lookup hit)."""
+        self._settle(ex)
+        if not ex.early_response.prepared:
+            ex.early_response.headers.update(self._answer_headers(ex))
+        return ex.early_response
+
     def _refuse(self, ex: Exchange, err: ProxyError) -> web.Response:
         ex.status = err.status
         ex.error_code = err.code or err.type
@@ -227,6 +246,8 @@ class Pipeline:
             headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
         if ex.cost_nanos is not None:
             headers["x-thriftgate-cost-usd"] = format_usd(ex.cost_nanos)
+        if ex.applied:
+            headers["x-thriftgate-policies"] = ",".join(ex.applied)
         return headers
 
     def _record(self, ex: Exchange) -> None:
@@ -242,11 +263,28 @@ class Pipeline:
             reasoning_tokens=usage.reasoning_tokens, cost_nanos=ex.cost_nanos, usage_source=usage.source,
             status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
             client_disconnected=ex.client_disconnected, error=ex.error_code,
+            policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
         )
         self._ledger.add(record)
         self._metrics.observe(ex)
         if self._access_log:
             access_log.info(orjson.dumps(record).decode())
+
+
+def _tags(header: str | None) -> frozenset[str]:
+    return frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()
+
+
+def _policies_column(ex: Exchange) -> str | None:
+    """Per policy: what happened to this request, and what it saved (JSON, for `thriftgate savings`)."""
+    if not ex.policy_marks:
+        return None
+    column: dict[str, dict] = {name: {"mark": mark} for name, mark in ex.policy_marks.items()}
+    for saving in ex.savings:
+        entry = column.setdefault(saving.policy, {})
+        entry.update(mechanism=saving.mechanism, basis=saving.basis,
+                     saved_nanos=entry.get("saved_nanos", 0) + saving.nanos)
+    return orjson.dumps(column).decode()
 
 
 def _client_gone(request: web.Request) -> bool:
