@@ -7,35 +7,45 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy import admin, policies
+from proxy import admin, policies, ui
 from proxy.appkeys import CONFIG, LEDGER, METRICS, PRICES, READY, UPSTREAMS
 from proxy.config import Config
 from proxy.errors import NotFound, ProxyError
 from proxy.ledger import Ledger
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, multiprocess_exposition
 from proxy.openai_wire import ENDPOINT_BY_PATH
 from proxy.hooks import PolicyChain
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
 from proxy.pricing import PriceTable, default_pricing_path
+from proxy.record import Recorder
+from proxy.settle import Settler
 from proxy.tokens import TokenCounter
 from proxy.upstream import UpstreamClient
 
 
 
-def make_app(config: Config, *, registry: CollectorRegistry | None = None) -> web.Application:
+def make_app(
+    config: Config, *, registry: CollectorRegistry | None = None, metrics_dir: str | None = None
+) -> web.Application:
+    """metrics_dir: the PROMETHEUS_MULTIPROC_DIR of `serve --workers N`, whose /metrics adds up every worker."""
     prices = PriceTable.load(
         list(config.pricing.files or [default_pricing_path()]),
         {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
     )
     upstreams = UpstreamClient(config.upstreams)
     ledger = Ledger(config.ledger.path)
-    metrics = Metrics(registry or CollectorRegistry(), models=prices.models | _configured_models(config))
+    metrics = Metrics(
+        registry or CollectorRegistry(), models=prices.models | _configured_models(config),
+        exposition=multiprocess_exposition(metrics_dir) if metrics_dir else None,
+    )
     tokens = TokenCounter()
     services = Services(prices=prices, tokens=tokens)
     chain = PolicyChain(policies.build(config.policies, services), services, metrics)
+    recorder = Recorder(ledger, metrics, access_log_enabled=config.server.access_log)
+    settler = Settler(tokens, prices)
     pipeline = Pipeline(
-        config, tokens=tokens, prices=prices, upstreams=upstreams, ledger=ledger, metrics=metrics, policies=chain
+        config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain
     )
 
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors])
@@ -54,6 +64,7 @@ def make_app(config: Config, *, registry: CollectorRegistry | None = None) -> we
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app.router)
+    ui.add_routes(app.router)
     return app
 
 

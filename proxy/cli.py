@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument("--workers", type=_positive_int, default=1,
+                       help="processes sharing the port; /metrics adds them all up (default 1)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check-config", help="validate a config and print the resolved settings")
@@ -53,23 +55,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from proxy.app import make_app
-
     config = config_module.load(args.config)
     server = config.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
     config = config.model_copy(update={"server": server})
     _refuse_self_loop(config)
+    if args.workers > 1:
+        from proxy.workers import supervise
+
+        _configure_logging(config)
+        return supervise(config, args.workers, _serve_process)
+    _serve_process(config)
+    return 0
+
+
+def _serve_process(config: config_module.Config, metrics_dir: str | None = None) -> None:
+    """One server process: the whole proxy, or with a metrics_dir one of the --workers sharing the port."""
+    from aiohttp import web
+
+    from proxy.app import make_app
+
     _configure_logging(config)
     try:
         import uvloop
     except ImportError:
         uvloop = None
-    app = make_app(config)
+    app = make_app(config, metrics_dir=metrics_dir)
+    server = config.server
     logging.getLogger("thriftgate").info(
         "thriftgate listening on http://%s:%s/v1 -> %s", server.host, server.port,
         ", ".join(f"{u.name}={u.base_url}" for u in config.upstreams),
@@ -77,8 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
     web.run_app(
         app, host=server.host, port=server.port, access_log=None, print=None,
         shutdown_timeout=server.shutdown_grace_seconds, loop=uvloop.new_event_loop() if uvloop else None,
+        reuse_port=metrics_dir is not None,  # workers share the port; the kernel spreads connections
     )
-    return 0
 
 
 def _refuse_self_loop(config: config_module.Config) -> None:

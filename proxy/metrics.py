@@ -2,11 +2,17 @@
 
 Label values are bounded: a model outside the priced or configured set is reported as `other`,
 a team outside the configured set as `other`, and no key, user or prompt is ever a label.
+
+Under `serve --workers N` prometheus_client runs in multiprocess mode: each worker writes its values
+to files in PROMETHEUS_MULTIPROC_DIR and /metrics reads them all (`multiprocess_exposition`).
+Counters and histograms add up across workers by themselves; a Gauge must say how with
+`multiprocess_mode` (e.g. "mostrecent" for a value every worker sets, "livesum" for one they share).
 """
 
 from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy.exchange import Exchange, Saving
 from proxy.money import NANOS_PER_USD
@@ -21,8 +27,12 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = ()) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = (),
+        *, exposition: CollectorRegistry | None = None,
+    ) -> None:
         self.registry = registry
+        self._exposition = exposition or registry  # what /metrics renders
         self._models = frozenset(models)
         self._teams = frozenset(teams)
         self.requests = Counter(
@@ -40,6 +50,11 @@ class Metrics:
         self.unpriced = Counter(
             "thriftgate_unpriced_requests", "Requests to a model with no known price.",
             ["model"], registry=registry,
+        )
+        self.upstream_requests = Counter(
+            "thriftgate_upstream_requests", "Requests sent to an upstream, by upstream and the HTTP status of its "
+            "answer (502 when it could not be reached, 504 when it timed out).",
+            ["upstream", "status"], registry=registry,
         )
         self.request_duration = Histogram(
             "thriftgate_request_duration_seconds", "Whole request time as the client saw it.",
@@ -97,6 +112,8 @@ class Metrics:
         self.requests.labels(ex.endpoint, model, str(ex.status)).inc()
         self.request_duration.labels(ex.endpoint).observe(ex.latency_seconds)
         self.overhead.labels(ex.endpoint).observe(ex.overhead_seconds)
+        if ex.upstream is not None and ex.upstream_started is not None:
+            self.upstream_requests.labels(ex.upstream.name, str(ex.status)).inc()
         if ex.upstream is not None and ex.upstream_seconds is not None:
             self.upstream_duration.labels(ex.upstream.name).observe(ex.upstream_seconds)
         if ex.time_to_first_token is not None:
@@ -118,4 +135,19 @@ class Metrics:
                 self.tokens.labels(model, kind).inc(count)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposition)
+
+
+def multiprocess_exposition(directory: str) -> CollectorRegistry:
+    """Every worker's metric files in `directory`, added up: what /metrics serves under --workers N.
+
+    A registry of its own: the metrics themselves stay on the worker's registry, so that its own
+    values are not exported twice."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return registry
+
+
+def forget_dead_worker(pid: int, directory: str) -> None:
+    """Drops a dead worker's live-gauge files; its counters and histograms stay in the totals."""
+    mark_process_dead(pid, directory)

@@ -8,26 +8,22 @@ import asyncio
 import logging
 import time
 
-import orjson
 from aiohttp import web
 
-from proxy import count
 from proxy import openai_wire as wire
 from proxy.config import Config
 from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
 from proxy.exchange import Exchange
 from proxy.hooks import PolicyChain
-from proxy.ledger import Ledger, SpendRecord
-from proxy.metrics import Metrics
 from proxy.money import format_usd
 from proxy.pricing import PriceTable
+from proxy.record import Recorder
+from proxy.settle import Settler, read_answer
 from proxy.stream import SseRelay
 from proxy.tokens import TokenCounter
 from proxy.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
-from proxy.usage import Usage
 
 log = logging.getLogger("thriftgate.pipeline")
-access_log = logging.getLogger("thriftgate.access")
 
 _UNPRICED_LOG_LIMIT = 1000
 TAGS_HEADER = "x-thriftgate-tags"
@@ -41,19 +37,18 @@ class Pipeline:
         *,
         tokens: TokenCounter,
         prices: PriceTable,
+        settler: Settler,
         upstreams: UpstreamClient,
-        ledger: Ledger,
-        metrics: Metrics,
+        recorder: Recorder,
         policies: PolicyChain,
     ) -> None:
         self._max_body = config.server.max_body_bytes
         self._reject_unpriced = config.pricing.unpriced == "reject"
-        self._access_log = config.server.access_log
+        self._settler = settler
         self._tokens = tokens
         self._prices = prices
         self._upstreams = upstreams
-        self._ledger = ledger
-        self._metrics = metrics
+        self._recorder = recorder
         self._policies = policies
         self._unpriced_logged: set[str] = set()
 
@@ -83,10 +78,10 @@ class Pipeline:
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
-            self._settle(ex)
+            self._settler.settle(ex)
             if self._policies:
                 await self._policies.after_answer(ex)
-            self._record(ex)
+            self._recorder.record(ex)
 
     # ---- stages ----
 
@@ -154,19 +149,10 @@ class Pipeline:
         if resp.status >= 400:
             ex.error_code = f"upstream_{resp.status}"
         elif priced:
-            self._read_usage(ex, body)
-        self._settle(ex)
+            read_answer(ex, body)
+        self._settler.settle(ex)
         headers.update(self._answer_headers(ex))
         return web.Response(status=resp.status, body=body, headers=headers)
-
-    def _read_usage(self, ex: Exchange, body: bytes) -> None:
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return  # relayed as it came; counted locally below
-        ex.usage = wire.usage_of_response(ex.endpoint, answer)
-        if ex.usage is None:
-            ex.output_text.append(wire.output_text_of_response(ex.endpoint, answer))
 
     async def _stream(self, ex: Exchange) -> web.StreamResponse:
         if not ex.client_wants_usage and ex.endpoint != "responses":
@@ -212,7 +198,7 @@ class Pipeline:
 
     def _answer_early(self, ex: Exchange) -> web.StreamResponse:
         """A policy answered without the upstream (a cascade's accepted try, a lookup hit)."""
-        self._settle(ex)
+        self._settler.settle(ex)
         if not ex.early_response.prepared:
             ex.early_response.headers.update(self._answer_headers(ex))
         return ex.early_response
@@ -223,19 +209,6 @@ class Pipeline:
         response = err.response()
         response.headers["x-thriftgate-request-id"] = ex.request_id
         return response
-
-    def _settle(self, ex: Exchange) -> None:
-        """Usage and cost, once: the upstream's usage, else a local count flagged as estimated."""
-        if ex.settled or ex.endpoint == "passthrough" or not ex.model:
-            return
-        ex.settled = True
-        if ex.usage is None:
-            answered = ex.status < 400 and ex.status != 0
-            ex.usage = (
-                count.estimate_usage(self._tokens.for_model(ex.model), ex.endpoint, ex.body, ex.output_text)
-                if answered or ex.output_text else Usage()
-            )
-        ex.cost_nanos = self._prices.cost_nanos(ex.model, ex.usage) if ex.usage.total_tokens else 0
 
     def _answer_headers(self, ex: Exchange) -> dict[str, str]:
         headers = {"x-thriftgate-request-id": ex.request_id}
@@ -250,41 +223,9 @@ class Pipeline:
             headers["x-thriftgate-policies"] = ",".join(ex.applied)
         return headers
 
-    def _record(self, ex: Exchange) -> None:
-        ex.finished = time.perf_counter()
-        usage = ex.usage or Usage()
-        record = SpendRecord(
-            request_id=ex.request_id, ts=ex.received_at, endpoint=ex.endpoint,
-            requested_model=ex.requested_model, model=ex.model,
-            upstream=ex.upstream.name if ex.upstream else "",
-            key_id=ex.key_id, team=ex.team, user=ex.user,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens, cost_nanos=ex.cost_nanos, usage_source=usage.source,
-            status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
-            client_disconnected=ex.client_disconnected, error=ex.error_code,
-            policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
-        )
-        self._ledger.add(record)
-        self._metrics.observe(ex)
-        if self._access_log:
-            access_log.info(orjson.dumps(record).decode())
-
 
 def _tags(header: str | None) -> frozenset[str]:
     return frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()
-
-
-def _policies_column(ex: Exchange) -> str | None:
-    """Per policy: what happened to this request, and what it saved (JSON, for `thriftgate savings`)."""
-    if not ex.policy_marks:
-        return None
-    column: dict[str, dict] = {name: {"mark": mark} for name, mark in ex.policy_marks.items()}
-    for saving in ex.savings:
-        entry = column.setdefault(saving.policy, {})
-        entry.update(mechanism=saving.mechanism, basis=saving.basis,
-                     saved_nanos=entry.get("saved_nanos", 0) + saving.nanos)
-    return orjson.dumps(column).decode()
 
 
 def _client_gone(request: web.Request) -> bool:

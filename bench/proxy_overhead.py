@@ -1,0 +1,361 @@
+"""What thriftgate costs on top of going straight to the upstream, next to a bare aiohttp hop and LiteLLM.
+
+    python -m bench.proxy_overhead [--seconds 10] [--targets direct,floor,thriftgate,litellm] [--memory]
+
+Run from the repository root (it starts `python -m tests.fake_upstream` and `python -m proxy`). Targets:
+  direct          the fake upstream itself, no proxy
+  floor           bench/floor_forwarder.py: one bare aiohttp hop, the least any aiohttp proxy can cost
+  thriftgate      counting, pricing, metrics and ledger on; access log off
+  thriftgate-log  the same with the access log on (stdout to a file); not in the default set
+  litellm         LiteLLM's proxy, one worker, from --litellm-python's venv; skipped when that is absent
+Each target is measured at concurrency 1 and 32, streamed and not, for --seconds after --warmup: requests/s,
+p50/p99 latency and time to first byte, the proxy process's CPU ms per request (utime+stime from /proc, its
+children and threads included) and how busy its core was. `--memory` instead sends 100k requests through
+thriftgate and prints its RSS along the way.
+
+CPU layout (2 or more cores): the proxy under test runs alone on CPU 1; the fake upstream and the load
+generator share CPU 0. CPU per request is then the proxy's alone, and at concurrency 32 a proxy below 100%
+of its core is not the bottleneck (CPU 0 is). Every process started here is stopped on exit, Ctrl-C included.
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+SCENARIOS = ((1, False), (1, True), (32, False), (32, True))  # (concurrency, streamed)
+DEFAULT_TARGETS = "direct,floor,thriftgate,litellm"
+PROXY_CPUS, LOAD_CPUS = ({1}, {0}) if (os.cpu_count() or 1) >= 2 else (None, None)
+MEMORY_REQUESTS = 100_000
+
+
+# ---- processes ----
+
+class Processes:
+    """Starts servers in sessions of their own (Ctrl-C reaches only us) and stops every one of them on exit."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._started: list[subprocess.Popen] = []
+
+    def start(self, name: str, cmd: list[str], cpus: set[int] | None, env: dict | None = None,
+              stdout: int | str | None = None) -> subprocess.Popen:
+        """stderr goes to <workdir>/<name>.log, stdout too unless it is subprocess.PIPE or a file name."""
+        with open(self.workdir / f"{name}.log", "wb") as log, \
+                open(self.workdir / stdout, "wb") if isinstance(stdout, str) else log as out:
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout == subprocess.PIPE else out, stderr=log, start_new_session=True,
+            )
+        self._started.append(proc)
+        if cpus:
+            os.sched_setaffinity(proc.pid, cpus)  # threads and children started later inherit it
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._started.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self._started[:]):
+            self.stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(proc: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}; last lines of {log}:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"not listening on {port} after {timeout}s; see {log}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of pid and its live descendants (all threads: /proc/PID/stat sums them)."""
+    total, family = 0.0, {pid}
+    for stat in sorted(Path("/proc").glob("[0-9]*/stat"), key=lambda p: int(p.parent.name)):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        this, parent = int(stat.parent.name), int(fields[1])
+        if this in family or parent in family:
+            family.add(this)
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+# ---- targets ----
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: subprocess.Popen | None  # None: the upstream itself, no proxy
+
+
+def start_upstream(procs: Processes) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = procs.start("upstream", [sys.executable, "-m", "tests.fake_upstream", "--port", str(port)], LOAD_CPUS)
+    wait_listening(proc, port, procs.workdir / "upstream.log")
+    return proc, port
+
+
+def start_target(name: str, procs: Processes, upstream_port: int, litellm_python: Path) -> Target:
+    port, work = free_port(), procs.workdir
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    if name == "floor":
+        cmd = [sys.executable, "-m", "bench.floor_forwarder", "--port", str(port), "--upstream", upstream]
+        proc = procs.start(name, cmd, PROXY_CPUS)
+    elif name.startswith("thriftgate"):
+        config = work / f"{name}.yaml"
+        config.write_text(json.dumps({  # JSON is YAML
+            "server": {"host": "127.0.0.1", "port": port, "access_log": name == "thriftgate-log"},
+            "upstreams": [{"name": "fake", "base_url": upstream + "/v1", "api_key_env": None}],
+            "ledger": {"path": str(work / f"{name}-ledger.db")},
+        }))
+        # the access log goes to a file, as a log shipper would read it
+        proc = procs.start(name, [sys.executable, "-m", "proxy", "serve", "--config", str(config)], PROXY_CPUS,
+                           stdout=f"{name}.access.log")
+    elif name == "litellm":
+        proc = procs.start(name, litellm_command(litellm_python, work, port, upstream), PROXY_CPUS,
+                           env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    else:
+        raise ValueError(f"unknown target {name!r}")
+    wait_listening(proc, port, work / f"{name}.log")
+    return Target(name, port, proc)
+
+
+def litellm_command(python: Path, work: Path, port: int, upstream: str) -> list[str]:
+    """One uvicorn worker with openai/gpt-4o-mini on the fake upstream. The master key is the fake's key, which
+    the load generator sends anyway; uvicorn's access log is off, as thriftgate's is."""
+    config, log_config = work / "litellm.yaml", work / "litellm-logging.json"
+    config.write_text(json.dumps({
+        "model_list": [{"model_name": "gpt-4o-mini", "litellm_params": {
+            "model": "openai/gpt-4o-mini", "api_base": upstream + "/v1", "api_key": "sk-fake-upstream-key"}}],
+        "general_settings": {"master_key": "sk-fake-upstream-key"},
+    }))
+    log_config.write_text(json.dumps({
+        "version": 1, "disable_existing_loggers": False, "loggers": {"uvicorn.access": {"level": "WARNING"}},
+    }))
+    return [str(python.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+            "--num_workers", "1", "--log_config", str(log_config)]
+
+
+# ---- measuring ----
+
+@dataclass
+class Result:
+    rps: float
+    p50: float  # milliseconds from here on
+    p99: float
+    ttfb50: float
+    ttfb99: float
+    cpu_ms: float | None  # per request, the proxy's process; None for direct
+    busy: float | None  # the proxy's share of one core
+    errors: dict
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(int(q * len(sorted_values)), len(sorted_values) - 1)] * 1000
+
+
+def measure(procs: Processes, target: Target, connections: int, stream: bool, seconds: float,
+            warmup: float) -> Result:
+    cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(target.port), "--connections", str(connections),
+           "--seconds", str(seconds), "--warmup", str(warmup)] + (["--stream"] if stream else [])
+    load = procs.start("loadgen", cmd, LOAD_CPUS, stdout=subprocess.PIPE)
+    pid = target.proc.pid if target.proc else None
+    lines = iter(load.stdout.readline, b"")
+    if next(lines, b"").strip() != b"start":
+        raise RuntimeError(f"load generator failed: {(procs.workdir / 'loadgen.log').read_text()[-2000:]}")
+    cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+    next(lines)  # "stop"
+    cpu1, t1 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+    out = json.loads(next(lines))
+    load.wait()
+    load.stdout.close()
+    procs.stop(load)
+    latencies, ttfbs = sorted(out["latencies"]), sorted(out["ttfbs"])
+    if not latencies:
+        raise RuntimeError(f"{target.name}: no successful request; errors {out['errors']}")
+    return Result(
+        rps=len(latencies) / out["seconds"], p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
+        ttfb50=percentile(ttfbs, 0.5), ttfb99=percentile(ttfbs, 0.99),
+        cpu_ms=(cpu1 - cpu0) * 1000 / len(latencies) if pid else None,
+        busy=(cpu1 - cpu0) / (t1 - t0) if pid else None, errors=out["errors"],
+    )
+
+
+def run_benchmark(args: argparse.Namespace, procs: Processes) -> None:
+    targets = [t for t in args.targets.split(",") if t]
+    if "litellm" in targets and not args.litellm_python.exists():
+        print(f"# litellm skipped: no {args.litellm_python} (python3 -m venv /tmp/litellm-venv && "
+              "/tmp/litellm-venv/bin/pip install 'litellm[proxy]==1.106.2'; or pass --litellm-python)")
+        targets.remove("litellm")
+    _, upstream_port = start_upstream(procs)
+    results: dict[tuple[str, int, bool], Result] = {}
+    for name in targets:
+        target = Target(name, upstream_port, None) if name == "direct" else \
+            start_target(name, procs, upstream_port, args.litellm_python)
+        for connections, stream in SCENARIOS:
+            print(f"# {name} c={connections} {'stream' if stream else 'whole'} ...", file=sys.stderr, flush=True)
+            results[name, connections, stream] = measure(procs, target, connections, stream, args.seconds, args.warmup)
+        if target.proc:
+            procs.stop(target.proc)
+    report(results, targets, args)
+
+
+# ---- reporting ----
+
+def ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}" if value is not None and base else "-"
+
+
+def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
+    print(f"\n## {args.seconds:g} s per run after {args.warmup:g} s warm-up; chat completions, 40-word answers "
+          f"(streams: ~50 events)")
+    print(f"## CPU: the proxy alone on CPU {sorted(PROXY_CPUS or ())}, upstream and load generator on "
+          f"{sorted(LOAD_CPUS or ())}" if PROXY_CPUS else "## CPU: not pinned (a single core)")
+    header = ("target", "c", "stream", "req/s", "p50 ms", "p99 ms", "ttfb50", "ttfb99", "cpu ms/req", "core %",
+              "+p50 ms", "+ttfb50")
+    rows = [header]
+    for connections, stream in SCENARIOS:
+        direct = results.get(("direct", connections, stream))
+        for name in targets:
+            r = results[name, connections, stream]
+            rows.append((name, str(connections), "yes" if stream else "no", f"{r.rps:.0f}", f"{r.p50:.2f}",
+                         f"{r.p99:.2f}", f"{r.ttfb50:.2f}", f"{r.ttfb99:.2f}",
+                         f"{r.cpu_ms:.3f}" if r.cpu_ms is not None else "-",
+                         f"{r.busy * 100:.0f}" if r.busy is not None else "-",
+                         f"{r.p50 - direct.p50:+.2f}" if direct else "-",
+                         f"{r.ttfb50 - direct.ttfb50:+.2f}" if direct else "-"))
+    print_table(rows)
+
+    print("\n## ratios: x direct / x floor")
+    figures = ("rps", "p50", "p99", "ttfb50", "ttfb99", "cpu_ms")
+    rows = [("target", "c", "stream", "req/s", "p50", "p99", "ttfb50", "ttfb99", "cpu/req")]
+    for connections, stream in SCENARIOS:
+        direct, floor = results.get(("direct", connections, stream)), results.get(("floor", connections, stream))
+        for name in targets:
+            r = results[name, connections, stream]
+            rows.append((name, str(connections), "yes" if stream else "no", *(
+                f"{ratio(getattr(r, f), getattr(direct, f, None))} / {ratio(getattr(r, f), getattr(floor, f, None))}"
+                for f in figures)))
+    print_table(rows)
+    errors = {f"{n} c={c} {'stream' if s else 'whole'}": r.errors for (n, c, s), r in results.items() if r.errors}
+    if errors:
+        print(f"\n## errors (not counted in any figure): {errors}")
+    print_targets(results, targets)
+
+
+def print_targets(results: dict, targets: list[str]) -> None:
+    """The issue's targets, where this run has what they need."""
+    if "thriftgate" not in targets:
+        return
+    tg = {(c, s): results["thriftgate", c, s] for c, s in SCENARIOS}
+    checks = []
+    if "direct" in targets:
+        added = tg[1, False].p50 - results["direct", 1, False].p50
+        checks.append((f"added p50 at c=1 < 1 ms: {added:+.2f} ms", added < 1))
+        added = tg[1, True].ttfb50 - results["direct", 1, True].ttfb50
+        checks.append((f"added streamed time to first byte at c=1 < 1 ms: {added:+.2f} ms", added < 1))
+    if "floor" in targets:
+        for c, s in SCENARIOS:
+            x = tg[c, s].cpu_ms / results["floor", c, s].cpu_ms
+            checks.append((f"CPU/request <= 2x floor, c={c} {'stream' if s else 'whole'}: {x:.2f}x", x <= 2))
+    if "litellm" in targets:
+        for s in (False, True):
+            x = tg[32, s].rps / results["litellm", 32, s].rps
+            checks.append((f"req/s at c=32 >= 15x LiteLLM, {'stream' if s else 'whole'}: {x:.1f}x", x >= 15))
+    print("\n## targets")
+    for text, met in checks:
+        print(f"{'met    ' if met else 'NOT met'}  {text}")
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+
+
+# ---- memory ----
+
+def run_memory(args: argparse.Namespace, procs: Processes) -> None:
+    """RSS of thriftgate as 100k requests (c=32, streamed and not in turn) go through it."""
+    _, upstream_port = start_upstream(procs)
+    target = start_target("thriftgate", procs, upstream_port, args.litellm_python)
+    pid, sent, stream = target.proc.pid, 0, False
+    print(f"requests  RSS MiB   (thriftgate pid {pid})")
+    print(f"{0:>8}  {rss_mib(pid):7.1f}   idle after start")
+    measure(procs, target, 32, False, 2, 0)  # first-use allocations are not growth: warm up before the baseline
+    measure(procs, target, 32, True, 2, 0)
+    print(f"{0:>8}  {rss_mib(pid):7.1f}   after 4 s of warm-up")
+    while sent < MEMORY_REQUESTS:
+        result = measure(procs, target, 32, stream, 5, 0)
+        sent += round(result.rps * 5)
+        stream = not stream
+        print(f"{sent:>8}  {rss_mib(pid):7.1f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.proxy_overhead", description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each run (default 10)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each run (default 1)")
+    parser.add_argument("--targets", default=DEFAULT_TARGETS, help=f"comma-separated (default {DEFAULT_TARGETS})")
+    parser.add_argument("--litellm-python", type=Path, default=Path("/tmp/litellm-venv/bin/python"))
+    parser.add_argument("--memory", action="store_true", help=f"RSS of thriftgate over {MEMORY_REQUESTS} requests")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally below runs
+    print(f"# {platform.node()}: {os.cpu_count()} CPUs ({cpu_model()}), Linux {platform.release()}, "
+          f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="thriftgate-bench-") as work:
+        procs = Processes(Path(work))
+        try:
+            (run_memory if args.memory else run_benchmark)(args, procs)
+        finally:
+            procs.stop_all()
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    main()

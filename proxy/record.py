@@ -1,0 +1,56 @@
+"""The record stage: each answered request, exactly once, to the ledger, the metrics and the access log."""
+
+import logging
+import time
+
+import orjson
+
+from proxy.exchange import Exchange
+from proxy.ledger import Ledger, SpendRecord
+from proxy.metrics import Metrics
+from proxy.usage import Usage
+
+access_log = logging.getLogger("thriftgate.access")
+
+
+class Recorder:
+    def __init__(self, ledger: Ledger, metrics: Metrics, *, access_log_enabled: bool) -> None:
+        self._ledger = ledger
+        self._metrics = metrics
+        self._access_log = access_log_enabled
+
+    def record(self, ex: Exchange) -> None:
+        ex.finished = time.perf_counter()
+        record = spend_record(ex)
+        self._ledger.add(record)
+        self._metrics.observe(ex)
+        if self._access_log:
+            access_log.info(orjson.dumps(record).decode())
+
+
+def spend_record(ex: Exchange) -> SpendRecord:
+    usage = ex.usage or Usage()
+    return SpendRecord(
+        request_id=ex.request_id, ts=ex.received_at, endpoint=ex.endpoint,
+        requested_model=ex.requested_model, model=ex.model,
+        upstream=ex.upstream.name if ex.upstream else "",
+        key_id=ex.key_id, team=ex.team, user=ex.user,
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens, cost_nanos=ex.cost_nanos, usage_source=usage.source,
+        status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
+        client_disconnected=ex.client_disconnected, error=ex.error_code,
+        policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
+    )
+
+
+def _policies_column(ex: Exchange) -> str | None:
+    """Per policy: what happened to this request, and what it saved (JSON, for `thriftgate savings`)."""
+    if not ex.policy_marks:
+        return None
+    column: dict[str, dict] = {name: {"mark": mark} for name, mark in ex.policy_marks.items()}
+    for saving in ex.savings:
+        entry = column.setdefault(saving.policy, {})
+        entry.update(mechanism=saving.mechanism, basis=saving.basis,
+                     saved_nanos=entry.get("saved_nanos", 0) + saving.nanos)
+    return orjson.dumps(column).decode()

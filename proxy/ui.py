@@ -1,0 +1,162 @@
+"""The built-in page at /ui: spend today and this month by model and team, savings, the last requests.
+
+One page rendered on the server from the ledger: inline CSS, no script, nothing fetched from
+elsewhere, so it works offline and its Content-Security-Policy forbids everything else. It shows no
+key, user or prompt. `add_routes` takes a guard so that authentication can wrap the page later.
+"""
+
+import html
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from aiohttp import web
+
+from proxy.appkeys import LEDGER
+from proxy.money import NANOS_PER_USD
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RECENT_ROWS = 25
+REFRESH_SECONDS = 15
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def add_routes(router: web.UrlDispatcher, *, guard: Callable[[Handler], Handler] = lambda handler: handler) -> None:
+    router.add_get("/", to_page)  # a redirect reveals nothing: it needs no guard
+    router.add_get("/ui", guard(page))
+
+
+async def to_page(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui")
+
+
+async def page(request: web.Request) -> web.Response:
+    ledger = request.app[LEDGER]
+    now = datetime.now(UTC)
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month_start = day_start.replace(day=1)
+    since_day, since_month = day_start.timestamp(), month_start.timestamp()
+    by_model = _joined(await ledger.spend(by="model", since=since_month),
+                       await ledger.spend(by="model", since=since_day), "model")
+    by_team = _joined(await ledger.spend(by="team", since=since_month),
+                      await ledger.spend(by="team", since=since_day), "team")
+    recent = await ledger.recent(RECENT_ROWS)
+    body = _document(now, by_model, by_team, recent)
+    return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_HEADERS)
+
+
+def _joined(month: list[dict], today: list[dict], key: str) -> list[dict]:
+    """The month's rows (most spent first), each with today's cost beside it."""
+    today_cost = {row[key]: row["cost_nanos"] for row in today}
+    return [{**row, "today_nanos": today_cost.get(row[key], 0)} for row in month]
+
+
+def usd(nanos: int | None) -> str:
+    """Dollars as people read them: cents from $1 up, micro-dollars below."""
+    if nanos is None:
+        return "unpriced"
+    dollars = Decimal(nanos) / NANOS_PER_USD
+    if abs(dollars) >= 1:
+        return f"${dollars:,.2f}"
+    if nanos and abs(dollars) < Decimal("0.000001"):
+        return "<$0.000001"
+    return f"${dollars:.6f}"
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _name(value: str | None, missing: str) -> str:
+    return _e(value) if value else f'<span class="dim">{missing}</span>'
+
+
+def _document(now: datetime, by_model: list[dict], by_team: list[dict], recent: list[dict]) -> str:
+    month_total = sum(row["cost_nanos"] for row in by_model)
+    today_total = sum(row["today_nanos"] for row in by_model)
+    requests = sum(row["requests"] for row in by_model)
+    unpriced = sum(row["unpriced_requests"] for row in by_model)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>thriftgate: spend</title>
+<style>{_CSS}</style></head><body>
+<header><h1>thriftgate</h1><span class="dim">spend from the ledger, {now:%Y-%m-%d %H:%M:%S} UTC</span></header>
+<section class="cards">
+<div class="card"><div class="label">Today (UTC)</div><div class="figure" id="today-total">{usd(today_total)}</div></div>
+<div class="card"><div class="label">This month</div><div class="figure" id="month-total">{usd(month_total)}</div>
+<div class="dim">{requests:,} requests</div></div>
+<div class="card"><div class="label">Unpriced requests this month</div>
+<div class="figure{' warn' if unpriced else ''}" id="month-unpriced">{unpriced:,}</div></div>
+</section>
+<h2>By model</h2>{_spend_table("by-model", "Model", "model", "(pass-through)", by_model, month_total)}
+<h2>By team</h2>{_spend_table("by-team", "Team", "team", "(no team)", by_team, month_total)}
+<h2>Savings by mechanism</h2><p class="empty" id="savings">No savings recorded yet.</p>
+<h2>Last requests</h2>{_recent_table(recent)}
+</body></html>
+"""
+
+
+def _spend_table(table_id: str, heading: str, key: str, missing: str, rows: list[dict], total: int) -> str:
+    if not rows:
+        return f'<p class="empty" id="{table_id}">No requests this month yet.</p>'
+    body = "".join(
+        f"<tr><td>{_name(row[key], missing)}</td><td class=num>{usd(row['today_nanos'])}</td>"
+        f"<td class=num>{usd(row['cost_nanos'])}</td>"
+        f"<td class=bar><i style=\"width:{_share(row['cost_nanos'], total)}%\"></i></td>"
+        f"<td class=num>{row['requests']:,}</td><td class=num>{row['unpriced_requests']:,}</td>"
+        f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td></tr>"
+        for row in rows
+    )
+    return _table(table_id, (heading, "Today", "This month", "Share", "Requests", "Unpriced",
+                             "Prompt tokens", "Completion tokens"), body)
+
+
+def _share(nanos: int, total: int) -> int:
+    return round(100 * nanos / total) if total else 0
+
+
+def _recent_table(rows: list[dict]) -> str:
+    if not rows:
+        return '<p class="empty" id="recent">No requests yet.</p>'
+    body = "".join(
+        f"<tr><td>{datetime.fromtimestamp(row['ts'], UTC):%m-%d %H:%M:%S}</td><td class=mono>{_e(row['request_id'])}</td>"
+        f"<td>{_e(row['endpoint'])}{' (stream)' if row['stream'] else ''}</td>"
+        f"<td>{_name(row['model'], '-')}</td><td>{_name(row['team'], '-')}</td>"
+        f"<td class=\"num{' err' if row['status'] >= 400 else ''}\">{row['status']}</td>"
+        f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td>"
+        f"<td class=num>{usd(row['cost_nanos'])}{'*' if row['usage_source'] == 'estimated' else ''}</td>"
+        f"<td class=num>{row['latency_ms']:,.0f} ms</td></tr>"
+        for row in rows
+    )
+    headings = ("Time (UTC)", "Request id", "Endpoint", "Model", "Team", "Status", "Prompt tokens",
+                "Completion tokens", "Cost", "Latency")
+    return _table("recent", headings, body) + '<p class="dim">* counted by the proxy: the upstream sent no usage</p>'
+
+
+def _table(table_id: str, headings: Iterable[str], body: str) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headings)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:0 24px 32px;max-width:1200px;
+color:#1d2330;background:#f6f7f9}
+header{display:flex;align-items:baseline;gap:16px;padding:16px 0;border-bottom:1px solid #dde1e7}
+h1{font-size:20px;margin:0}h2{font-size:15px;margin:24px 0 8px}
+.dim{color:#6b7385}.mono{font-family:ui-monospace,monospace;font-size:12px}
+.cards{display:flex;gap:16px;margin-top:16px}
+.card{flex:1;background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px}
+.label{color:#6b7385;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.figure{font-size:26px;font-weight:600;font-variant-numeric:tabular-nums}.warn{color:#b45309}
+table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #dde1e7}
+th,td{padding:5px 10px;border-bottom:1px solid #eef0f3;text-align:left;white-space:nowrap}
+th{font-size:12px;color:#6b7385;font-weight:600;background:#fafbfc}
+.num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#b91c1c;font-weight:600}
+.bar{width:18%}.bar i{display:block;height:8px;background:#3b82f6;border-radius:2px;min-width:1px}
+.empty{background:#fff;border:1px dashed #c9ced8;border-radius:6px;padding:12px 16px;color:#6b7385}
+"""

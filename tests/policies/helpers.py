@@ -1,0 +1,47 @@
+"""Hand-built exchanges and policies for unit tests of policy types and the chain."""
+
+from typing import Any
+
+import orjson
+from aiohttp.test_utils import make_mocked_request
+from prometheus_client import CollectorRegistry
+
+from proxy import policies
+from proxy.config import validate
+from proxy.exchange import Exchange
+from proxy.hooks import PolicyChain
+from proxy.metrics import Metrics
+from proxy.openai_wire import request_facts
+from proxy.policies.base import Services
+from proxy.pricing import PriceTable, default_pricing_path
+from proxy.tokens import TokenCounter
+
+PRICES = PriceTable.load([default_pricing_path()], {})
+TOKENS = TokenCounter()
+SERVICES = Services(prices=PRICES, tokens=TOKENS)
+PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "responses": "/v1/responses",
+         "embeddings": "/v1/embeddings"}
+
+
+def exchange(endpoint: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Exchange:
+    request = make_mocked_request("POST", PATHS[endpoint], headers=headers or {})
+    ex = Exchange(request, endpoint)
+    ex.raw_body = orjson.dumps(body)
+    ex.body = orjson.loads(ex.raw_body)
+    facts = request_facts(endpoint, ex.body)
+    ex.requested_model = ex.model = facts.model
+    ex.stream, ex.max_output_tokens = facts.stream, facts.max_output_tokens
+    ex.tokens = TOKENS
+    return ex
+
+
+def chain(*entries: dict[str, Any]) -> tuple[PolicyChain, Metrics]:
+    config = validate({"policies": list(entries)})
+    metrics = Metrics(CollectorRegistry(), models=PRICES.models)
+    return PolicyChain(policies.build(config.policies, SERVICES), SERVICES, metrics), metrics
+
+
+def policy(entry: dict[str, Any]):
+    """One policy object of the entry's type, built as the app builds it."""
+    config = validate({"policies": [entry]}).policies[0]
+    return policies.REGISTRY[config.type].Policy(config, SERVICES)
