@@ -20,6 +20,7 @@ from proxy.policies.base import Services
 from proxy.pricing import PriceTable, default_pricing_path
 from proxy.record import Recorder
 from proxy.settle import Settler
+from proxy.side_calls import SideCalls
 from proxy.tokens import TokenCounter
 from proxy.upstream import UpstreamClient
 
@@ -40,10 +41,10 @@ def make_app(
         exposition=multiprocess_exposition(metrics_dir) if metrics_dir else None,
     )
     tokens = TokenCounter()
-    services = Services(prices=prices, tokens=tokens)
-    chain = PolicyChain(policies.build(config.policies, services), services, metrics)
     recorder = Recorder(ledger, metrics, access_log_enabled=config.server.access_log)
     settler = Settler(tokens, prices)
+    services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder))
+    chain = PolicyChain(policies.build(config.policies, services), services, metrics)
     pipeline = Pipeline(
         config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain
     )

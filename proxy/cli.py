@@ -1,4 +1,4 @@
-"""`thriftgate serve | check-config | spend | pricing import`."""
+"""`thriftgate serve | check-config | spend | demo | pricing import`."""
 
 import argparse
 import json
@@ -45,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--by", default="model", help="model, requested_model, team, key, user, upstream, endpoint, day")
     spend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     spend.set_defaults(run=_spend)
+
+    demo = commands.add_parser("demo", help="a simulated provider and realistic traffic through the proxy")
+    demo.add_argument("--duration", type=float, default=60, help="seconds of traffic; 0 runs until Ctrl-C (default 60)")
+    demo.add_argument("--rps", type=float, default=5, help="requests per second, on average (default 5)")
+    demo.add_argument("--port", type=int, default=4100, help="port of the demo's own proxy (default 4100)")
+    demo.add_argument("--host", default="127.0.0.1", help="address of the demo's own proxy (default 127.0.0.1)")
+    demo.add_argument("--ledger", default="thriftgate-demo.db", help="its ledger, never the real one (default %(default)s)")
+    demo.add_argument("--target", help="send the traffic to this running proxy (http://host:port) instead of its own")
+    demo.add_argument("--upstream-host", default="127.0.0.1", help="address of the simulated provider")
+    demo.add_argument("--upstream-port", type=int, default=0, help="port of the simulated provider (default: any free)")
+    demo.add_argument("--seed", type=int, help="random seed, for a repeatable run")
+    demo.set_defaults(run=_demo)
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")
@@ -172,6 +184,12 @@ def _spend_table(by: str, rows: list[dict]) -> str:
         "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
         for line in lines
     )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from proxy import demo
+
+    return demo.run(args)
 
 
 def _pricing_import(args: argparse.Namespace) -> int:

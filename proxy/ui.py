@@ -105,8 +105,8 @@ def _spend_table(table_id: str, heading: str, key: str, missing: str, rows: list
     if not rows:
         return f'<p class="empty" id="{table_id}">No requests this month yet.</p>'
     body = "".join(
-        f"<tr><td>{_name(row[key], missing)}</td><td class=num>{usd(row['today_nanos'])}</td>"
-        f"<td class=num>{usd(row['cost_nanos'])}</td>"
+        f"<tr><td>{_name(row[key], missing)}</td><td class=num>{_cost(row, row['today_nanos'])}</td>"
+        f"<td class=num>{_cost(row, row['cost_nanos'])}</td>"
         f"<td class=bar><i style=\"width:{_share(row['cost_nanos'], total)}%\"></i></td>"
         f"<td class=num>{row['requests']:,}</td><td class=num>{row['unpriced_requests']:,}</td>"
         f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td></tr>"
@@ -114,6 +114,10 @@ def _spend_table(table_id: str, heading: str, key: str, missing: str, rows: list
     )
     return _table(table_id, (heading, "Today", "This month", "Share", "Requests", "Unpriced",
                              "Prompt tokens", "Completion tokens"), body)
+
+
+def _cost(row: dict, nanos: int) -> str:
+    return "unpriced" if row["unpriced_requests"] == row["requests"] else usd(nanos)
 
 
 def _share(nanos: int, total: int) -> int:
@@ -154,7 +158,7 @@ h1{font-size:20px;margin:0}h2{font-size:15px;margin:24px 0 8px}
 .label{color:#6b7385;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
 .figure{font-size:26px;font-weight:600;font-variant-numeric:tabular-nums}.warn{color:#b45309}
 table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #dde1e7}
-th,td{padding:5px 10px;border-bottom:1px solid #eef0f3;text-align:left;white-space:nowrap}
+th,td{padding:5px 8px;border-bottom:1px solid #eef0f3;text-align:left;white-space:nowrap}
 th{font-size:12px;color:#6b7385;font-weight:600;background:#fafbfc}
 .num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#b91c1c;font-weight:600}
 .bar{width:18%}.bar i{display:block;height:8px;background:#3b82f6;border-radius:2px;min-width:1px}

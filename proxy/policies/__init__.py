@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from proxy.policies import cap, concise, deny, route
+from proxy.policies import cap, cascade, concise, deny, route
 from proxy.policies.base import PolicyConfig, Services
 
 REGISTRY: dict[str, ModuleType] = {
@@ -13,6 +13,7 @@ REGISTRY: dict[str, ModuleType] = {
     "cap": cap,
     "route": route,
     "deny": deny,
+    "cascade": cascade,
 }
 
 

@@ -11,12 +11,15 @@ built as `Policy(settings, services)` that implements only the hooks it needs:
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.pricing import PriceTable
 from proxy.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from proxy.side_calls import SideCalls
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
 Count = Annotated[int, Field(ge=0)]
@@ -71,3 +74,4 @@ class Services:
 
     prices: PriceTable
     tokens: TokenCounter
+    side_calls: "SideCalls"

@@ -14,10 +14,17 @@ from multidict import CIMultiDict
 
 from tests.fake import wire
 from tests.fake.content import Generated, OutputShape, generate, reply_length
+from tests.fake.tokens import token_pieces
 
 # Faults, by header `x-fake-fault: NAME` or by model `fake-NAME`.
 ERROR_FAULTS = frozenset({"400", "429", "500", "503"})
 FAULTS = frozenset({*ERROR_FAULTS, "timeout", "cut", "no-usage", "garbage"})
+# Models whose answer is a poor one, whatever was asked: what a cascade must catch and escalate.
+CANNED_REPLIES = {
+    "fake-empty": "",
+    "fake-refusal": "I'm sorry, but I can't help with that.",
+    "fake-badjson": "{'answer': not json",
+}
 
 OPENAI_HEADERS = {
     "openai-version": "2020-10-01",
@@ -121,6 +128,9 @@ class Call:
     ) -> list[Generated]:
         length = reply_length(self.knobs.words, concise)
         seed, model = self.state.seed, self.model
+        if model in CANNED_REPLIES:
+            pieces = token_pieces(CANNED_REPLIES[model], model)
+            return [Generated(pieces, "stop", 0) for _ in range(n)]
         return [
             generate(seed=seed, prompt=prompt, index=i, length=length, shape=shape, model=model, budget=budget)
             for i in range(n)

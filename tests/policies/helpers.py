@@ -1,5 +1,6 @@
 """Hand-built exchanges and policies for unit tests of policy types and the chain."""
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -18,14 +19,19 @@ from proxy.tokens import TokenCounter
 
 PRICES = PriceTable.load([default_pricing_path()], {})
 TOKENS = TokenCounter()
-SERVICES = Services(prices=PRICES, tokens=TOKENS)
+SERVICES = Services(prices=PRICES, tokens=TOKENS, side_calls=None)  # cascade is tested end to end
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "responses": "/v1/responses",
          "embeddings": "/v1/embeddings"}
 
 
+@lru_cache(maxsize=64)
+def _request(endpoint: str, headers: tuple[tuple[str, str], ...]):
+    # Mocked requests are slow to build and never change: one per endpoint and headers.
+    return make_mocked_request("POST", PATHS[endpoint], headers=dict(headers))
+
+
 def exchange(endpoint: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Exchange:
-    request = make_mocked_request("POST", PATHS[endpoint], headers=headers or {})
-    ex = Exchange(request, endpoint)
+    ex = Exchange(_request(endpoint, tuple(sorted((headers or {}).items()))), endpoint)
     ex.raw_body = orjson.dumps(body)
     ex.body = orjson.loads(ex.raw_body)
     facts = request_facts(endpoint, ex.body)
