@@ -205,7 +205,11 @@ def measure(procs: Processes, target: Target, connections: int, stream: bool, se
     cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
     next(lines)  # "stop"
     cpu1, t1 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
-    out = json.loads(next(lines))
+    try:
+        line = next(lines); open("/tmp/badline", "wb").write(line)
+        out = json.loads(line)
+    except ValueError:
+        raise RuntimeError(f"load generator failed: {(procs.workdir / 'loadgen.log').read_text()[-2000:]}") from None
     load.wait()
     load.stdout.close()
     procs.stop(load)

@@ -3,22 +3,25 @@ the routes. Nothing is global: tests build a fresh app with its own registry.
 """
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy import admin, policies, ui
-from proxy.appkeys import CONFIG, LEDGER, METRICS, PRICES, READY, UPSTREAMS
+from proxy import admin, ui
+from proxy.appkeys import CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, UPSTREAMS
 from proxy.config import Config
 from proxy.errors import NotFound, ProxyError
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics, multiprocess_exposition
 from proxy.openai_wire import ENDPOINT_BY_PATH
-from proxy.hooks import PolicyChain
+from proxy.hooks import build_chain
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
 from proxy.pricing import PriceTable, default_pricing_path
 from proxy.record import Recorder
+from proxy.reload import Reloader, install_sighup, reload_route
+from proxy.savings import HoldoutStats
 from proxy.settle import Settler
 from proxy.side_calls import SideCalls
 from proxy.tokens import TokenCounter
@@ -27,9 +30,11 @@ from proxy.upstream import UpstreamClient
 
 
 def make_app(
-    config: Config, *, registry: CollectorRegistry | None = None, metrics_dir: str | None = None
+    config: Config, *, registry: CollectorRegistry | None = None, metrics_dir: str | None = None,
+    config_path: Path | None = None, handle_sighup: bool = False,
 ) -> web.Application:
-    """metrics_dir: the PROMETHEUS_MULTIPROC_DIR of `serve --workers N`, whose /metrics adds up every worker."""
+    """metrics_dir: the PROMETHEUS_MULTIPROC_DIR of `serve --workers N`, whose /metrics adds up every worker.
+    config_path: the file `POST /admin/reload` and SIGHUP (with handle_sighup) read again."""
     prices = PriceTable.load(
         list(config.pricing.files or [default_pricing_path()]),
         {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
@@ -44,10 +49,12 @@ def make_app(
     recorder = Recorder(ledger, metrics, access_log_enabled=config.server.access_log)
     settler = Settler(tokens, prices)
     services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder))
-    chain = PolicyChain(policies.build(config.policies, services), services, metrics)
+    holdout = HoldoutStats()
+    chain = build_chain(config.policies, services, metrics, holdout)
     pipeline = Pipeline(
         config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain
     )
+    reloader = Reloader(config_path, config, pipeline, services, metrics, holdout)
 
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors])
     app[CONFIG] = config
@@ -56,6 +63,9 @@ def make_app(
     app[PRICES] = prices
     app[UPSTREAMS] = upstreams
     app[READY] = {"ready": False}
+    app[RELOADER] = reloader
+    if handle_sighup:
+        app.on_startup.append(lambda app: _install_sighup(app[RELOADER]))
     app.cleanup_ctx.append(_running_services)
 
     for path, endpoint in ENDPOINT_BY_PATH.items():
@@ -65,8 +75,13 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app.router)
+    app.router.add_routes([reload_route(RELOADER)])
     ui.add_routes(app.router)
     return app
+
+
+async def _install_sighup(reloader: Reloader) -> None:
+    install_sighup(reloader)
 
 
 def _configured_models(config: Config) -> frozenset[str]:

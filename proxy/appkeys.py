@@ -6,6 +6,7 @@ from proxy.config import Config
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.pricing import PriceTable
+from proxy.reload import Reloader
 from proxy.upstream import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
@@ -14,3 +15,4 @@ METRICS = web.AppKey("metrics", Metrics)
 PRICES = web.AppKey("prices", PriceTable)
 UPSTREAMS = web.AppKey("upstreams", UpstreamClient)
 READY = web.AppKey("ready", dict)
+RELOADER = web.AppKey("reloader", Reloader)

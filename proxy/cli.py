@@ -1,6 +1,7 @@
 """`thriftgate serve | check-config | spend | demo | pricing import`."""
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from proxy import config as config_module
-from proxy.money import format_usd
+from proxy import reports
+from proxy.savings import savings_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--by", default="model", help="model, requested_model, team, key, user, upstream, endpoint, day")
     spend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     spend.set_defaults(run=_spend)
+
+    savings = commands.add_parser("savings", help="what each policy saved, treated vs held out")
+    savings.add_argument("--config", help="config file naming the ledger (default: embedded defaults)")
+    savings.add_argument("--ledger", help="ledger file (overrides the config)")
+    savings.add_argument("--since", default="7d", help="7d, 24h, an ISO date or a unix time (default 7d)")
+    savings.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    savings.set_defaults(run=_savings)
 
     demo = commands.add_parser("demo", help="a simulated provider and realistic traffic through the proxy")
     demo.add_argument("--duration", type=float, default=60, help="seconds of traffic; 0 runs until Ctrl-C (default 60)")
@@ -81,16 +90,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
     config = config.model_copy(update={"server": server})
     _refuse_self_loop(config)
+    serve_one = functools.partial(_serve_process, config_path=Path(args.config) if args.config else None)
     if args.workers > 1:
         from proxy.workers import supervise
 
         _configure_logging(config)
-        return supervise(config, args.workers, _serve_process)
-    _serve_process(config)
+        return supervise(config, args.workers, serve_one)
+    serve_one(config)
     return 0
 
 
-def _serve_process(config: config_module.Config, metrics_dir: str | None = None) -> None:
+def _serve_process(
+    config: config_module.Config, metrics_dir: str | None = None, *, config_path: Path | None = None
+) -> None:
     """One server process: the whole proxy, or with a metrics_dir one of the --workers sharing the port."""
     from aiohttp import web
 
@@ -101,7 +113,7 @@ def _serve_process(config: config_module.Config, metrics_dir: str | None = None)
         import uvloop
     except ImportError:
         uvloop = None
-    app = make_app(config, metrics_dir=metrics_dir)
+    app = make_app(config, metrics_dir=metrics_dir, config_path=config_path, handle_sighup=True)
     server = config.server
     logging.getLogger("thriftgate").info(
         "thriftgate listening on http://%s:%s/v1 -> %s", server.host, server.port,
@@ -150,40 +162,35 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _spend(args: argparse.Namespace) -> int:
+    return _ledger_report(args, lambda reader, since, now: reader.spend(by=args.by, since=since),
+                          lambda rows: reports.spend_table(args.by, rows))
+
+
+def _savings(args: argparse.Namespace) -> int:
+    return _ledger_report(
+        args,
+        lambda reader, since, now: savings_report(reader.policy_rows(since=since), since=since, until=now),
+        reports.savings_table,
+    )
+
+
+def _ledger_report(args: argparse.Namespace, query, table) -> int:
     from proxy.ledger import open_readonly, parse_since
 
     path = args.ledger or config_module.load(args.config).ledger.path
     if not Path(path).exists():
         print(f"thriftgate: no ledger at {path}", file=sys.stderr)
         return 1
-    since = parse_since(args.since, time.time())
-    reader = open_readonly(path)
+    now = time.time()
     try:
-        rows = reader.spend(by=args.by, since=since)
-    finally:
-        reader.close()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(_spend_table(args.by, rows))
+        since = parse_since(args.since, now)
+    except ValueError as exc:
+        print(f"thriftgate: --since: {exc}", file=sys.stderr)
+        return 2
+    with open_readonly(path) as reader:
+        rows = query(reader, since, now)
+    print(json.dumps(rows, indent=2) if args.json else table(rows))
     return 0
-
-
-def _spend_table(by: str, rows: list[dict]) -> str:
-    header = (by, "requests", "prompt_tok", "completion_tok", "cached_tok", "cost_usd", "unpriced")
-    lines = [header] + [
-        (str(r[by] if r[by] is not None else "-"), str(r["requests"]), str(r["prompt_tokens"]),
-         str(r["completion_tokens"]), str(r["cached_prompt_tokens"]), format_usd(r["cost_nanos"]),
-         str(r["unpriced_requests"]))
-        for r in rows
-    ]
-    total = sum(r["cost_nanos"] for r in rows)
-    lines.append(("TOTAL", str(sum(r["requests"] for r in rows)), "", "", "", format_usd(total), ""))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
-        for line in lines
-    )
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from proxy.control_config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
+
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 
 
@@ -77,6 +79,11 @@ class Config(Section):
     upstreams: tuple[UpstreamConfig, ...] = Field(default=None, validate_default=True)  # type: ignore[assignment]
     pricing: PricingConfig = PricingConfig()
     ledger: LedgerConfig = LedgerConfig()
+    auth: AuthConfig = AuthConfig()
+    store: StoreConfig = StoreConfig()
+    budgets: tuple[BudgetConfig, ...] = ()
+    # Output tokens a budget reserves for a request that sets no max_tokens (see docs/budgets.md).
+    budgets_default_max_output_tokens: Annotated[int, Field(gt=0)] = 4096
     # Typed per policy type by proxy.policies.parse (each type owns its settings model).
     policies: tuple[Any, ...] = ()
 
@@ -169,6 +176,11 @@ def _check_models_are_served(config: Config, policies: tuple[Any, ...], source: 
                     f"{source}: policies[{index}] ({policy.name}): no upstream serves the model '{model}' "
                     "(add it to an upstream's models)"
                 )
+    for index, budget in enumerate(config.budgets):
+        if budget.downgrade_to and matcher.for_model(budget.downgrade_to) is None:
+            raise ConfigError(
+                f"{source}: budgets[{index}].downgrade_to: no upstream serves the model '{budget.downgrade_to}'"
+            )
 
 
 def _describe(source: str, err: Any) -> str:
@@ -182,6 +194,7 @@ def _describe(source: str, err: Any) -> str:
 def masked_summary(config: Config) -> dict[str, Any]:
     """The resolved settings as plain data, with each secret shown only as set/unset."""
     summary = config.model_dump(mode="json", exclude={"policies"})
+    mask_secrets(summary, config.auth, config.store)
     summary["policies"] = [policy.model_dump(mode="json", exclude_defaults=True) | {"name": policy.name}
                            for policy in config.policies]
     for upstream, shown in zip(config.upstreams, summary["upstreams"]):

@@ -2,6 +2,7 @@
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,9 @@ class Exchange:
     key_id: str | None = None
     team: str | None = None
     user: str | None = None
+    key_budget_nanos: int | None = None  # the key's own daily USD budget, when it was created with one
+    upstream_headers: Mapping[str, str] | None = None  # the client's headers minus its thriftgate key
+    reservation: Any = None  # budget.Reservation: what the reserve stage held, settled at the end
 
     status: int = 0
     error_code: str | None = None

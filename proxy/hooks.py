@@ -41,7 +41,10 @@ class Entry:
 
 
 class PolicyChain:
-    def __init__(self, policies: list[tuple[PolicyConfig, object]], services: Services, metrics: Metrics) -> None:
+    def __init__(
+        self, policies: list[tuple[PolicyConfig, object]], services: Services, metrics: Metrics,
+        holdout: HoldoutStats,
+    ) -> None:
         self._entries = tuple(
             Entry(config, Matcher(config.match), getattr(policy, "on_request", None),
                   getattr(policy, "on_response", None), getattr(policy, "on_error", None),
@@ -51,7 +54,7 @@ class PolicyChain:
         self._by_name = {entry.name: entry for entry in self._entries}
         self._services = services
         self._metrics = metrics
-        self._holdout = HoldoutStats()
+        self._holdout = holdout
         self._random = random.Random()
 
     def __bool__(self) -> bool:
@@ -152,3 +155,10 @@ def _probe_copy(ex: Exchange) -> Exchange:
     probe.body = orjson.loads(orjson.dumps(ex.body))
     probe.policy_marks, probe.applied, probe.savings = {}, [], []
     return probe
+
+
+def build_chain(configs: tuple[PolicyConfig, ...], services: Services, metrics: Metrics,
+                holdout: HoldoutStats) -> PolicyChain:
+    from proxy import policies  # the registry imports every policy type, which import this module's peers
+
+    return PolicyChain(policies.build(configs, services), services, metrics, holdout)

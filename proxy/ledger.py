@@ -130,6 +130,14 @@ def _spend_query(by: str, since: float | None, until: float | None) -> _Query:
     return sql, [-math.inf if since is None else since, math.inf if until is None else until]
 
 
+def _policy_rows_query(since: float | None, until: float | None) -> _Query:
+    sql = (
+        "SELECT ts, completion_tokens, cost_nanos, policies FROM spend"
+        " WHERE policies IS NOT NULL AND ts >= ? AND ts < ? ORDER BY ts"
+    )
+    return sql, [-math.inf if since is None else since, math.inf if until is None else until]
+
+
 def _fetch_dicts(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[dict]:
     cursor = conn.execute(sql, params)
     names = [column[0] for column in cursor.description]
@@ -221,6 +229,10 @@ class Ledger:
         await self.flush()
         return await self._run(_fetch_dicts, self._conn, *_recent_query(limit))
 
+    async def policy_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
+        await self.flush()
+        return await self._run(_fetch_dicts, self._conn, *_policy_rows_query(since, until))
+
     def _connect(self) -> sqlite3.Connection:
         """Seam for tests: the connection before the ledger configures it."""
         return sqlite3.connect(self._path, timeout=5.0)
@@ -281,6 +293,9 @@ class LedgerReader:
 
     def recent(self, limit: int = 50) -> list[dict]:
         return _fetch_dicts(self._conn, *_recent_query(limit))
+
+    def policy_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
+        return _fetch_dicts(self._conn, *_policy_rows_query(since, until))
 
     def close(self) -> None:
         self._conn.close()

@@ -63,9 +63,14 @@ class Pipeline:
     async def passthrough(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(Exchange(request, "passthrough"), self._pass_through)
 
+    def replace_policies(self, policies: PolicyChain) -> None:
+        """Requests already in flight finish with the chain they started with."""
+        self._policies = policies
+
     async def _handle(self, ex: Exchange, run) -> web.StreamResponse:
+        policies = self._policies
         try:
-            return await run(ex)
+            return await run(ex, policies)
         except ProxyError as err:
             return self._refuse(ex, err)
         except asyncio.CancelledError:
@@ -79,13 +84,13 @@ class Pipeline:
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
             self._settler.settle(ex)
-            if self._policies:
-                await self._policies.after_answer(ex)
+            if policies:
+                await policies.after_answer(ex)
             self._recorder.record(ex)
 
     # ---- stages ----
 
-    async def _priced(self, ex: Exchange) -> web.StreamResponse:
+    async def _priced(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         ex.raw_body = await self._read_body(ex.request)
         ex.body = wire.parse_body(ex.raw_body)
         facts = wire.request_facts(ex.endpoint, ex.body)
@@ -93,8 +98,8 @@ class Pipeline:
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
         ex.tokens = self._tokens
-        if self._policies:
-            await self._policies.on_request(ex)
+        if policies:
+            await policies.on_request(ex)
             if ex.early_response is not None:
                 return self._answer_early(ex)
         self._route(ex)
@@ -102,7 +107,7 @@ class Pipeline:
             return await self._stream(ex)
         return await self._forward(ex)
 
-    async def _pass_through(self, ex: Exchange) -> web.StreamResponse:
+    async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         ex.raw_body = await self._read_body(ex.request)
         ex.upstream = self._upstreams.default
         return await self._forward(ex, method=ex.request.method, priced=False)

@@ -134,12 +134,16 @@ def _recent_table(rows: list[dict]) -> str:
         f"<td class=\"num{' err' if row['status'] >= 400 else ''}\">{row['status']}</td>"
         f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td>"
         f"<td class=num>{usd(row['cost_nanos'])}{'*' if row['usage_source'] == 'estimated' else ''}</td>"
-        f"<td class=num>{row['latency_ms']:,.0f} ms</td></tr>"
+        f"<td class=num>{_milliseconds(row['latency_ms'])}</td></tr>"
         for row in rows
     )
     headings = ("Time (UTC)", "Request id", "Endpoint", "Model", "Team", "Status", "Prompt tokens",
                 "Completion tokens", "Cost", "Latency")
     return _table("recent", headings, body) + '<p class="dim">* counted by the proxy: the upstream sent no usage</p>'
+
+
+def _milliseconds(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
 
 
 def _table(table_id: str, headings: Iterable[str], body: str) -> str:

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import make_app
 from proxy.appkeys import LEDGER, METRICS
-from proxy.config import validate
+from proxy.config import load, validate
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from tests.fake_upstream import FakeUpstream
@@ -71,9 +71,12 @@ StartProxy = Callable[..., Awaitable[RunningProxy]]
 async def start_proxy(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[StartProxy]:
     running: list[web.AppRunner] = []
 
-    async def start(*, handler_cancellation: bool = False, **changes: Any) -> RunningProxy:
-        config = validate(merged(base_config(fake.base_url, tmp_path), changes))
-        app = make_app(config, registry=CollectorRegistry())
+    async def start(
+        *, handler_cancellation: bool = False, config_path: Path | None = None, **changes: Any
+    ) -> RunningProxy:
+        """A proxy on a free port: config from `config_path`, else the base config with `changes`."""
+        config = load(config_path) if config_path else validate(merged(base_config(fake.base_url, tmp_path), changes))
+        app = make_app(config, registry=CollectorRegistry(), config_path=config_path)
         # As `thriftgate serve` runs: aiohttp's default is not to cancel a handler whose client left.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
         await runner.setup()

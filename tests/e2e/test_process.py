@@ -100,3 +100,35 @@ async def _wait_ready(session: aiohttp.ClientSession, url: str) -> None:
             pass
         await asyncio.sleep(0.05)
     raise AssertionError("thriftgate did not become ready")
+
+
+async def test_sighup_reloads_the_policies(fake, tmp_path: Path) -> None:
+    config_path = tmp_path / "thriftgate.yaml"
+    config = base_config(fake.base_url, tmp_path)
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "--config", str(config_path), "--port", str(port),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, url)
+            async with session.post(url + "/v1/chat/completions", json=body) as response:
+                assert response.status == 200
+            config_path.write_text(yaml.safe_dump({**config, "policies": [{"name": "closed", "type": "deny"}]}))
+            process.send_signal(signal.SIGHUP)
+            statuses = []
+            for _ in range(100):
+                async with session.post(url + "/v1/chat/completions", json=body) as response:
+                    statuses.append(response.status)
+                if response.status == 403:
+                    break
+                await asyncio.sleep(0.05)
+        assert statuses[-1] == 403
+        assert process.returncode is None  # SIGHUP reloaded; it did not stop the proxy
+    finally:
+        process.terminate()
+        await process.wait()

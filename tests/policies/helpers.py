@@ -10,11 +10,12 @@ from prometheus_client import CollectorRegistry
 from proxy import policies
 from proxy.config import validate
 from proxy.exchange import Exchange
-from proxy.hooks import PolicyChain
+from proxy.hooks import PolicyChain, build_chain
 from proxy.metrics import Metrics
 from proxy.openai_wire import request_facts
 from proxy.policies.base import Services
 from proxy.pricing import PriceTable, default_pricing_path
+from proxy.savings import HoldoutStats
 from proxy.tokens import TokenCounter
 
 PRICES = PriceTable.load([default_pricing_path()], {})
@@ -44,7 +45,7 @@ def exchange(endpoint: str, body: dict[str, Any], headers: dict[str, str] | None
 def chain(*entries: dict[str, Any]) -> tuple[PolicyChain, Metrics]:
     config = validate({"policies": list(entries)})
     metrics = Metrics(CollectorRegistry(), models=PRICES.models)
-    return PolicyChain(policies.build(config.policies, SERVICES), SERVICES, metrics), metrics
+    return build_chain(config.policies, SERVICES, metrics, HoldoutStats()), metrics
 
 
 def policy(entry: dict[str, Any]):

@@ -8,6 +8,7 @@ from proxy.errors import ProxyError
 from proxy.exchange import Exchange
 from proxy.hooks import PolicyChain
 from proxy.policies.base import PolicyConfig
+from proxy.savings import HoldoutStats
 from tests.policies.helpers import SERVICES, chain, exchange
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Please summarise this report."}]}
@@ -95,7 +96,8 @@ def broken_chain() -> tuple[PolicyChain, object]:
 
     from proxy.metrics import Metrics
     metrics = Metrics(CollectorRegistry(), models=())
-    return PolicyChain([(PolicyConfig(name="broken-cap", type="cap"), Broken())], SERVICES, metrics), metrics
+    entry = (PolicyConfig(name="broken-cap", type="cap"), Broken())
+    return PolicyChain([entry], SERVICES, metrics, HoldoutStats()), metrics
 
 
 async def test_a_broken_request_hook_fails_closed_naming_the_policy() -> None:

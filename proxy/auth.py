@@ -1,0 +1,125 @@
+"""Who is asking: a thriftgate key (`Authorization: Bearer tg-...`) -> key id and team; the master key.
+
+Keys are stored only as the sha256 of their text. A key is found by its hash: config-declared
+keys in a dict, created keys in the store (behind a short cache when the store is shared, so a
+replica does not ask Redis on every request; a key it already knew keeps working while Redis is
+down). The master key is compared in constant time. No key text is ever logged or kept.
+"""
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.control_config import AuthConfig
+from proxy.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
+from proxy.exchange import Exchange
+from proxy.store import KeyRecord, Store, StoreUnavailable
+
+KEY_PREFIX = "tg-"
+USER_HEADER = "x-thriftgate-user"
+MAX_USER_LENGTH = 128
+_CACHE_LIMIT = 10_000
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(24)  # 32 url-safe characters: 192 random bits
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class Auth:
+    def __init__(self, config: AuthConfig, store: Store, *, clock=time.monotonic) -> None:
+        self._required = config.required
+        self._declared = {
+            key.sha256: KeyRecord(key.id, key.team, key.sha256, created_at=0.0, source="config") for key in config.keys
+        }
+        self.declared_ids = frozenset(key.id for key in config.keys)
+        self.master_key_env = config.master_key_env
+        master = config.master_key
+        self._master_digest = hashlib.sha256(master.encode()).digest() if master else None
+        self._store = store
+        self._cache_seconds = config.key_cache_seconds if store.shared else 0.0
+        self._cache: dict[str, tuple[KeyRecord, float]] = {}
+        self._clock = clock
+        # Keys exist only if declared, required, creatable (a master key guards the API) or shared.
+        self.keys_possible = bool(self._required or self._declared or master or store.shared)
+
+    @property
+    def guards_admin(self) -> bool:
+        return self._required or self._master_digest is not None
+
+    async def authenticate(self, ex: Exchange) -> None:
+        """Sets key_id, team and user, or raises Unauthorized; strips our key from what goes upstream."""
+        headers = ex.request.headers
+        user = headers.get(USER_HEADER)
+        if user:
+            if len(user) > MAX_USER_LENGTH:
+                raise BadRequest(f"The {USER_HEADER} header must be at most {MAX_USER_LENGTH} characters.")
+            ex.user = user
+        if not self.keys_possible:
+            return
+        token = bearer(headers)
+        if token is None:
+            if self._required:
+                raise Unauthorized("You didn't provide an API key. Send your thriftgate key as "
+                                   "'Authorization: Bearer tg-...'.")
+            return
+        digest = key_hash(token)
+        record = self._declared.get(digest)
+        if record is None and (self._required or token.startswith(KEY_PREFIX)):
+            record = await self._stored(digest)
+            if record is None:
+                raise Unauthorized("Incorrect API key provided.")
+        if record is None:
+            return  # not a thriftgate key: the client's own upstream key, passed on as before
+        if record.revoked_at is not None:
+            raise Unauthorized(f"The API key '{record.id}' has been revoked.")
+        ex.key_id, ex.team, ex.key_budget_nanos = record.id, record.team, record.budget_nanos_per_day
+        ex.upstream_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "authorization")
+
+    def require_master(self, request: web.Request, *, always: bool = False) -> None:
+        """Admin routes: open only while auth is off and no master key is set (and `always` is False)."""
+        if not (always or self.guards_admin):
+            return
+        if self._master_digest is None:
+            raise Forbidden(f"The admin API is disabled: set the master key in ${self.master_key_env}.",
+                            code="admin_disabled")
+        token = bearer(request.headers)
+        given = hashlib.sha256(token.encode()).digest() if token else b""
+        if not hmac.compare_digest(given, self._master_digest):
+            raise Unauthorized("The admin API needs the master key as 'Authorization: Bearer <master key>'.")
+
+    def forget(self, sha256: str) -> None:
+        """A key revoked here stops working here at once (elsewhere within key_cache_seconds)."""
+        self._cache.pop(sha256, None)
+
+    async def _stored(self, digest: str) -> KeyRecord | None:
+        cached = self._cache.get(digest)
+        if cached is not None and self._clock() - cached[1] < self._cache_seconds:
+            return cached[0]
+        try:
+            record = await self._store.key_by_hash(digest)
+        except StoreUnavailable as exc:
+            if cached is not None:
+                return cached[0]  # known before the store went down: still trusted
+            raise ServiceUnavailable(f"{exc} API keys cannot be checked until it is back.",
+                                     code="key_store_unavailable") from None
+        if record is not None and self._cache_seconds:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[digest] = (record, self._clock())
+        return record

@@ -1,0 +1,131 @@
+"""Config sections for cost control: `auth` (virtual keys, master key), `store` and `budgets`.
+
+Kept apart from config.py (which includes them in Config) and importing only pydantic, so that
+the modules using them never import the whole config. Errors name the entry: `budgets[2].window`.
+"""
+
+import os
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Key ids and team names: printable, short, safe as ledger values and as parts of Redis keys.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+SCOPE_KINDS = ("team", "key", "user", "model", "global")
+Window = Literal["minute", "hour", "day", "month"]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyConfig(_Section):
+    """A key declared by the sha256 of its text (`thriftgate keys generate` prints both)."""
+
+    id: Name
+    team: Name
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, digest: str) -> str:
+        return digest.lower()
+
+
+class AuthConfig(_Section):
+    required: bool = False  # true: every /v1 request needs a valid thriftgate key
+    master_key_env: str | None = "THRIFTGATE_MASTER_KEY"  # guards /admin/*; the key itself is never in config
+    keys: tuple[KeyConfig, ...] = ()
+    # How long a replica trusts a key it looked up in a shared store (a revocation elsewhere takes this long).
+    key_cache_seconds: Annotated[float, Field(ge=0)] = 5.0
+
+    @field_validator("keys")
+    @classmethod
+    def _unique(cls, keys: tuple[KeyConfig, ...]) -> tuple[KeyConfig, ...]:
+        for field in ("id", "sha256"):
+            values = [getattr(key, field) for key in keys]
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"key {field}s must be unique, repeated: {', '.join(repeated)}")
+        return keys
+
+    @property
+    def master_key(self) -> str | None:
+        return (os.environ.get(self.master_key_env) or None) if self.master_key_env else None
+
+
+class StoreConfig(_Section):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: Annotated[str, Field(pattern=r"^(rediss?|unix)://")] = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "thriftgate:"
+    on_failure: Literal["closed", "open"] = "closed"  # Redis unreachable: refuse budgeted requests, or serve
+    timeout_seconds: Annotated[float, Field(gt=0)] = 0.5  # per Redis command; then the store counts as down
+    retry_seconds: Annotated[float, Field(gt=0)] = 1.0  # how often a down store is tried again
+    # A reservation whose request never settles (the process died) stops holding budget after this long.
+    reservation_ttl_seconds: Annotated[float, Field(gt=0)] = 900.0
+
+
+class BudgetConfig(_Section):
+    scope: str  # team:NAME | key:ID | user:NAME | model:GLOB | global
+    usd: Annotated[Decimal, Field(gt=0)] | None = None
+    window: Window | None = None  # of the usd budget; calendar-aligned UTC
+    tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
+    requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    on_exhausted: Literal["reject", "downgrade"] = "reject"
+    downgrade_to: str | None = None
+    soft_limit: Annotated[float, Field(gt=0, lt=1)] | None = None  # past this share of usd, use downgrade_to
+
+    @field_validator("scope")
+    @classmethod
+    def _known_kind(cls, scope: str) -> str:
+        kind, _, value = scope.partition(":")
+        if kind not in SCOPE_KINDS:
+            raise ValueError(f"unknown scope kind {kind!r}: expected team:NAME, key:ID, user:NAME, model:GLOB or global")
+        if (kind == "global") != (not value):
+            raise ValueError("expected 'global' alone, or KIND:VALUE with a value")
+        return scope
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BudgetConfig":
+        if self.usd is None and self.tokens_per_minute is None and self.requests_per_minute is None:
+            raise ValueError("a budget needs usd (with a window), tokens_per_minute or requests_per_minute")
+        if (self.usd is None) != (self.window is None):
+            raise ValueError("usd and window go together: usd: 50, window: minute | hour | day | month")
+        downgrades = self.on_exhausted == "downgrade" or self.soft_limit is not None
+        if downgrades and (self.usd is None or not self.downgrade_to):
+            raise ValueError("on_exhausted: downgrade and soft_limit need a usd budget and downgrade_to")
+        if self.downgrade_to and not downgrades:
+            raise ValueError("downgrade_to is used only with on_exhausted: downgrade or a soft_limit")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return self.scope.partition(":")[0]
+
+    @property
+    def value(self) -> str:
+        return self.scope.partition(":")[2]
+
+
+def configured_teams(auth: AuthConfig, budgets: tuple[BudgetConfig, ...]) -> frozenset[str]:
+    """The teams worth their own metric label: those the config names."""
+    return frozenset(key.team for key in auth.keys) | {b.value for b in budgets if b.kind == "team"}
+
+
+def mask_secrets(summary: dict[str, Any], auth: AuthConfig, store: StoreConfig) -> None:
+    """For `check-config`: the master key only as set/unset, a Redis password never."""
+    if auth.master_key_env:
+        summary["auth"]["master_key_env"] = f"{auth.master_key_env} ({'set' if auth.master_key else 'unset'})"
+    summary["store"]["redis_url"] = masked_url(store.redis_url)
+
+
+def masked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,146 @@
+"""The state budgets and keys need: counters with reservations, fleet spend totals, virtual keys.
+
+Two stores pass one contract suite (tests/store): MemoryStore (one process) and RedisStore (a
+fleet of replicas). Amounts are integers: nano-dollars, tokens or requests.
+
+A counter holds `used` (settled) plus live holds (reservations). `reserve` checks every counter a
+request touches and holds the amounts in all of them, or in none, as one atomic step. A hold dies
+at its deadline: a request whose process crashed stops holding budget without anyone releasing it.
+`settle` drops the request's holds and adds what it really used (idempotent per request id);
+`release` drops holds only (a reservation replaced by another, for a downgraded model).
+Callers pass `now`: the clock is theirs (tests inject one), so windows and deadlines agree.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.control_config import StoreConfig
+
+SPEND_DIMENSIONS = ("model", "team", "key", "day")
+SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens",
+                 "cost_nanos", "unpriced_requests")
+SPEND_RETENTION_SECONDS = 400 * 86400  # fleet totals per day are kept this long
+SETTLED_MARK_SECONDS = 86400  # a settle replayed within this long is applied once
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached; str() is a message fit for a client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    counter: str  # e.g. "usd:day:20250102:team:support"
+    amount: int  # to hold now
+    limit: int | None  # refuse when used + held + amount would pass it; None: count, never refuse
+    ttl: int  # seconds the counter must outlive now (its window's end plus the longest hold)
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    ok: bool
+    levels: tuple[int, ...]  # used + live holds of each counter, before this reservation
+    refused: int | None = None  # index of the first charge that did not fit
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """One request's share of the fleet spend totals (same columns as the ledger's spend rows)."""
+
+    day: str  # UTC, 2025-01-02
+    model: str
+    team: str | None
+    key: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    reasoning_tokens: int
+    cost_nanos: int | None  # None: unpriced
+
+    def increments(self) -> dict[str, int]:
+        """Field -> increment of the day's totals: `metric|dimension|value` (value last: it may hold '|')."""
+        values = {"requests": 1, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                  "cached_prompt_tokens": self.cached_prompt_tokens, "reasoning_tokens": self.reasoning_tokens,
+                  "cost_nanos": self.cost_nanos or 0, "unpriced_requests": int(self.cost_nanos is None)}
+        groups = {"model": self.model, "team": self.team or "", "key": self.key or "", "day": self.day}
+        return {f"{metric}|{dim}|{value}": amount
+                for metric, amount in values.items() if amount for dim, value in groups.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    id: str  # the request id
+    at: float  # when it was settled
+    counters: tuple[tuple[str, int, int], ...]  # (counter, actual amount, ttl)
+    totals: Totals | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    team: str
+    sha256: str
+    created_at: float
+    revoked_at: float | None = None
+    budget_nanos_per_day: int | None = None
+    source: str = "store"  # store | config
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    backend: str
+    reachable: bool
+    pending_settlements: int = 0  # settled while the store was down, written when it returns
+
+
+class Store(Protocol):
+    backend: str
+    shared: bool  # replicas see one another's counters, totals and keys
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def health(self) -> Health: ...
+
+    async def reserve(self, hold_id: str, charges: tuple[Charge, ...], now: float, hold_until: float) -> Reserved:
+        """All or nothing; raises StoreUnavailable."""
+
+    async def release(self, hold_id: str, counters: Iterable[str]) -> None:
+        """Drops the holds; raises StoreUnavailable (the holds then die at their deadline)."""
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Never loses a settlement: a shared store that is down keeps it and writes it on its return."""
+
+    async def spend(self, by: str, days: list[str]) -> list[dict]: ...
+
+    async def add_key(self, record: KeyRecord) -> bool:
+        """False when the id is taken (by a live or a revoked key)."""
+
+    async def key_by_hash(self, sha256: str) -> KeyRecord | None: ...
+    async def keys(self) -> list[KeyRecord]: ...
+    async def revoke_key(self, key_id: str, at: float) -> KeyRecord | None: ...
+
+
+def open_store(config: StoreConfig) -> Store:
+    if config.backend == "redis":
+        from proxy.store.redis import RedisStore
+
+        return RedisStore(config)
+    from proxy.store.memory import MemoryStore
+
+    return MemoryStore()
+
+
+def spend_rows(by: str, day_totals: Iterable[dict[str, int]]) -> list[dict]:
+    """Sum days of totals into rows shaped like the ledger's spend rows, ordered the same way."""
+    if by not in SPEND_DIMENSIONS:
+        raise ValueError(f"fleet totals group spend by {', '.join(SPEND_DIMENSIONS)}, not {by!r}")
+    rows: dict[str, dict] = defaultdict(lambda: dict.fromkeys(SPEND_METRICS, 0))
+    for totals in day_totals:
+        for field, amount in totals.items():
+            metric, dim, value = field.split("|", 2)
+            if dim == by:
+                rows[value][metric] += int(amount)
+    out = [{by: value or None, **sums} for value, sums in rows.items()]
+    out.sort(key=lambda row: (-row["cost_nanos"], -row["requests"], row[by] or ""))
+    return out
