@@ -206,10 +206,10 @@ def measure(procs: Processes, target: Target, connections: int, stream: bool, se
     next(lines)  # "stop"
     cpu1, t1 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
     try:
-        line = next(lines); open("/tmp/badline", "wb").write(line)
-        out = json.loads(line)
+        out = json.loads(next(lines))
     except ValueError:
-        raise RuntimeError(f"load generator failed: {(procs.workdir / 'loadgen.log').read_text()[-2000:]}") from None
+        raise RuntimeError(f"load generator failed ({load.wait()}): "
+                           f"{(procs.workdir / 'loadgen.log').read_text()[-2000:]}") from None
     load.wait()
     load.stdout.close()
     procs.stop(load)

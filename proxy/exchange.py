@@ -68,6 +68,7 @@ class Exchange:
     usage: Usage | None = None
     settled: bool = False
     cost_nanos: int | None = None
+    side_cost_nanos: int = 0  # paid beside the answer (a lookup's embedding call): part of cost_nanos
     output_text: list[str] = field(default_factory=list)  # kept only to count output without usage
     client_disconnected: bool = False
 

@@ -11,6 +11,8 @@ import time
 from aiohttp import web
 
 from proxy import openai_wire as wire
+from proxy.auth import Auth
+from proxy.budget import Budgets
 from proxy.config import Config
 from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
 from proxy.exchange import Exchange
@@ -41,6 +43,8 @@ class Pipeline:
         upstreams: UpstreamClient,
         recorder: Recorder,
         policies: PolicyChain,
+        auth: Auth | None = None,
+        budgets: Budgets | None = None,  # None: no budget, no key budget, no shared totals: nothing to do
     ) -> None:
         self._max_body = config.server.max_body_bytes
         self._reject_unpriced = config.pricing.unpriced == "reject"
@@ -50,6 +54,8 @@ class Pipeline:
         self._upstreams = upstreams
         self._recorder = recorder
         self._policies = policies
+        self._auth = auth
+        self._budgets = budgets
         self._unpriced_logged: set[str] = set()
 
     # ---- entry points ----
@@ -84,6 +90,8 @@ class Pipeline:
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
             self._settler.settle(ex)
+            if self._budgets is not None:
+                await self._budgets.settle(ex)  # shielded: runs to the end even for a cancelled request
             if policies:
                 await policies.after_answer(ex)
             self._recorder.record(ex)
@@ -91,6 +99,8 @@ class Pipeline:
     # ---- stages ----
 
     async def _priced(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
+        if self._auth is not None:
+            await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
         ex.body = wire.parse_body(ex.raw_body)
         facts = wire.request_facts(ex.endpoint, ex.body)
@@ -103,11 +113,15 @@ class Pipeline:
             if ex.early_response is not None:
                 return self._answer_early(ex)
         self._route(ex)
+        if self._budgets is not None:
+            await self._budgets.reserve(ex, self._route)  # may downgrade the model and route again
         if ex.stream:
             return await self._stream(ex)
         return await self._forward(ex)
 
     async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
+        if self._auth is not None:
+            await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
         ex.upstream = self._upstreams.default
         return await self._forward(ex, method=ex.request.method, priced=False)
@@ -143,7 +157,7 @@ class Pipeline:
     async def _forward(self, ex: Exchange, *, method: str = "POST", priced: bool = True) -> web.Response:
         ex.upstream_started = time.perf_counter()
         body = ex.forward_body() if priced else (ex.raw_body or None)
-        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, ex.request.headers) as resp:
+        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, _client_headers(ex)) as resp:
             return await self._answer_whole(ex, resp, priced)
 
     async def _answer_whole(self, ex: Exchange, resp, priced: bool) -> web.Response:
@@ -165,7 +179,7 @@ class Pipeline:
             ex.body_changed = True
         ex.upstream_started = time.perf_counter()
         async with self._upstreams.open(
-            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), ex.request.headers
+            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), _client_headers(ex)
         ) as resp:
             if resp.status != 200 or resp.content_type != "text/event-stream":
                 return await self._answer_whole(ex, resp, priced=True)
@@ -226,6 +240,8 @@ class Pipeline:
             headers["x-thriftgate-cost-usd"] = format_usd(ex.cost_nanos)
         if ex.applied:
             headers["x-thriftgate-policies"] = ",".join(ex.applied)
+        if self._budgets is not None:
+            headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
         return headers
 
 
@@ -236,6 +252,11 @@ def _tags(header: str | None) -> frozenset[str]:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _client_headers(ex: Exchange):
+    """What the client sent, minus its thriftgate key (the upstream gets the proxy's key instead)."""
+    return ex.request.headers if ex.upstream_headers is None else ex.upstream_headers
 
 
 def _upstream_path(request: web.Request) -> str:

@@ -40,4 +40,5 @@ class Settler:
                 if answered or ex.output_text else Usage()
             )
         # Nothing used costs nothing, priced or not; an unpriced model that did work stays None.
-        ex.cost_nanos = self._prices.cost_nanos(ex.model, ex.usage) if ex.usage.total_tokens else 0
+        answer = self._prices.cost_nanos(ex.model, ex.usage) if ex.usage.total_tokens else 0
+        ex.cost_nanos = None if answer is None else answer + ex.side_cost_nanos

@@ -1,0 +1,351 @@
+"""Budgets and rate limits: reserve the most a request can cost before it is sent; settle to its cost.
+
+reserve (after routing: model, body and output limit are final): every rule the request touches
+(team, key, user, model glob, global; usd per calendar window, tokens and requests per minute)
+becomes a charge on a counter, and the store holds all of them or none, atomically. A soft limit,
+or an exhausted `on_exhausted: downgrade` budget, moves the request to `downgrade_to` (once) and
+reserves again for that model. settle (in the pipeline's `finally`, shielded from cancellation):
+the holds become what the request really cost; a request that failed before any answer costs 0.
+With a shared store, settle also adds the request to the fleet's spend totals.
+"""
+
+import asyncio
+import calendar
+import fnmatch
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from proxy.control_config import BudgetConfig, StoreConfig
+from proxy.errors import BadRequest, RateLimited, ServiceUnavailable
+from proxy.exchange import Exchange
+from proxy.metrics import Metrics
+from proxy.money import format_usd, usd_to_nanos
+from proxy.pricing import PriceTable
+from proxy.store import Charge, Reserved, Settlement, Store, StoreUnavailable, Totals
+
+log = logging.getLogger("thriftgate.budget")
+
+_SPANS = {"minute": 60, "hour": 3600, "day": 86400}
+_ID_FORMATS = {"minute": "%Y%m%d%H%M", "hour": "%Y%m%d%H", "day": "%Y%m%d"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    scope: str  # as configured: team:support, model:gpt-4*, global
+    kind: str
+    value: str
+    metric: str  # usd (nano-dollars) | tokens | requests
+    window: str  # minute | hour | day | month
+    limit: int
+    enforced: bool = True  # False (on_exhausted: downgrade): counted, never refused
+    soft_at: int | None = None  # level past which requests go to downgrade_to
+    downgrade_to: str | None = None
+    labelled: bool = True  # a configured scope: bounded, so worth a metric label
+    model_pattern: re.Pattern | None = None
+
+    def applies(self, ex: Exchange) -> bool:
+        if self.kind == "global":
+            return True
+        if self.kind == "model":
+            return self.model_pattern.match(ex.model) is not None
+        return {"team": ex.team, "key": ex.key_id, "user": ex.user}[self.kind] == self.value
+
+
+def rules_from_config(budgets: Iterable[BudgetConfig]) -> tuple[Rule, ...]:
+    rules = []
+    for b in budgets:
+        common = {"scope": b.scope, "kind": b.kind, "value": b.value,
+                  "model_pattern": re.compile(fnmatch.translate(b.value)) if b.kind == "model" else None}
+        if b.usd is not None:
+            limit = usd_to_nanos(b.usd)
+            rules.append(Rule(metric="usd", window=b.window, limit=limit, enforced=b.on_exhausted == "reject",
+                              soft_at=None if b.soft_limit is None else int(limit * b.soft_limit),
+                              downgrade_to=b.downgrade_to, **common))
+        if b.tokens_per_minute is not None:
+            rules.append(Rule(metric="tokens", window="minute", limit=b.tokens_per_minute, **common))
+        if b.requests_per_minute is not None:
+            rules.append(Rule(metric="requests", window="minute", limit=b.requests_per_minute, **common))
+    return tuple(rules)
+
+
+def window_of(window: str, now: float) -> tuple[str, float, float]:
+    """The calendar window (UTC) holding `now`: its id, start and end."""
+    if window == "month":
+        t = time.gmtime(now)
+        start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+        end = calendar.timegm((t.tm_year + t.tm_mon // 12, t.tm_mon % 12 + 1, 1, 0, 0, 0))
+        return f"{t.tm_year:04d}{t.tm_mon:02d}", float(start), float(end)
+    span = _SPANS[window]
+    start = now // span * span
+    return time.strftime(_ID_FORMATS[window], time.gmtime(start)), start, start + span
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What the reserve stage planned and held for one request; settled once at its end."""
+
+    rules: tuple[Rule, ...]
+    slots: tuple[int, ...]  # per rule: the index of its counter in `charges`
+    charges: tuple[Charge, ...]
+    metrics: tuple[str, ...]  # per counter
+    ends: tuple[float, ...]  # per counter: when its window ends
+    now: float
+    reserved: Reserved | None = None  # None: nothing held (the store was down and on_failure is open)
+
+
+class Budgets:
+    def __init__(self, rules: tuple[Rule, ...], *, store: Store, store_config: StoreConfig, prices: PriceTable,
+                 metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time) -> None:
+        self._rules = rules
+        self._store = store
+        self._prices = prices
+        self._metrics = metrics
+        self._default_output = default_max_output_tokens
+        self._hold_seconds = store_config.reservation_ttl_seconds
+        self._fail_closed = store_config.on_failure == "closed"
+        self._clock = clock
+        self._windows: dict[str, tuple[str, float, float]] = {}
+        self._settling: set[asyncio.Task] = set()
+
+    # ---- reserve ----
+
+    async def reserve(self, ex: Exchange, route: Callable[[Exchange], None]) -> None:
+        now = self._clock()
+        plan = self._plan(ex, now)
+        if plan is None:
+            return
+        await self._hold(ex, plan)
+        target = self._downgrade_target(ex, plan)
+        if target is not None:
+            if plan.reserved.ok:
+                try:
+                    await self._store.release(ex.request_id, [charge.counter for charge in plan.charges])
+                except StoreUnavailable:
+                    pass  # the holds die at their deadline
+            ex.reservation = None
+            ex.set_model(target)
+            route(ex)
+            plan = self._plan(ex, now)
+            if plan is None:
+                return
+            await self._hold(ex, plan)
+        if plan.reserved is None:
+            return
+        if not plan.reserved.ok:
+            ex.reservation = None
+            raise self._refusal(plan, now)
+        self._observe(plan, [charge.amount for charge in plan.charges])
+
+    def _plan(self, ex: Exchange, now: float, *, estimate: bool = True) -> Reservation | None:
+        rules = [rule for rule in self._rules if rule.applies(ex)]
+        if ex.key_budget_nanos is not None:
+            rules.append(Rule(f"key:{ex.key_id}", "key", ex.key_id, "usd", "day", ex.key_budget_nanos, labelled=False))
+        if not rules:
+            return None
+        amounts = {"requests": 1, "tokens": 0, "usd": 0}
+        if estimate and any(rule.metric != "requests" for rule in rules):
+            prompt, output = self._prompt_tokens(ex), self._max_output(ex)
+            amounts["tokens"] = prompt + output
+            amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0  # unpriced: no usd limit
+        slot_of: dict[str, int] = {}
+        charges: list[Charge] = []
+        metrics, ends, slots = [], [], []
+        for rule in rules:
+            window_id, _, end = self._window(rule.window, now)
+            counter = f"{rule.metric}:{rule.window}:{window_id}:{rule.scope}"
+            slot = slot_of.get(counter)
+            if slot is None:
+                slot = slot_of[counter] = len(charges)
+                ttl = math.ceil(end - now + self._hold_seconds + 60)
+                charges.append(Charge(counter, amounts[rule.metric], None, ttl))
+                metrics.append(rule.metric)
+                ends.append(end)
+            if rule.enforced:  # two rules on one counter: the tighter limit holds
+                old = charges[slot]
+                limit = rule.limit if old.limit is None else min(old.limit, rule.limit)
+                charges[slot] = Charge(old.counter, old.amount, limit, old.ttl)
+            slots.append(slot)
+        return Reservation(tuple(rules), tuple(slots), tuple(charges), tuple(metrics), tuple(ends), now)
+
+    async def _hold(self, ex: Exchange, plan: Reservation) -> None:
+        ex.reservation = plan  # from here on, settle clears whatever the store may have held
+        try:
+            plan.reserved = await self._store.reserve(
+                ex.request_id, plan.charges, plan.now, plan.now + self._hold_seconds
+            )
+        except StoreUnavailable as exc:
+            if self._fail_closed:
+                raise ServiceUnavailable(
+                    f"{exc} Requests under a budget are refused until it is back (store.on_failure: closed).",
+                    code="budget_store_unavailable",
+                ) from None
+            plan.reserved = None  # served unheld (store.on_failure: open); counted when the store is back
+
+    def _downgrade_target(self, ex: Exchange, plan: Reservation) -> str | None:
+        if plan.reserved is None:
+            return None
+        levels = plan.reserved.levels
+        for rule, slot in zip(plan.rules, plan.slots):
+            if rule.downgrade_to is None or rule.downgrade_to == ex.model:
+                continue
+            level = levels[slot]
+            past_soft = rule.soft_at is not None and level >= rule.soft_at
+            if past_soft or (not rule.enforced and level + plan.charges[slot].amount > rule.limit):
+                return rule.downgrade_to
+        return None
+
+    def _refusal(self, plan: Reservation, now: float) -> RateLimited:
+        slot = plan.reserved.refused
+        charge, level = plan.charges[slot], plan.reserved.levels[slot]
+        rule = next(r for r, s in zip(plan.rules, plan.slots) if s == slot and r.enforced and r.limit == charge.limit)
+        wait = max(math.ceil(plan.ends[slot] - now), 1)
+        resets = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan.ends[slot]))
+        if rule.metric == "usd":
+            message = (f"Budget exceeded for {rule.scope}: ${format_usd(rule.limit)} per {rule.window}, of which "
+                       f"${format_usd(level)} is spent or reserved, and this request may cost up to "
+                       f"${format_usd(charge.amount)}. The budget resets at {resets} (in {wait}s).")
+            code = "budget_exceeded"
+        else:
+            message = (f"Rate limit reached for {rule.scope}: {rule.limit} {rule.metric} per minute, of which "
+                       f"{level} are used or reserved, and this request needs {charge.amount}. "
+                       f"Try again in {wait}s.")
+            code = "rate_limit_exceeded"
+        if charge.amount > rule.limit:
+            message += " This request alone is larger than the whole limit: lower its max_tokens or prompt."
+        self._metrics.budget_rejection(rule.kind)
+        headers = {"Retry-After": str(wait), **self._headers(plan, [0] * len(plan.charges), now)}
+        return RateLimited(message, code=code, headers=headers)
+
+    # ---- settle ----
+
+    async def settle(self, ex: Exchange) -> None:
+        """Always completes, even when the request's task is cancelled while it waits."""
+        plan = ex.reservation
+        if plan is None and (ex.cost_nanos or (ex.usage is not None and ex.usage.total_tokens)):
+            plan = self._plan(ex, self._clock(), estimate=False)  # answered by a policy: counted, never held
+        totals = self._totals(ex) if self._store.shared else None
+        if plan is None and totals is None:
+            return
+        counters = ()
+        if plan is not None:
+            actual = self._actual(ex, plan)
+            counters = tuple((charge.counter, amount, charge.ttl) for charge, amount in zip(plan.charges, actual))
+            if plan.reserved is not None:
+                self._observe(plan, actual)
+        task = asyncio.ensure_future(self._settle(Settlement(ex.request_id, self._clock(), counters, totals)))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
+
+    async def _settle(self, settlement: Settlement) -> None:
+        try:
+            await self._store.settle(settlement)
+        except Exception:
+            log.exception("could not settle request %s", settlement.id)
+
+    async def close(self) -> None:
+        """Waits for the settlements still being written."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+
+    def _actual(self, ex: Exchange, plan: Reservation) -> list[int]:
+        tokens = ex.usage.total_tokens if ex.usage is not None else 0
+        cost = ex.cost_nanos or 0
+        answered = tokens > 0 or cost > 0 or 0 < ex.status < 400
+        by_metric = {"usd": cost, "tokens": tokens, "requests": int(answered)}
+        return [by_metric[metric] for metric in plan.metrics]
+
+    def _totals(self, ex: Exchange) -> Totals | None:
+        if not ex.model:
+            return None  # refused before the body named a model, or passed through unpriced
+        usage = ex.usage
+        return Totals(
+            day=time.strftime("%Y-%m-%d", time.gmtime(ex.received_at)), model=ex.model, team=ex.team, key=ex.key_id,
+            prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0,
+            cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0, cost_nanos=ex.cost_nanos,
+        )
+
+    # ---- headers and metrics ----
+
+    def headers(self, ex: Exchange) -> dict[str, str]:
+        """Remaining budget (tightest usd scope) and OpenAI-style rate-limit headers for the answer."""
+        plan = ex.reservation
+        if plan is None or plan.reserved is None:
+            return {}
+        used = self._actual(ex, plan) if ex.settled else [charge.amount for charge in plan.charges]
+        return self._headers(plan, used, self._clock())
+
+    def _headers(self, plan: Reservation, used: list[int], now: float) -> dict[str, str]:
+        tightest: dict[str, tuple[int, Rule, int]] = {}
+        for rule, slot in zip(plan.rules, plan.slots):
+            remaining = max(rule.limit - plan.reserved.levels[slot] - used[slot], 0)
+            if rule.metric not in tightest or remaining < tightest[rule.metric][0]:
+                tightest[rule.metric] = (remaining, rule, slot)
+        headers = {}
+        if "usd" in tightest:
+            remaining, rule, _ = tightest["usd"]
+            headers["x-thriftgate-budget-remaining-usd"] = format_usd(remaining)
+            headers["x-thriftgate-budget-scope"] = rule.scope
+        for metric in ("tokens", "requests"):
+            if metric in tightest:
+                remaining, rule, slot = tightest[metric]
+                headers[f"x-ratelimit-limit-{metric}"] = str(rule.limit)
+                headers[f"x-ratelimit-remaining-{metric}"] = str(remaining)
+                headers[f"x-ratelimit-reset-{metric}"] = _duration(plan.ends[slot] - now)
+        return headers
+
+    def _observe(self, plan: Reservation, used: list[int]) -> None:
+        for rule, slot in zip(plan.rules, plan.slots):
+            if rule.metric == "usd" and rule.labelled:
+                remaining = rule.limit - plan.reserved.levels[slot] - used[slot]
+                self._metrics.budget_remaining(rule.scope, rule.window, max(remaining, 0))
+
+    # ---- counting ----
+
+    def _window(self, window: str, now: float) -> tuple[str, float, float]:
+        known = self._windows.get(window)
+        if known is None or not known[1] <= now < known[2]:
+            known = self._windows[window] = window_of(window, now)
+        return known
+
+    def _prompt_tokens(self, ex: Exchange) -> int:
+        try:
+            return ex.prompt_tokens()
+        except ValueError as exc:
+            raise BadRequest(f"The request cannot be counted to check its budget: {exc}") from None
+
+    def _max_output(self, ex: Exchange) -> int:
+        if ex.endpoint == "embeddings":
+            return 0
+        output = ex.max_output_tokens if ex.max_output_tokens is not None else self._default_output
+        body = ex.body or {}
+        choices = max(_positive(body.get("n")), _positive(body.get("best_of")), 1)  # every choice is billed
+        return output * choices
+
+
+def _positive(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's style for x-ratelimit-reset-*: 20ms, 1s, 6m0s, 1h2m3s."""
+    if seconds < 1:
+        return f"{max(int(seconds * 1000), 0)}ms"
+    minutes, secs = divmod(math.ceil(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def build_budgets(config, *, store: Store, keys_possible: bool, prices: PriceTable, metrics: Metrics,
+                  clock: Callable[[], float] = time.time) -> Budgets | None:
+    """None when nothing can limit or total a request: no budgets, no keys (which may carry one), no shared store."""
+    rules = rules_from_config(config.budgets)
+    if not (rules or keys_possible or store.shared):
+        return None
+    return Budgets(rules, store=store, store_config=config.store, prices=prices, metrics=metrics,
+                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock)
