@@ -4,9 +4,9 @@ A raw asyncio protocol with a pre-built request and a minimal HTTP/1.1 response 
 or chunked), not an HTTP client library: at a few tens of microseconds a request it stays far lighter
 than anything it measures. Run by bench.proxy_overhead as its own process:
 
-    python -m bench.loadgen --port P --connections C --warmup W --seconds S [--stream] [--path /v1/...]
+    python -m bench.loadgen --port P --connections C --warmup W --seconds S --out FILE [--stream] [--path /v1/...]
 
-stdout: "start" when the measured window opens, "stop" when it closes, then one JSON line of results.
+stdout: "start" when the measured window opens, "stop" when it closes; then the results go to FILE as JSON.
 Latency runs from writing the request to its last byte; time to first byte, to the first byte of the body
 (for a stream, its first event).
 """
@@ -14,7 +14,6 @@ Latency runs from writing the request to its last byte; time to first byte, to t
 import argparse
 import asyncio
 import json
-import sys
 import time
 
 import orjson
@@ -117,7 +116,7 @@ async def run(args: argparse.Namespace) -> dict:
 
     async def user() -> None:
         conn: Connection | None = None
-        while (now := time.perf_counter()) < stop:
+        while time.perf_counter() < stop:
             try:
                 if conn is None or conn.transport.is_closing():
                     _, conn = await loop.create_connection(Connection, args.host, args.port)
@@ -156,6 +155,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--out", required=True, help="where the results go, as JSON")
     args = parser.parse_args()
     try:
         import uvloop
@@ -163,7 +163,8 @@ def main() -> None:
         result = uvloop.run(run(args))
     except ImportError:
         result = asyncio.run(run(args))
-    sys.stdout.write(json.dumps(result) + "\n")
+    with open(args.out, "w") as out:
+        json.dump(result, out)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ class Processes:
                 proc.wait()
         self._started.remove(proc)
 
+    def running(self) -> list[subprocess.Popen]:
+        return [proc for proc in self._started if proc.poll() is None]
+
     def stop_all(self) -> None:
         for proc in reversed(self._started[:]):
             self.stop(proc)
@@ -109,6 +112,12 @@ def cpu_seconds(pid: int) -> float:
             family.add(this)
             total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU time used by everything on the machine (/proc/stat: user, nice, system, irq, softirq, steal)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICKS
 
 
 def rss_mib(pid: int) -> float:
@@ -186,6 +195,7 @@ class Result:
     ttfb99: float
     cpu_ms: float | None  # per request, the proxy's process; None for direct
     busy: float | None  # the proxy's share of one core
+    others: float  # cores' worth of CPU used meanwhile by processes not started here (a noisy machine)
     errors: dict
 
 
@@ -195,24 +205,25 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def measure(procs: Processes, target: Target, connections: int, stream: bool, seconds: float,
             warmup: float) -> Result:
+    results = procs.workdir / "loadgen.json"
     cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(target.port), "--connections", str(connections),
-           "--seconds", str(seconds), "--warmup", str(warmup)] + (["--stream"] if stream else [])
+           "--seconds", str(seconds), "--warmup", str(warmup), "--out", str(results)] + (["--stream"] if stream else [])
     load = procs.start("loadgen", cmd, LOAD_CPUS, stdout=subprocess.PIPE)
     pid = target.proc.pid if target.proc else None
+    ours = [p.pid for p in procs.running()]
     lines = iter(load.stdout.readline, b"")
     if next(lines, b"").strip() != b"start":
         raise RuntimeError(f"load generator failed: {(procs.workdir / 'loadgen.log').read_text()[-2000:]}")
     cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+    ours0, all0 = sum(map(cpu_seconds, ours)), machine_busy_seconds()
     next(lines)  # "stop"
     cpu1, t1 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
-    try:
-        out = json.loads(next(lines))
-    except ValueError:
-        raise RuntimeError(f"load generator failed ({load.wait()}): "
-                           f"{(procs.workdir / 'loadgen.log').read_text()[-2000:]}") from None
-    load.wait()
+    ours1, all1 = sum(map(cpu_seconds, ours)), machine_busy_seconds()
+    if load.wait():
+        raise RuntimeError(f"load generator failed: {(procs.workdir / 'loadgen.log').read_text()[-2000:]}")
     load.stdout.close()
     procs.stop(load)
+    out = json.loads(results.read_text())
     latencies, ttfbs = sorted(out["latencies"]), sorted(out["ttfbs"])
     if not latencies:
         raise RuntimeError(f"{target.name}: no successful request; errors {out['errors']}")
@@ -220,7 +231,8 @@ def measure(procs: Processes, target: Target, connections: int, stream: bool, se
         rps=len(latencies) / out["seconds"], p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
         ttfb50=percentile(ttfbs, 0.5), ttfb99=percentile(ttfbs, 0.99),
         cpu_ms=(cpu1 - cpu0) * 1000 / len(latencies) if pid else None,
-        busy=(cpu1 - cpu0) / (t1 - t0) if pid else None, errors=out["errors"],
+        busy=(cpu1 - cpu0) / (t1 - t0) if pid else None,
+        others=max((all1 - all0) - (ours1 - ours0), 0) / (t1 - t0), errors=out["errors"],
     )
 
 
@@ -254,8 +266,10 @@ def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
           f"(streams: ~50 events)")
     print(f"## CPU: the proxy alone on CPU {sorted(PROXY_CPUS or ())}, upstream and load generator on "
           f"{sorted(LOAD_CPUS or ())}" if PROXY_CPUS else "## CPU: not pinned (a single core)")
+    print("## core %: the proxy's busy share of its core; others %: CPU used meanwhile by processes this "
+          "benchmark did not start (100 = one core)")
     header = ("target", "c", "stream", "req/s", "p50 ms", "p99 ms", "ttfb50", "ttfb99", "cpu ms/req", "core %",
-              "+p50 ms", "+ttfb50")
+              "+p50 ms", "+ttfb50", "others %")
     rows = [header]
     for connections, stream in SCENARIOS:
         direct = results.get(("direct", connections, stream))
@@ -266,7 +280,7 @@ def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
                          f"{r.cpu_ms:.3f}" if r.cpu_ms is not None else "-",
                          f"{r.busy * 100:.0f}" if r.busy is not None else "-",
                          f"{r.p50 - direct.p50:+.2f}" if direct else "-",
-                         f"{r.ttfb50 - direct.ttfb50:+.2f}" if direct else "-"))
+                         f"{r.ttfb50 - direct.ttfb50:+.2f}" if direct else "-", f"{r.others * 100:.0f}"))
     print_table(rows)
 
     print("\n## ratios: x direct / x floor")

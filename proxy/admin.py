@@ -4,14 +4,17 @@ import time
 
 from aiohttp import web
 
-from proxy.appkeys import LEDGER
-from proxy.errors import BadRequest, NotFound
+from proxy import keys_api
+from proxy.appkeys import LEDGER, STORE
+from proxy.errors import BadRequest, NotFound, ServiceUnavailable
 from proxy.ledger import parse_since
+from proxy.store import SPEND_DIMENSIONS, StoreUnavailable, fleet_spend
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/admin/requests/{request_id}", request_record)
     router.add_get("/admin/spend", spend)
+    keys_api.add_routes(router)
 
 
 async def request_record(request: web.Request) -> web.Response:
@@ -23,13 +26,24 @@ async def request_record(request: web.Request) -> web.Response:
 
 
 async def spend(request: web.Request) -> web.Response:
+    """source=fleet: every replica's spend from the shared store's daily totals (the default with Redis);
+    source=ledger: this replica's own ledger, any grouping, to the second."""
     by = request.query.get("by", "model")
     since = _since(request.query.get("since"))
+    store = request.app[STORE]
+    source = request.query.get("source") or ("fleet" if store.shared and by in SPEND_DIMENSIONS else "ledger")
     try:
-        rows = await request.app[LEDGER].spend(by=by, since=since)
+        if source == "fleet":
+            rows, since = await fleet_spend(store, by, since, time.time())
+        elif source == "ledger":
+            rows = await request.app[LEDGER].spend(by=by, since=since)
+        else:
+            raise BadRequest("'source' must be fleet or ledger.", param="source")
     except ValueError as exc:
         raise BadRequest(str(exc), param="by") from None
-    return web.json_response({"by": by, "since": since, "rows": rows})
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"{exc} Ask with source=ledger for this replica's own spend.") from None
+    return web.json_response({"by": by, "since": since, "source": source, "rows": rows})
 
 
 def _since(text: str | None) -> float | None:

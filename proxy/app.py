@@ -2,15 +2,19 @@
 the routes. Nothing is global: tests build a fresh app with its own registry.
 """
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy import admin, ui
-from proxy.appkeys import CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, UPSTREAMS
+from proxy.auth import Auth
+from proxy.budget import build_budgets
+from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
 from proxy.config import Config
+from proxy.control_config import configured_teams
 from proxy.errors import NotFound, ProxyError
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics, multiprocess_exposition
@@ -24,6 +28,7 @@ from proxy.reload import Reloader, install_sighup, reload_route
 from proxy.savings import HoldoutStats
 from proxy.settle import Settler
 from proxy.side_calls import SideCalls
+from proxy.store import open_store
 from proxy.tokens import TokenCounter
 from proxy.upstream import UpstreamClient
 
@@ -31,10 +36,11 @@ from proxy.upstream import UpstreamClient
 
 def make_app(
     config: Config, *, registry: CollectorRegistry | None = None, metrics_dir: str | None = None,
-    config_path: Path | None = None, handle_sighup: bool = False,
+    config_path: Path | None = None, handle_sighup: bool = False, clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """metrics_dir: the PROMETHEUS_MULTIPROC_DIR of `serve --workers N`, whose /metrics adds up every worker.
-    config_path: the file `POST /admin/reload` and SIGHUP (with handle_sighup) read again."""
+    config_path: the file `POST /admin/reload` and SIGHUP (with handle_sighup) read again.
+    clock: unix time for budget windows (tests move it across a window's end)."""
     prices = PriceTable.load(
         list(config.pricing.files or [default_pricing_path()]),
         {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
@@ -43,6 +49,7 @@ def make_app(
     ledger = Ledger(config.ledger.path)
     metrics = Metrics(
         registry or CollectorRegistry(), models=prices.models | _configured_models(config),
+        teams=configured_teams(config.auth, config.budgets),
         exposition=multiprocess_exposition(metrics_dir) if metrics_dir else None,
     )
     tokens = TokenCounter()
@@ -51,12 +58,19 @@ def make_app(
     services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder))
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
+    store = open_store(config.store)
+    auth = Auth(config.auth, store)
+    budgets = build_budgets(config, store=store, keys_possible=auth.keys_possible, prices=prices, metrics=metrics,
+                            clock=clock)
     pipeline = Pipeline(
-        config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain
+        config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain,
+        auth=auth, budgets=budgets,
     )
     reloader = Reloader(config_path, config, pipeline, services, metrics, holdout)
 
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors])
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors, auth.admin_middleware()]
+    )
     app[CONFIG] = config
     app[LEDGER] = ledger
     app[METRICS] = metrics
@@ -64,6 +78,9 @@ def make_app(
     app[UPSTREAMS] = upstreams
     app[READY] = {"ready": False}
     app[RELOADER] = reloader
+    app[STORE] = store
+    app[AUTH] = auth
+    app[BUDGETS] = budgets
     if handle_sighup:
         app.on_startup.append(lambda app: _install_sighup(app[RELOADER]))
     app.cleanup_ctx.append(_running_services)
@@ -76,7 +93,7 @@ def make_app(
     app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app.router)
     app.router.add_routes([reload_route(RELOADER)])
-    ui.add_routes(app.router)
+    ui.add_routes(app.router, guard=auth.page_guard)
     return app
 
 
@@ -92,12 +109,16 @@ def _configured_models(config: Config) -> frozenset[str]:
 
 
 async def _running_services(app: web.Application) -> AsyncIterator[None]:
+    await app[STORE].start()  # an unreachable Redis does not stop the start: /readyz says so
     await app[LEDGER].start()
     await app[UPSTREAMS].start()
     app[READY]["ready"] = True
     yield
     app[READY]["ready"] = False
     await app[UPSTREAMS].close()
+    if app[BUDGETS] is not None:
+        await app[BUDGETS].close()  # settlements still being written
+    await app[STORE].close()  # writes what waited for Redis, if it is back
     await app[LEDGER].close()  # flushes every pending spend record
 
 
@@ -121,8 +142,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """503 while starting, or while Redis is down and budgeted requests are refused (store.on_failure: closed)."""
     ready = request.app[READY]["ready"]
-    return web.json_response({"status": "ready" if ready else "starting"}, status=200 if ready else 503)
+    store = request.app[STORE].health()
+    refusing = (not store.reachable and request.app[BUDGETS] is not None
+                and request.app[CONFIG].store.on_failure == "closed")
+    status = "starting" if not ready else "store_unavailable" if refusing else "ready" if store.reachable else "degraded"
+    body = {"status": status, "store": {"backend": store.backend, "reachable": store.reachable,
+                                        "pending_settlements": store.pending_settlements}}
+    return web.json_response(body, status=200 if ready and not refusing else 503)
 
 
 async def metrics_page(request: web.Request) -> web.Response:

@@ -2,11 +2,14 @@
 
 from aiohttp import web
 
+from proxy.auth import Auth
+from proxy.budget import Budgets
 from proxy.config import Config
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.pricing import PriceTable
 from proxy.reload import Reloader
+from proxy.store import Store
 from proxy.upstream import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
@@ -16,3 +19,6 @@ PRICES = web.AppKey("prices", PriceTable)
 UPSTREAMS = web.AppKey("upstreams", UpstreamClient)
 READY = web.AppKey("ready", dict)
 RELOADER = web.AppKey("reloader", Reloader)
+STORE = web.AppKey("store", Store)
+AUTH = web.AppKey("auth", Auth)
+BUDGETS = web.AppKey("budgets", Budgets | None)

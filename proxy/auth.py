@@ -6,11 +6,11 @@ replica does not ask Redis on every request; a key it already knew keeps working
 down). The master key is compared in constant time. No key text is ever logged or kept.
 """
 
+import base64
 import hashlib
 import hmac
-import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -18,20 +18,13 @@ from multidict import CIMultiDict
 from proxy.control_config import AuthConfig
 from proxy.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 from proxy.exchange import Exchange
+from proxy.keys import KEY_PREFIX, key_hash
 from proxy.store import KeyRecord, Store, StoreUnavailable
 
-KEY_PREFIX = "tg-"
 USER_HEADER = "x-thriftgate-user"
 MAX_USER_LENGTH = 128
 _CACHE_LIMIT = 10_000
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(24)  # 32 url-safe characters: 192 random bits
-
-
-def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:
@@ -41,13 +34,23 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def _basic_password(headers: Mapping[str, str]) -> str | None:
+    """A browser's Basic credentials (any user name): how the /ui page takes the master key."""
+    scheme, _, encoded = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[2] or None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 class Auth:
     def __init__(self, config: AuthConfig, store: Store, *, clock=time.monotonic) -> None:
         self._required = config.required
-        self._declared = {
-            key.sha256: KeyRecord(key.id, key.team, key.sha256, created_at=0.0, source="config") for key in config.keys
-        }
-        self.declared_ids = frozenset(key.id for key in config.keys)
+        self.declared = tuple(KeyRecord(k.id, k.team, k.sha256, created_at=0.0, source="config") for k in config.keys)
+        self.declared_ids = frozenset(record.id for record in self.declared)
+        self._declared = {record.sha256: record for record in self.declared}
         self.master_key_env = config.master_key_env
         master = config.master_key
         self._master_digest = hashlib.sha256(master.encode()).digest() if master else None
@@ -98,10 +101,34 @@ class Auth:
         if self._master_digest is None:
             raise Forbidden(f"The admin API is disabled: set the master key in ${self.master_key_env}.",
                             code="admin_disabled")
-        token = bearer(request.headers)
+        token = bearer(request.headers) or _basic_password(request.headers)
         given = hashlib.sha256(token.encode()).digest() if token else b""
         if not hmac.compare_digest(given, self._master_digest):
             raise Unauthorized("The admin API needs the master key as 'Authorization: Bearer <master key>'.")
+
+    def admin_middleware(self) -> Handler:
+        """Guards every /admin/ route (the key routes always need the master key)."""
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.path.startswith("/admin/"):
+                self.require_master(request, always=request.path.startswith("/admin/keys"))
+            return await handler(request)
+
+        return guard
+
+    def page_guard(self, handler: Handler) -> Handler:
+        """For /ui: a browser asks for the master key (as the password of Basic auth) when auth is on."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                self.require_master(request)
+            except Unauthorized as err:
+                err.headers["WWW-Authenticate"] = 'Basic realm="thriftgate", charset="UTF-8"'
+                raise
+            return await handler(request)
+
+        return guarded
 
     def forget(self, sha256: str) -> None:
         """A key revoked here stops working here at once (elsewhere within key_cache_seconds)."""

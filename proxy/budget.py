@@ -94,7 +94,8 @@ class Reservation:
     metrics: tuple[str, ...]  # per counter
     ends: tuple[float, ...]  # per counter: when its window ends
     now: float
-    reserved: Reserved | None = None  # None: nothing held (the store was down and on_failure is open)
+    reserved: Reserved | None = None  # None: not checked (the store was down and on_failure is open)
+    maybe_held: bool = False  # the store holds (or, after a failed call, may hold) budget for it
 
 
 class Budgets:
@@ -138,7 +139,6 @@ class Budgets:
         if not plan.reserved.ok:
             ex.reservation = None
             raise self._refusal(plan, now)
-        self._observe(plan, [charge.amount for charge in plan.charges])
 
     def _plan(self, ex: Exchange, now: float, *, estimate: bool = True) -> Reservation | None:
         rules = [rule for rule in self._rules if rule.applies(ex)]
@@ -172,18 +172,23 @@ class Budgets:
         return Reservation(tuple(rules), tuple(slots), tuple(charges), tuple(metrics), tuple(ends), now)
 
     async def _hold(self, ex: Exchange, plan: Reservation) -> None:
-        ex.reservation = plan  # from here on, settle clears whatever the store may have held
+        ex.reservation = plan  # from here on, settle clears whatever the store may hold
         try:
             plan.reserved = await self._store.reserve(
                 ex.request_id, plan.charges, plan.now, plan.now + self._hold_seconds
             )
         except StoreUnavailable as exc:
+            plan.maybe_held = exc.attempted  # the call went out: its hold, if any, is released when settled
             if self._fail_closed:
+                if not plan.maybe_held:
+                    ex.reservation = None
                 raise ServiceUnavailable(
                     f"{exc} Requests under a budget are refused until it is back (store.on_failure: closed).",
                     code="budget_store_unavailable",
                 ) from None
             plan.reserved = None  # served unheld (store.on_failure: open); counted when the store is back
+            return
+        plan.maybe_held = plan.reserved.ok
 
     def _downgrade_target(self, ex: Exchange, plan: Reservation) -> str | None:
         if plan.reserved is None:
@@ -225,18 +230,25 @@ class Budgets:
     async def settle(self, ex: Exchange) -> None:
         """Always completes, even when the request's task is cancelled while it waits."""
         plan = ex.reservation
-        if plan is None and (ex.cost_nanos or (ex.usage is not None and ex.usage.total_tokens)):
+        answered = _answered(ex)
+        if plan is None and answered and ex.model:
             plan = self._plan(ex, self._clock(), estimate=False)  # answered by a policy: counted, never held
-        totals = self._totals(ex) if self._store.shared else None
-        if plan is None and totals is None:
-            return
         counters = ()
         if plan is not None:
             actual = self._actual(ex, plan)
-            counters = tuple((charge.counter, amount, charge.ttl) for charge, amount in zip(plan.charges, actual))
+            if plan.maybe_held or any(actual):
+                counters = tuple((charge.counter, amount, charge.ttl) for charge, amount in zip(plan.charges, actual))
             if plan.reserved is not None:
                 self._observe(plan, actual)
-        task = asyncio.ensure_future(self._settle(Settlement(ex.request_id, self._clock(), counters, totals)))
+        # The fleet's totals count what was answered (the ledger also has a row for each refusal).
+        totals = self._totals(ex) if self._store.shared and answered and ex.model else None
+        if not counters and totals is None:
+            return
+        settlement = Settlement(ex.request_id, self._clock(), counters, totals)
+        if not self._store.shared:
+            await self._settle(settlement)  # in process: nothing in it waits, so nothing can cut it short
+            return
+        task = asyncio.ensure_future(self._settle(settlement))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         await asyncio.shield(task)
@@ -254,14 +266,10 @@ class Budgets:
 
     def _actual(self, ex: Exchange, plan: Reservation) -> list[int]:
         tokens = ex.usage.total_tokens if ex.usage is not None else 0
-        cost = ex.cost_nanos or 0
-        answered = tokens > 0 or cost > 0 or 0 < ex.status < 400
-        by_metric = {"usd": cost, "tokens": tokens, "requests": int(answered)}
+        by_metric = {"usd": ex.cost_nanos or 0, "tokens": tokens, "requests": int(_answered(ex))}
         return [by_metric[metric] for metric in plan.metrics]
 
-    def _totals(self, ex: Exchange) -> Totals | None:
-        if not ex.model:
-            return None  # refused before the body named a model, or passed through unpriced
+    def _totals(self, ex: Exchange) -> Totals:
         usage = ex.usage
         return Totals(
             day=time.strftime("%Y-%m-%d", time.gmtime(ex.received_at)), model=ex.model, team=ex.team, key=ex.key_id,
@@ -326,6 +334,11 @@ class Budgets:
         body = ex.body or {}
         choices = max(_positive(body.get("n")), _positive(body.get("best_of")), 1)  # every choice is billed
         return output * choices
+
+
+def _answered(ex: Exchange) -> bool:
+    """Something was used: tokens, money, or a success (what failed before any answer is released)."""
+    return bool(ex.usage is not None and ex.usage.total_tokens or ex.cost_nanos or 0 < ex.status < 400)
 
 
 def _positive(value: object) -> int:

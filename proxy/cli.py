@@ -11,7 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from proxy import config as config_module
-from proxy import reports
+from proxy import keys, reports
+from proxy.control_config import workers_problem
 from proxy.savings import savings_report
 
 
@@ -46,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--since", default="24h", help="24h, 7d, an ISO date or a unix time (default 24h)")
     spend.add_argument("--by", default="model", help="model, requested_model, team, key, user, upstream, endpoint, day")
     spend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    spend.add_argument("--source", choices=("fleet", "ledger"),
+                       help="fleet: every replica's daily totals in Redis (the default with store.backend: redis, "
+                            "--by model, team, key or day); ledger: this replica's ledger file")
     spend.set_defaults(run=_spend)
 
     savings = commands.add_parser("savings", help="what each policy saved, treated vs held out")
@@ -66,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--upstream-port", type=int, default=0, help="port of the simulated provider (default: any free)")
     demo.add_argument("--seed", type=int, help="random seed, for a repeatable run")
     demo.set_defaults(run=_demo)
+
+    keys.add_commands(commands)
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")
@@ -90,6 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     config = config.model_copy(update={"server": server})
     _refuse_self_loop(config)
+    if args.workers > 1 and (problem := workers_problem(config.store, config.budgets, config.auth)):
+        raise config_module.ConfigError(f"--workers {args.workers}: {problem}")
     serve_one = functools.partial(_serve_process, config_path=Path(args.config) if args.config else None)
     if args.workers > 1:
         from proxy.workers import supervise
@@ -162,8 +170,28 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _spend(args: argparse.Namespace) -> int:
+    from proxy.store import SPEND_DIMENSIONS
+
+    store = config_module.load(args.config).store
+    if args.source == "fleet" or (args.source is None and not args.ledger and store.backend == "redis"
+                                  and args.by in SPEND_DIMENSIONS):
+        return _fleet_spend(args, store)
     return _ledger_report(args, lambda reader, since, now: reader.spend(by=args.by, since=since),
                           lambda rows: reports.spend_table(args.by, rows))
+
+
+def _fleet_spend(args: argparse.Namespace, store: config_module.StoreConfig) -> int:
+    from proxy.ledger import parse_since
+    from proxy.store import StoreUnavailable, read_fleet_spend
+
+    now = time.time()
+    try:
+        rows = read_fleet_spend(store, args.by, parse_since(args.since, now), now)
+    except (StoreUnavailable, ValueError) as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(rows, indent=2) if args.json else reports.spend_table(args.by, rows))
+    return 0
 
 
 def _savings(args: argparse.Namespace) -> int:

@@ -63,6 +63,7 @@ class StoreConfig(_Section):
     key_prefix: str = "thriftgate:"
     on_failure: Literal["closed", "open"] = "closed"  # Redis unreachable: refuse budgeted requests, or serve
     timeout_seconds: Annotated[float, Field(gt=0)] = 0.5  # per Redis command; then the store counts as down
+    max_connections: Annotated[int, Field(gt=0)] = 64  # per process; more concurrent calls wait their turn
     retry_seconds: Annotated[float, Field(gt=0)] = 1.0  # how often a down store is tried again
     # A reservation whose request never settles (the process died) stops holding budget after this long.
     reservation_ttl_seconds: Annotated[float, Field(gt=0)] = 900.0
@@ -129,3 +130,11 @@ def masked_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def workers_problem(store: StoreConfig, budgets: tuple[BudgetConfig, ...], auth: AuthConfig) -> str | None:
+    """`serve --workers N` runs N processes: an in-process store would give each its own budgets and keys."""
+    if store.backend == "memory" and (budgets or auth.master_key):
+        return ("budgets and keys created through the admin API need a store all workers share: "
+                "set store.backend: redis, or serve with one worker")
+    return None

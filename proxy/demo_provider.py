@@ -77,7 +77,8 @@ class SimulatedProvider:
         reasoning = visible * REASONING_PER_VISIBLE_TOKEN if _is_reasoning_model(model) else 0
         cached = prompt // 2 if self._rng.random() < CACHED_PROMPT_SHARE else 0
         usage = {
-            "prompt_tokens": prompt, "completion_tokens": visible + reasoning, "total_tokens": prompt + visible + reasoning,
+            "prompt_tokens": prompt, "completion_tokens": visible + reasoning,
+            "total_tokens": prompt + visible + reasoning,
             "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": reasoning},
         }
@@ -98,7 +99,8 @@ class SimulatedProvider:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         chunk = {**head, "object": "chat.completion.chunk"}
-        deltas = [{"role": "assistant", "content": ""}] + [{"content": (" " if i else "") + w} for i, w in enumerate(words)]
+        deltas = [{"role": "assistant", "content": ""}]
+        deltas += [{"content": (" " if i else "") + word} for i, word in enumerate(words)]
         for delta in deltas:
             await response.write(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             await asyncio.sleep(1 / pace.tokens_per_second)

@@ -98,6 +98,10 @@ class Exchange:
         self._prompt_count = (self.model, self.body_edits, count)
         return count
 
+    def client_headers(self) -> Mapping[str, str]:
+        """The client's headers for the upstream: without its thriftgate key (the proxy's key goes instead)."""
+        return self.request.headers if self.upstream_headers is None else self.upstream_headers
+
     def forward_body(self) -> bytes:
         if self.body_changed:
             return orjson.dumps(self.body)

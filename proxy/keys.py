@@ -1,146 +1,29 @@
-"""Virtual keys: the admin API (`/admin/keys`, master key only) and the `thriftgate keys` commands.
+"""Virtual keys: their text and hash, and the `thriftgate keys` commands.
 
 The commands always go through a running proxy's admin API (`--url`, the master key from the
 environment), whatever the store: one way that works for the in-process store and for Redis alike.
-A key's text is shown once, when it is created; the store keeps its sha256.
+Only the standard library here: the CLI starts fast.
 """
 
 import argparse
+import hashlib
 import json
-import logging
 import os
-import re
+import secrets
 import sys
-import time
 import urllib.error
 import urllib.request
-from decimal import Decimal, InvalidOperation
 
-from aiohttp import web
-
-from proxy.auth import key_hash, new_key
-from proxy.control_config import NAME_PATTERN
-from proxy.errors import BadRequest, NotFound, ProxyError, ServiceUnavailable
-from proxy.money import nanos_to_usd, usd_to_nanos
-from proxy.store import KeyRecord, StoreUnavailable
-
-log = logging.getLogger("thriftgate.keys")
-_NAME = re.compile(NAME_PATTERN)
-_CREATE_FIELDS = ("name", "team", "budget_usd_per_day")
+KEY_PREFIX = "tg-"
 
 
-class Conflict(ProxyError):
-    status = 409
-    type = "invalid_request_error"
-    code = "conflict"
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(24)  # 32 url-safe characters: 192 random bits
 
 
-def add_routes(router: web.UrlDispatcher, auth_key: web.AppKey, store_key: web.AppKey) -> None:
-    api = _KeysApi(auth_key, store_key)
-    router.add_post("/admin/keys", api.create)
-    router.add_get("/admin/keys", api.list)
-    router.add_get("/admin/keys/{key_id}", api.get)
-    router.add_delete("/admin/keys/{key_id}", api.revoke)
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
-
-class _KeysApi:
-    def __init__(self, auth_key: web.AppKey, store_key: web.AppKey) -> None:
-        self._auth_key, self._store_key = auth_key, store_key
-
-    async def create(self, request: web.Request) -> web.Response:
-        auth, store = self._services(request)
-        body = await _json_object(request)
-        for field in body:
-            if field not in _CREATE_FIELDS:
-                raise BadRequest(f"Unknown field '{field}'; expected {', '.join(_CREATE_FIELDS)}.", param=field)
-        name, team = _name(body, "name"), _name(body, "team")
-        budget = _budget(body.get("budget_usd_per_day"))
-        if name in auth.declared_ids:
-            raise Conflict(f"The key id '{name}' is declared in the config.", param="name")
-        key = new_key()
-        record = KeyRecord(name, team, key_hash(key), created_at=time.time(), budget_nanos_per_day=budget)
-        if not await _stored(store.add_key(record)):
-            raise Conflict(f"A key with the id '{name}' exists already (ids of revoked keys are not reused).",
-                           param="name")
-        log.info("created key %s for team %s", name, team)
-        return web.json_response({"key": key, **_shown(record)}, status=201)
-
-    async def list(self, request: web.Request) -> web.Response:
-        auth, store = self._services(request)
-        records = await _stored(store.keys())
-        shown = [_shown(r) for r in records] + [{"id": i, "source": "config"} for i in sorted(auth.declared_ids)]
-        return web.json_response({"keys": sorted(shown, key=lambda r: r["id"])})
-
-    async def get(self, request: web.Request) -> web.Response:
-        _, store = self._services(request)
-        key_id = request.match_info["key_id"]
-        found = [r for r in await _stored(store.keys()) if r.id == key_id]
-        if not found:
-            raise NotFound(f"No key with id '{key_id}' in the store.", param="key_id")
-        return web.json_response(_shown(found[0]))
-
-    async def revoke(self, request: web.Request) -> web.Response:
-        auth, store = self._services(request)
-        key_id = request.match_info["key_id"]
-        if key_id in auth.declared_ids:
-            raise Conflict(f"The key '{key_id}' is declared in the config: remove it there.", param="key_id")
-        record = await _stored(store.revoke_key(key_id, time.time()))
-        if record is None:
-            raise NotFound(f"No key with id '{key_id}' in the store.", param="key_id")
-        auth.forget(record.sha256)
-        log.info("revoked key %s", key_id)
-        return web.json_response(_shown(record))
-
-    def _services(self, request: web.Request):
-        auth = request.app[self._auth_key]
-        auth.require_master(request, always=True)
-        return auth, request.app[self._store_key]
-
-
-async def _stored(call):
-    try:
-        return await call
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(str(exc), code="key_store_unavailable") from None
-
-
-async def _json_object(request: web.Request) -> dict:
-    try:
-        body = json.loads(await request.read() or b"null")
-    except ValueError:
-        raise BadRequest("The body must be a JSON object.") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.")
-    return body
-
-
-def _name(body: dict, field: str) -> str:
-    value = body.get(field)
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise BadRequest(f"'{field}' must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter "
-                         "or digit.", param=field)
-    return value
-
-
-def _budget(value: object) -> int | None:
-    if value is None:
-        return None
-    try:
-        usd = Decimal(str(value)) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
-    except InvalidOperation:
-        usd = None
-    if usd is None or not usd.is_finite() or usd <= 0:
-        raise BadRequest("'budget_usd_per_day' must be a positive number of US dollars.", param="budget_usd_per_day")
-    return usd_to_nanos(usd)
-
-
-def _shown(record: KeyRecord) -> dict:
-    budget = record.budget_nanos_per_day
-    return {"id": record.id, "team": record.team, "created_at": record.created_at, "revoked_at": record.revoked_at,
-            "budget_usd_per_day": None if budget is None else str(nanos_to_usd(budget)), "source": record.source}
-
-
-# ---- `thriftgate keys ...` ----
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     keys = commands.add_parser("keys", help="virtual keys, through a running proxy's admin API")

@@ -11,7 +11,7 @@ Counters and histograms add up across workers by themselves; a Gauge must say ho
 
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy.exchange import Exchange, Saving
@@ -87,6 +87,21 @@ class Metrics:
             "basis=holdout_estimate is measured against held-out traffic.",
             ["mechanism", "policy", "basis"], registry=registry,
         )
+        self.budget_remaining_usd = Gauge(
+            "thriftgate_budget_remaining_usd",
+            "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
+            ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.budget_rejections = Counter(
+            "thriftgate_budget_rejections", "Requests refused by a budget or rate limit, by the kind of scope.",
+            ["scope_kind"], registry=registry,
+        )
+
+    def budget_remaining(self, scope: str, window: str, nanos: int) -> None:
+        self.budget_remaining_usd.labels(scope, window).set(nanos / NANOS_PER_USD)
+
+    def budget_rejection(self, scope_kind: str) -> None:
+        self.budget_rejections.labels(scope_kind).inc()
 
     def policy_action(self, policy: str, action: str) -> None:
         self.policy_actions.labels(policy, action).inc()

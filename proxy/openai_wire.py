@@ -159,21 +159,20 @@ def split_events(buffer: bytes) -> tuple[list[bytes], int]:
     """Complete SSE events in `buffer` (each with its blank-line terminator) and the bytes used."""
     events = []
     start = 0
-    while True:
-        end, width = _event_end(buffer, start)
-        if end < 0:
-            return events, start
-        events.append(buffer[start : end + width])
-        start = end + width
-
-
-def _event_end(buffer: bytes, start: int) -> tuple[int, int]:
-    # OpenAI ends events with LF LF; the SSE spec also allows CRLF CRLF.
-    lf = buffer.find(b"\n\n", start)
-    crlf = buffer.find(b"\r\n\r\n", start)
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, 4
-    return lf, 2
+    # OpenAI ends events with LF LF; the SSE spec also allows CRLF CRLF. A terminator is searched for again
+    # only once passed: searching the rest of the buffer for a CRLF CRLF at every event (OpenAI never sends
+    # one) made a buffer of many events quadratic.
+    lf = buffer.find(b"\n\n")
+    crlf = buffer.find(b"\r\n\r\n")
+    while lf >= 0 or crlf >= 0:
+        end = crlf + 4 if crlf >= 0 and (lf < 0 or crlf < lf) else lf + 2
+        events.append(buffer[start:end])
+        start = end
+        if 0 <= lf < start:
+            lf = buffer.find(b"\n\n", start)
+        if 0 <= crlf < start:
+            crlf = buffer.find(b"\r\n\r\n", start)
+    return events, start
 
 
 def event_data(event: bytes) -> bytes | None:

@@ -157,7 +157,7 @@ class Pipeline:
     async def _forward(self, ex: Exchange, *, method: str = "POST", priced: bool = True) -> web.Response:
         ex.upstream_started = time.perf_counter()
         body = ex.forward_body() if priced else (ex.raw_body or None)
-        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, _client_headers(ex)) as resp:
+        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, ex.client_headers()) as resp:
             return await self._answer_whole(ex, resp, priced)
 
     async def _answer_whole(self, ex: Exchange, resp, priced: bool) -> web.Response:
@@ -179,7 +179,7 @@ class Pipeline:
             ex.body_changed = True
         ex.upstream_started = time.perf_counter()
         async with self._upstreams.open(
-            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), _client_headers(ex)
+            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), ex.client_headers()
         ) as resp:
             if resp.status != 200 or resp.content_type != "text/event-stream":
                 return await self._answer_whole(ex, resp, priced=True)
@@ -252,11 +252,6 @@ def _tags(header: str | None) -> frozenset[str]:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
-
-
-def _client_headers(ex: Exchange):
-    """What the client sent, minus its thriftgate key (the upstream gets the proxy's key instead)."""
-    return ex.request.headers if ex.upstream_headers is None else ex.upstream_headers
 
 
 def _upstream_path(request: web.Request) -> str:

@@ -2,7 +2,7 @@
 
 One page rendered on the server from the ledger: inline CSS, no script, nothing fetched from
 elsewhere, so it works offline and its Content-Security-Policy forbids everything else. It shows no
-key, user or prompt. `add_routes` takes a guard so that authentication can wrap the page later.
+key, user or prompt. `add_routes` takes the guard (authentication) that wraps the page.
 """
 
 import html
@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy.appkeys import LEDGER
 from proxy.money import NANOS_PER_USD
+from proxy.savings import savings_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RECENT_ROWS = 25
@@ -45,8 +46,10 @@ async def page(request: web.Request) -> web.Response:
                        await ledger.spend(by="model", since=since_day), "model")
     by_team = _joined(await ledger.spend(by="team", since=since_month),
                       await ledger.spend(by="team", since=since_day), "team")
+    report = savings_report(await ledger.policy_rows(since=since_month), since=since_month, until=now.timestamp())
+    savings = sorted(report, key=lambda row: (row["mechanism"] or "", row["policy"]))
     recent = await ledger.recent(RECENT_ROWS)
-    body = _document(now, by_model, by_team, recent)
+    body = _document(now, by_model, by_team, savings, recent)
     return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_HEADERS)
 
 
@@ -60,12 +63,12 @@ def usd(nanos: int | None) -> str:
     """Dollars as people read them: cents from $1 up, micro-dollars below."""
     if nanos is None:
         return "unpriced"
-    dollars = Decimal(nanos) / NANOS_PER_USD
-    if abs(dollars) >= 1:
-        return f"${dollars:,.2f}"
-    if nanos and abs(dollars) < Decimal("0.000001"):
-        return "<$0.000001"
-    return f"${dollars:.6f}"
+    sign, dollars = "-" if nanos < 0 else "", Decimal(abs(nanos)) / NANOS_PER_USD
+    if dollars >= 1:
+        return f"{sign}${dollars:,.2f}"
+    if nanos and dollars < Decimal("0.000001"):
+        return f"{sign}<$0.000001"
+    return f"{sign}${dollars:.6f}"
 
 
 def _e(value: object) -> str:
@@ -76,7 +79,7 @@ def _name(value: str | None, missing: str) -> str:
     return _e(value) if value else f'<span class="dim">{missing}</span>'
 
 
-def _document(now: datetime, by_model: list[dict], by_team: list[dict], recent: list[dict]) -> str:
+def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings: list[dict], recent: list[dict]) -> str:
     month_total = sum(row["cost_nanos"] for row in by_model)
     today_total = sum(row["today_nanos"] for row in by_model)
     requests = sum(row["requests"] for row in by_model)
@@ -87,7 +90,8 @@ def _document(now: datetime, by_model: list[dict], by_team: list[dict], recent: 
 <style>{_CSS}</style></head><body>
 <header><h1>thriftgate</h1><span class="dim">spend from the ledger, {now:%Y-%m-%d %H:%M:%S} UTC</span></header>
 <section class="cards">
-<div class="card"><div class="label">Today (UTC)</div><div class="figure" id="today-total">{usd(today_total)}</div></div>
+<div class="card"><div class="label">Today (UTC)</div>
+<div class="figure" id="today-total">{usd(today_total)}</div></div>
 <div class="card"><div class="label">This month</div><div class="figure" id="month-total">{usd(month_total)}</div>
 <div class="dim">{requests:,} requests</div></div>
 <div class="card"><div class="label">Unpriced requests this month</div>
@@ -95,25 +99,25 @@ def _document(now: datetime, by_model: list[dict], by_team: list[dict], recent: 
 </section>
 <h2>By model</h2>{_spend_table("by-model", "Model", "model", "(pass-through)", by_model, month_total)}
 <h2>By team</h2>{_spend_table("by-team", "Team", "team", "(no team)", by_team, month_total)}
-<h2>Savings by mechanism</h2><p class="empty" id="savings">No savings recorded yet.</p>
-<h2>Last requests</h2>{_recent_table(recent)}
+<h2>Savings by mechanism this month</h2>{_table("savings", _SAVINGS_HEADINGS, map(_savings_row, savings),
+                                                 "No savings recorded yet.")}
+<h2>Last requests</h2>{_table("recent", _RECENT_HEADINGS, map(_recent_row, recent), "No requests yet.")}
+<p class="dim">* counted by the proxy: the upstream sent no usage</p>
 </body></html>
 """
 
 
 def _spend_table(table_id: str, heading: str, key: str, missing: str, rows: list[dict], total: int) -> str:
-    if not rows:
-        return f'<p class="empty" id="{table_id}">No requests this month yet.</p>'
-    body = "".join(
-        f"<tr><td>{_name(row[key], missing)}</td><td class=num>{_cost(row, row['today_nanos'])}</td>"
+    headings = (heading, "Today", "This month", "Share", "Requests", "Unpriced", "Prompt tokens", "Completion tokens")
+    cells = (
+        f"<td>{_name(row[key], missing)}</td><td class=num>{_cost(row, row['today_nanos'])}</td>"
         f"<td class=num>{_cost(row, row['cost_nanos'])}</td>"
         f"<td class=bar><i style=\"width:{_share(row['cost_nanos'], total)}%\"></i></td>"
         f"<td class=num>{row['requests']:,}</td><td class=num>{row['unpriced_requests']:,}</td>"
-        f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td></tr>"
+        f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td>"
         for row in rows
     )
-    return _table(table_id, (heading, "Today", "This month", "Share", "Requests", "Unpriced",
-                             "Prompt tokens", "Completion tokens"), body)
+    return _table(table_id, headings, cells, "No requests this month yet.")
 
 
 def _cost(row: dict, nanos: int) -> str:
@@ -124,29 +128,50 @@ def _share(nanos: int, total: int) -> int:
     return round(100 * nanos / total) if total else 0
 
 
-def _recent_table(rows: list[dict]) -> str:
-    if not rows:
-        return '<p class="empty" id="recent">No requests yet.</p>'
-    body = "".join(
-        f"<tr><td>{datetime.fromtimestamp(row['ts'], UTC):%m-%d %H:%M:%S}</td><td class=mono>{_e(row['request_id'])}</td>"
-        f"<td>{_e(row['endpoint'])}{' (stream)' if row['stream'] else ''}</td>"
-        f"<td>{_name(row['model'], '-')}</td><td>{_name(row['team'], '-')}</td>"
-        f"<td class=\"num{' err' if row['status'] >= 400 else ''}\">{row['status']}</td>"
-        f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td>"
-        f"<td class=num>{usd(row['cost_nanos'])}{'*' if row['usage_source'] == 'estimated' else ''}</td>"
-        f"<td class=num>{_milliseconds(row['latency_ms'])}</td></tr>"
-        for row in rows
-    )
-    headings = ("Time (UTC)", "Request id", "Endpoint", "Model", "Team", "Status", "Prompt tokens",
-                "Completion tokens", "Cost", "Latency")
-    return _table("recent", headings, body) + '<p class="dim">* counted by the proxy: the upstream sent no usage</p>'
+_SAVINGS_HEADINGS = ("Mechanism", "Policy", "Treated", "Held out", "Saved", "Measured", "Shadow: would save")
+
+
+def _savings_row(row: dict) -> str:
+    return (f"<td>{_name(row['mechanism'], '-')}</td><td>{_e(row['policy'])}</td>"
+            f"<td class=num>{row['treated_requests']:,}</td><td class=num>{row['held_out_requests']:,}</td>"
+            f"{_saved_cells(row)}<td class=num>{usd(row['shadow_would_save_nanos'])}</td>")
+
+
+def _saved_cells(row: dict) -> str:
+    """Exact savings where the policy knows them (route, cascade), else held-out traffic's estimate."""
+    if row["counterfactual_saved_nanos"]:
+        return f"<td class=num>{usd(row['counterfactual_saved_nanos'])}</td><td>exact</td>"
+    per_request, interval, treated = row["saving_per_request_nanos"], row["saving_ci95_nanos"], row["treated_requests"]
+    if per_request is None:
+        return '<td class=num>-</td><td class="dim">needs held-out requests</td>'
+    low, high = (usd(round(bound * treated)) for bound in interval)
+    return f"<td class=num>~{usd(round(per_request * treated))}</td><td>held-out estimate, 95%: {low} to {high}</td>"
+
+
+_RECENT_HEADINGS = ("Time (UTC)", "Request id", "Endpoint", "Model", "Team", "Status", "Prompt tokens",
+                    "Completion tokens", "Cost", "Latency")
+
+
+def _recent_row(row: dict) -> str:
+    return (f"<td>{datetime.fromtimestamp(row['ts'], UTC):%m-%d %H:%M:%S}</td>"
+            f"<td class=mono>{_e(row['request_id'])}</td>"
+            f"<td>{_e(row['endpoint'])}{' (stream)' if row['stream'] else ''}</td>"
+            f"<td>{_name(row['model'], '-')}</td><td>{_name(row['team'], '-')}</td>"
+            f"<td class=\"num{' err' if row['status'] >= 400 else ''}\">{row['status']}</td>"
+            f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td>"
+            f"<td class=num>{usd(row['cost_nanos'])}{'*' if row['usage_source'] == 'estimated' else ''}</td>"
+            f"<td class=num>{_milliseconds(row['latency_ms'])}</td>")
 
 
 def _milliseconds(ms: float) -> str:
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
 
 
-def _table(table_id: str, headings: Iterable[str], body: str) -> str:
+def _table(table_id: str, headings: Iterable[str], rows: Iterable[str], empty: str) -> str:
+    """A table of the rows' cells, or the `empty` sentence when there are none."""
+    body = "".join(f"<tr>{cells}</tr>" for cells in rows)
+    if not body:
+        return f'<p class="empty" id="{table_id}">{empty}</p>'
     head = "".join(f"<th>{_e(h)}</th>" for h in headings)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 

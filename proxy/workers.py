@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
@@ -60,7 +61,15 @@ def _fresh_metrics_dir() -> tuple[str, bool]:
 
 def _worker_main(serve_one: ServeOne, config: Config, metrics_dir: str) -> None:
     os.setpgrp()  # out of the terminal's process group: Ctrl-C reaches the supervisor alone, which forwards it once
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
     serve_one(config, metrics_dir)
+
+
+def _stop_when_orphaned(supervisor: int) -> None:
+    """A supervisor killed outright forwards no signal: its workers stop themselves rather than hold the port."""
+    while os.getppid() == supervisor:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)  # the graceful way: requests in flight finish, the ledger is flushed
 
 
 class _Supervisor:

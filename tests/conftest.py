@@ -1,5 +1,6 @@
 """Shared fixtures: the fake upstream, and thriftgate apps built from config made in code."""
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +73,13 @@ async def start_proxy(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[Start
     running: list[web.AppRunner] = []
 
     async def start(
-        *, handler_cancellation: bool = False, config_path: Path | None = None, **changes: Any
+        *, handler_cancellation: bool = False, config_path: Path | None = None,
+        clock: Callable[[], float] = time.time, **changes: Any
     ) -> RunningProxy:
-        """A proxy on a free port: config from `config_path`, else the base config with `changes`."""
+        """A proxy on a free port: config from `config_path`, else the base config with `changes`;
+        `clock` is the unix time its budget windows follow."""
         config = load(config_path) if config_path else validate(merged(base_config(fake.base_url, tmp_path), changes))
-        app = make_app(config, registry=CollectorRegistry(), config_path=config_path)
+        app = make_app(config, registry=CollectorRegistry(), config_path=config_path, clock=clock)
         # As `thriftgate serve` runs: aiohttp's default is not to cancel a handler whose client left.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
         await runner.setup()

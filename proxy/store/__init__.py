@@ -11,6 +11,8 @@ at its deadline: a request whose process crashed stops holding budget without an
 Callers pass `now`: the clock is theirs (tests inject one), so windows and deadlines agree.
 """
 
+import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +28,12 @@ SETTLED_MARK_SECONDS = 86400  # a settle replayed within this long is applied on
 
 
 class StoreUnavailable(Exception):
-    """The shared store cannot be reached; str() is a message fit for a client."""
+    """The shared store cannot be reached; str() is a message fit for a client. `attempted`: the call
+    went out and may have taken effect (a reservation may hold until it is settled or dies)."""
+
+    def __init__(self, message: str, *, attempted: bool = False) -> None:
+        super().__init__(message)
+        self.attempted = attempted
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +138,34 @@ def open_store(config: StoreConfig) -> Store:
     return MemoryStore()
 
 
-def spend_rows(by: str, day_totals: Iterable[dict[str, int]]) -> list[dict]:
-    """Sum days of totals into rows shaped like the ledger's spend rows, ordered the same way."""
+async def fleet_spend(store: Store, by: str, since: float | None, now: float) -> tuple[list[dict], float]:
+    """Spend rows from the store's daily totals: whole UTC days, from the one holding `since` (default:
+    all that are kept) to today. Returns the rows and the start of the first day counted."""
     if by not in SPEND_DIMENSIONS:
         raise ValueError(f"fleet totals group spend by {', '.join(SPEND_DIMENSIONS)}, not {by!r}")
+    first = max(since if since is not None else 0.0, now - SPEND_RETENTION_SECONDS) // 86400 * 86400
+    days = [time.strftime("%Y-%m-%d", time.gmtime(day)) for day in range(int(first), int(now) + 1, 86400)]
+    return await store.spend(by, days), first
+
+
+def read_fleet_spend(config: StoreConfig, by: str, since: float | None, now: float) -> list[dict]:
+    """For the CLI: the fleet's spend rows, read straight from the shared store."""
+    if config.backend != "redis":
+        raise StoreUnavailable("fleet totals live in Redis: this config has store.backend: memory")
+
+    async def read() -> list[dict]:
+        store = open_store(config)
+        await store.start()
+        try:
+            return (await fleet_spend(store, by, since, now))[0]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def spend_rows(by: str, day_totals: Iterable[dict[str, int]]) -> list[dict]:
+    """Sum days of totals into rows shaped like the ledger's spend rows, ordered the same way."""
     rows: dict[str, dict] = defaultdict(lambda: dict.fromkeys(SPEND_METRICS, 0))
     for totals in day_totals:
         for field, amount in totals.items():

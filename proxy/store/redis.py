@@ -15,13 +15,14 @@ writes the waiting settlements in order, and only then is the store up again.
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,6 +37,8 @@ log = logging.getLogger("thriftgate.store")
 T = TypeVar("T")
 # Settlements kept while Redis is down (about half a kilobyte each); past this the oldest are dropped.
 MAX_PENDING = 250_000
+POOL_WAIT_SECONDS = 10.0
+REPLAY_BATCH = 500
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 # KEYS: n counter hashes, then their n hold sets. ARGV: now, hold deadline, hold id, then per counter
@@ -136,11 +139,14 @@ class RedisStore:
 
     async def start(self) -> None:
         timeout = self._config.timeout_seconds
+        # Requests beyond max_connections wait for a free connection (a busy pool is not a Redis outage).
         # One retry, on a connection error only: a pooled connection that died with a restarted Redis.
-        self._redis = Redis.from_url(
-            self._config.redis_url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
+        pool = BlockingConnectionPool.from_url(
+            self._config.redis_url, max_connections=self._config.max_connections, timeout=POOL_WAIT_SECONDS,
+            decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self._redis = Redis.from_pool(pool)
         self._reserve = self._redis.register_script(RESERVE)
         self._settle = self._redis.register_script(SETTLE)
         self._add_key = self._redis.register_script(ADD_KEY)
@@ -233,15 +239,16 @@ class RedisStore:
         return f"{self._prefix}{kind}{name}"
 
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+        message = f"The budget store (Redis at {self._where}) is unreachable."
         if not self._up:
-            raise StoreUnavailable(f"The budget store (Redis at {self._where}) is unreachable.")
+            raise StoreUnavailable(message)  # not even tried
         try:
             return await call()
         except _DOWN as exc:
             self._went_down(exc)
-            raise StoreUnavailable(f"The budget store (Redis at {self._where}) is unreachable.") from None
+            raise StoreUnavailable(message, attempted=True) from None
 
-    async def _write(self, settlement: Settlement, *, final: bool) -> None:
+    async def _write(self, settlement: Settlement, *, final: bool, client=None) -> None:
         counters = [name for name, _, _ in settlement.counters]
         keys = ([self._key("c:", name) for name in counters] + [self._key("z:", name) for name in counters]
                 + [self._key("s:", settlement.id)])
@@ -252,7 +259,7 @@ class RedisStore:
             keys.append(self._key("spend:", settlement.totals.day))
             for field, amount in settlement.totals.increments().items():
                 args += [field, amount]
-        await self._settle(keys=keys, args=args)
+        await self._settle(keys=keys, args=args, client=client)
 
     def _went_down(self, exc: BaseException) -> None:
         self._up = False
@@ -274,15 +281,22 @@ class RedisStore:
             return
 
     async def _write_pending(self) -> int:
+        """Oldest first, REPLAY_BATCH to a round trip; a batch cut short is sent again (settling is idempotent)."""
         written = 0
         while self._pending:
-            try:
-                await self._write(self._pending[0], final=True)
-            except ResponseError:  # Redis refuses this one (say, out of memory): keep the others moving
-                log.exception("Redis refused settlement %s; dropped (the ledger has it)", self._pending[0].id)
-            else:
-                written += 1
-            self._pending.popleft()
+            batch = list(itertools.islice(self._pending, REPLAY_BATCH))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for settlement in batch:
+                    await self._write(settlement, final=True, client=pipe)
+                results = await pipe.execute(raise_on_error=False)
+            for settlement, result in zip(batch, results):
+                if isinstance(result, _DOWN):
+                    raise result
+                if isinstance(result, ResponseError):  # refused (say, out of memory): keep the others moving
+                    log.error("Redis refused settlement %s (%s); dropped, the ledger has it", settlement.id, result)
+                else:
+                    written += 1
+                self._pending.popleft()
         return written
 
 

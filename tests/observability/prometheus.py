@@ -1,6 +1,5 @@
 """A real Prometheus (Debian's) for a test: scraping given targets every second, with given rule files."""
 
-import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from tests.observability.tools import eventually, free_port, require
+from tests.observability.tools import answers, eventually, free_port, require, running
 
 SCRAPE_INTERVAL = "1s"
 
@@ -44,7 +43,9 @@ class Prometheus:
 
 
 @asynccontextmanager
-async def running_prometheus(workdir: Path, targets: list[str], rule_files: list[Path] = ()) -> AsyncIterator[Prometheus]:
+async def running_prometheus(
+    workdir: Path, targets: list[str], rule_files: list[Path] = ()
+) -> AsyncIterator[Prometheus]:
     binary = require("prometheus", "prometheus")
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
@@ -55,25 +56,14 @@ async def running_prometheus(workdir: Path, targets: list[str], rule_files: list
     config_path.write_text(yaml.safe_dump(config))
     url = f"http://127.0.0.1:{free_port()}"
     log_path = workdir / "prometheus.log"
+    command = (binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
+               f"--web.listen-address={url.removeprefix('http://')}", "--log.level=warn")
     with open(log_path, "wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address={url.removeprefix('http://')}", "--log.level=warn",
-            stdout=log, stderr=log,
-        )
-    try:
-        async with aiohttp.ClientSession() as session:
-            await eventually(lambda: _ready(session, url, process), what=f"Prometheus to start (see {log_path})")
+        async with running(*command, stdout=log, stderr=log) as process, aiohttp.ClientSession() as session:
+
+            async def ready() -> bool:
+                assert process.returncode is None, f"Prometheus exited (see {log_path})"
+                return await answers(session, url + "/-/ready")
+
+            await eventually(ready, what=f"Prometheus to start (see {log_path})")
             yield Prometheus(url, session)
-    finally:
-        process.terminate()
-        await process.wait()
-
-
-async def _ready(session: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process) -> bool:
-    assert process.returncode is None, "Prometheus exited"
-    try:
-        async with session.get(url + "/-/ready") as response:
-            return response.status == 200
-    except aiohttp.ClientConnectionError:
-        return False

@@ -11,10 +11,11 @@ import aiohttp
 
 from proxy import ui
 from proxy.ledger import Ledger
-from tests.conftest import RunningProxy
+from tests.conftest import RunningProxy, StartProxy
 from tests.fake_upstream import FAKE_API_KEY
 from tests.observability.tools import require, send_round
 
+ROUTE = {"name": "gpt-4o-to-mini", "type": "route", "match": {"models": ["gpt-4o"]}, "to": "gpt-4o-mini"}
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
 
@@ -55,14 +56,15 @@ class PageText(HTMLParser):
             self.tables[self._table][-1][-1] += data
 
 
-async def test_page_in_chromium_shows_the_ledger(proxy: RunningProxy, tmp_path: Path) -> None:
+async def test_page_in_chromium_shows_the_ledger(start_proxy: StartProxy, tmp_path: Path) -> None:
+    proxy = await start_proxy(policies=[ROUTE])
     ids = [*await send_round(proxy.url), *await send_round(proxy.url)]
     url = proxy.url + "/ui"
     page = PageText((await _chromium(tmp_path / "profile-dom", "--dump-dom", url)).decode())
     await _assert_figures_match(page, proxy.ledger)
     shown = [row[1] for row in page.tables["recent"][1:]]
     assert shown == list(reversed(ids))[:len(shown)]
-    assert page.text["savings"] == "No savings recorded yet."
+    assert [row[:2] for row in page.tables["savings"][1:]] == [["routing", ROUTE["name"]]]
 
     screenshot = tmp_path / "ui.png"
     await _chromium(tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1280,900", url)
@@ -70,6 +72,16 @@ async def test_page_in_chromium_shows_the_ledger(proxy: RunningProxy, tmp_path: 
     if artifacts := os.environ.get("THRIFTGATE_ARTIFACTS"):
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(screenshot, Path(artifacts) / "ui.png")
+
+
+async def test_page_shows_what_a_policy_saved(start_proxy: StartProxy) -> None:
+    proxy = await start_proxy(policies=[ROUTE])
+    await send_round(proxy.url)  # its two gpt-4o streams are answered by gpt-4o-mini
+    async with aiohttp.ClientSession() as session, session.get(proxy.url + "/ui") as response:
+        page = PageText(await response.text())
+    saved = sum(row["savings_nanos"] for row in await proxy.ledger.recent(100))
+    assert saved > 0
+    assert page.tables["savings"][1:] == [["routing", "gpt-4o-to-mini", "2", "0", ui.usd(saved), "exact", "$0.000000"]]
 
 
 async def test_page_escapes_what_clients_send_and_shows_no_secret(proxy: RunningProxy) -> None:
@@ -92,6 +104,7 @@ async def test_page_of_an_empty_ledger(proxy: RunningProxy) -> None:
         page = PageText(await response.text())
     assert page.text["month-total"] == "$0.000000"
     assert page.text["by-model"] == "No requests this month yet." and page.text["recent"] == "No requests yet."
+    assert page.text["savings"] == "No savings recorded yet."
 
 
 async def _chromium(profile: Path, *args: str) -> bytes:

@@ -7,6 +7,8 @@ passing one that never ran. .ci/run installs them all.
 import asyncio
 import shutil
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -61,3 +63,24 @@ async def eventually(check, *, timeout: float = 20.0, what: str) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.2)
+
+
+@asynccontextmanager
+async def running(*command: str, **options) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A subprocess for the block; killed at its end unless it has exited."""
+    process = await asyncio.create_subprocess_exec(*command, **options)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def answers(session: aiohttp.ClientSession, url: str) -> bool:
+    """True once `url` answers 200; False while nothing listens there yet."""
+    try:
+        async with session.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False

@@ -1,0 +1,97 @@
+"""Redis stopped and started again under load: closed refuses budgeted requests with 503, open serves
+them; either way the proxy reconnects by itself and no spend is lost."""
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as redis
+
+from tests.budgets.replicas import RedisServer
+from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES
+from tests.conftest import RunningProxy, StartProxy
+
+PREFIX = "tg:"
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def readyz(session: aiohttp.ClientSession, proxy: RunningProxy) -> tuple[int, dict]:
+    async with session.get(proxy.url + "/readyz") as response:
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize("on_failure", ["closed", "open"])
+async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
+    start_proxy: StartProxy, own_redis: RedisServer, on_failure: str
+) -> None:
+    proxy = await start_proxy(
+        store={"backend": "redis", "redis_url": own_redis.url, "key_prefix": PREFIX, "on_failure": on_failure,
+               "retry_seconds": 0.05, "timeout_seconds": 0.25},
+        budgets=[{"scope": "global", "usd": 100, "window": "day"}],
+    )
+    statuses: Counter = Counter()
+    errors: Counter = Counter()
+    stopping = asyncio.Event()
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        async with session.post(proxy.base_url + "/chat/completions", json=body,
+                                headers={"x-fake-latency-ms": "30"}) as response:
+            statuses[response.status] += 1
+            if response.status != 200:
+                errors[(await response.json())["error"]["code"]] += 1
+
+    async def load(session: aiohttp.ClientSession) -> None:
+        while not stopping.is_set():
+            await asyncio.gather(*(one(session) for _ in range(8)))
+
+    async with aiohttp.ClientSession() as session:
+        traffic = asyncio.create_task(load(session))
+        await asyncio.sleep(0.3)
+        await own_redis.stop()  # requests in flight reserved before and settle after
+        await asyncio.sleep(0.4)
+        status, ready = await readyz(session, proxy)
+        assert not ready["store"]["reachable"]
+        assert (status, ready["status"]) == ((503, "store_unavailable") if on_failure == "closed" else (200, "degraded"))
+        await own_redis.start()
+        for _ in range(100):
+            status, ready = await readyz(session, proxy)
+            if ready["store"]["reachable"]:
+                break
+            await asyncio.sleep(0.05)
+        assert (status, ready["status"], ready["store"]["pending_settlements"]) == (200, "ready", 0)
+        await asyncio.sleep(0.3)
+        stopping.set()
+        await traffic
+        async with session.get(proxy.url + "/admin/spend", params={"by": "model"}) as response:
+            fleet = await response.json()
+
+    if on_failure == "closed":
+        assert statuses[200] > 0 and statuses[503] > 0 and set(statuses) == {200, 503}
+        assert set(errors) == {"budget_store_unavailable"}
+    else:
+        assert set(statuses) == {200}
+    ledger = await proxy.ledger.recent(10_000)
+    spent = sum(row["cost_nanos"] for row in ledger)
+    assert spent > 0 and len(ledger) == sum(statuses.values())
+    [row] = fleet["rows"]
+    assert fleet["source"] == "fleet" and (row["requests"], row["cost_nanos"]) == (statuses[200], spent)
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    try:
+        counter = await client.hgetall(f"{PREFIX}c:usd:day:{time.strftime('%Y%m%d', time.gmtime())}:global")
+    finally:
+        await client.aclose()
+    assert (int(counter["used"]), int(counter["held"])) == (spent, 0)  # every cent counted, nothing left held
