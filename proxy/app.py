@@ -53,7 +53,8 @@ def make_app(
         exposition=multiprocess_exposition(metrics_dir) if metrics_dir else None,
     )
     tokens = TokenCounter()
-    recorder = Recorder(ledger, metrics, access_log_enabled=config.server.access_log)
+    recorder = Recorder(ledger, metrics, access_log_enabled=config.server.access_log,
+                        log_prompts=config.server.log_prompts)
     settler = Settler(tokens, prices)
     services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder))
     holdout = HoldoutStats()

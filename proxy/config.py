@@ -32,7 +32,8 @@ class ServerConfig(Section):
     max_body_bytes: Annotated[int, Field(gt=0)] = 32 * 1024 * 1024
     # How long an in-flight request may take to finish after SIGTERM before the process exits.
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
-    access_log: bool = True
+    access_log: bool = True  # one JSON line per request on stdout: ids, team, models, tokens, cost, policies
+    log_prompts: bool = False  # add the last user message to that line (off: prompts are the users' data)
 
 
 class UpstreamConfig(Section):

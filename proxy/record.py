@@ -1,5 +1,6 @@
 """The record stage: each answered request, exactly once, to the ledger, the metrics and the access log."""
 
+import dataclasses
 import logging
 import time
 
@@ -8,16 +9,23 @@ import orjson
 from proxy.exchange import Exchange
 from proxy.ledger import Ledger, SpendRecord
 from proxy.metrics import Metrics
+from proxy.openai_wire import last_user_text
 from proxy.usage import Usage
 
 access_log = logging.getLogger("thriftgate.access")
 
 
+_RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(SpendRecord))
+
+
 class Recorder:
-    def __init__(self, ledger: Ledger, metrics: Metrics, *, access_log_enabled: bool) -> None:
+    def __init__(
+        self, ledger: Ledger, metrics: Metrics, *, access_log_enabled: bool, log_prompts: bool = False
+    ) -> None:
         self._ledger = ledger
         self._metrics = metrics
         self._access_log = access_log_enabled
+        self._log_prompts = log_prompts
 
     def record(self, ex: Exchange) -> None:
         ex.finished = time.perf_counter()
@@ -25,7 +33,19 @@ class Recorder:
         self._ledger.add(record)
         self._metrics.observe(ex)
         if self._access_log:
-            access_log.info(orjson.dumps(record).decode())
+            access_log.info(self._access_line(ex, record))
+
+    def _access_line(self, ex: Exchange, record: SpendRecord) -> str:
+        """The ledger row as one JSON line; prompt text only when the operator asked for it."""
+        prompt = self._log_prompts and ex.body is not None and ex.endpoint != "passthrough"
+        if record.policies is None and not prompt:
+            return orjson.dumps(record).decode()
+        line = {name: getattr(record, name) for name in _RECORD_FIELDS}
+        if record.policies is not None:
+            line["policies"] = orjson.Fragment(record.policies)  # an object, not a string of JSON
+        if prompt:
+            line["prompt"] = last_user_text(ex.endpoint, ex.body)
+        return orjson.dumps(line).decode()
 
 
 def spend_record(ex: Exchange) -> SpendRecord:

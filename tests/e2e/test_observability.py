@@ -61,3 +61,23 @@ async def test_health_and_readiness(proxy: RunningProxy) -> None:
         for path in ("/healthz", "/readyz"):
             async with session.get(proxy.url + path) as response:
                 assert response.status == 200
+
+
+async def test_access_log_is_one_json_line_without_prompts_unless_asked(start_proxy, caplog) -> None:
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="thriftgate.access")
+    secret_prompt = "my salary is 123456"
+    for log_prompts in (False, True):
+        proxy = await start_proxy(server={"access_log": True, "log_prompts": log_prompts},
+                                  policies=[{"name": "brief", "type": "concise"}])
+        async with openai.AsyncOpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0) as sdk:
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": secret_prompt}])
+        line = json.loads(caplog.records[-1].getMessage())
+        assert line["request_id"] == raw.headers["x-thriftgate-request-id"]
+        assert line["model"] == "gpt-4o-mini" and line["cost_nanos"] > 0 and line["status"] == 200
+        assert line["policies"] == {"brief": {"mark": "treated"}}
+        assert (line.get("prompt") == secret_prompt) is log_prompts
+        assert (secret_prompt in caplog.records[-1].getMessage()) is log_prompts
