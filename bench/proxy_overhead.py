@@ -357,7 +357,9 @@ def main() -> None:
     parser.add_argument("--litellm-python", type=Path, default=Path("/tmp/litellm-venv/bin/python"))
     parser.add_argument("--memory", action="store_true", help=f"RSS of thriftgate over {MEMORY_REQUESTS} requests")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally below runs
+    # So that the finally below runs: SIGTERM exits, and SIGINT raises even when started with it ignored (`cmd &`).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"# {platform.node()}: {os.cpu_count()} CPUs ({cpu_model()}), Linux {platform.release()}, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="thriftgate-bench-") as work:

@@ -56,13 +56,13 @@ def make_app(
     recorder = Recorder(ledger, metrics, access_log_enabled=config.server.access_log,
                         log_prompts=config.server.log_prompts)
     settler = Settler(tokens, prices)
-    services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder))
-    holdout = HoldoutStats()
-    chain = build_chain(config.policies, services, metrics, holdout)
     store = open_store(config.store)
     auth = Auth(config.auth, store)
     budgets = build_budgets(config, store=store, keys_possible=auth.keys_possible, prices=prices, metrics=metrics,
                             clock=clock)
+    services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder, budgets))
+    holdout = HoldoutStats()
+    chain = build_chain(config.policies, services, metrics, holdout)
     pipeline = Pipeline(
         config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain,
         auth=auth, budgets=budgets,

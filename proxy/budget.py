@@ -96,6 +96,8 @@ class Reservation:
     now: float
     reserved: Reserved | None = None  # None: not checked (the store was down and on_failure is open)
     maybe_held: bool = False  # the store holds (or, after a failed call, may hold) budget for it
+    # The request the hold was made for: a cascade's accepted try hands its hold to the main request.
+    hold_id: str = ""
 
 
 class Budgets:
@@ -173,6 +175,7 @@ class Budgets:
 
     async def _hold(self, ex: Exchange, plan: Reservation) -> None:
         ex.reservation = plan  # from here on, settle clears whatever the store may hold
+        plan.hold_id = ex.request_id
         try:
             plan.reserved = await self._store.reserve(
                 ex.request_id, plan.charges, plan.now, plan.now + self._hold_seconds
@@ -244,7 +247,8 @@ class Budgets:
         totals = self._totals(ex) if self._store.shared and answered and ex.model else None
         if not counters and totals is None:
             return
-        settlement = Settlement(ex.request_id, self._clock(), counters, totals)
+        settlement = Settlement(plan.hold_id if plan and plan.hold_id else ex.request_id, self._clock(),
+                                counters, totals)
         if not self._store.shared:
             await self._settle(settlement)  # in process: nothing in it waits, so nothing can cut it short
             return

@@ -4,6 +4,8 @@ import argparse
 import functools
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from collections.abc import Sequence
@@ -116,7 +118,7 @@ def _serve_process(
 
     from proxy.app import make_app
 
-    _configure_logging(config)
+    access_writer = _configure_logging(config)
     try:
         import uvloop
     except ImportError:
@@ -127,11 +129,15 @@ def _serve_process(
         "thriftgate listening on http://%s:%s/v1 -> %s", server.host, server.port,
         ", ".join(f"{u.name}={u.base_url}" for u in config.upstreams),
     )
-    web.run_app(
-        app, host=server.host, port=server.port, access_log=None, print=None,
-        shutdown_timeout=server.shutdown_grace_seconds, loop=uvloop.new_event_loop() if uvloop else None,
-        reuse_port=metrics_dir is not None,  # workers share the port; the kernel spreads connections
-    )
+    try:
+        web.run_app(
+            app, host=server.host, port=server.port, access_log=None, print=None,
+            shutdown_timeout=server.shutdown_grace_seconds, loop=uvloop.new_event_loop() if uvloop else None,
+            reuse_port=metrics_dir is not None,  # workers share the port; the kernel spreads connections
+        )
+    finally:
+        if access_writer is not None:
+            access_writer.stop()  # writes every queued line
 
 
 def _refuse_self_loop(config: config_module.Config) -> None:
@@ -147,14 +153,20 @@ def _refuse_self_loop(config: config_module.Config) -> None:
             )
 
 
-def _configure_logging(config: config_module.Config) -> None:
+def _configure_logging(config: config_module.Config) -> logging.handlers.QueueListener | None:
+    """Access lines go through a queue to a writer thread: the event loop never waits on stdout."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     access = logging.getLogger("thriftgate.access")
     access.propagate = False
-    if config.server.access_log:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
+    if not config.server.access_log or access.handlers:
+        return None
+    writer = logging.StreamHandler(sys.stdout)
+    writer.setFormatter(logging.Formatter("%(message)s"))
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    access.addHandler(logging.handlers.QueueHandler(lines))
+    listener = logging.handlers.QueueListener(lines, writer)
+    listener.start()
+    return listener
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Exchange: the state of one request, carried from stage to stage (like mitmproxy's flow)."""
 
+import itertools
 import os
 import time
 from collections.abc import Mapping
@@ -25,8 +26,13 @@ class Saving:
     basis: str = "counterfactual"  # counterfactual: exact on the tokens used | holdout_estimate
 
 
+_ID_PREFIX = os.urandom(6).hex()  # per process: ids stay unique across replicas and restarts
+_id_counter = itertools.count()
+
+
 def new_request_id() -> str:
-    return "tg-" + os.urandom(12).hex()
+    """Unique, not secret (ids are looked up only through the guarded admin API): no syscall per request."""
+    return f"tg-{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 @dataclass(slots=True, eq=False)

@@ -32,6 +32,7 @@ class Metrics:
         *, exposition: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry
+        self._children: dict[tuple, object] = {}
         self._exposition = exposition or registry  # what /metrics renders
         self._models = frozenset(models)
         self._teams = frozenset(teams)
@@ -123,31 +124,41 @@ class Metrics:
         return team if team in self._teams else OTHER
 
     def observe(self, ex: Exchange) -> None:
+        child = self._child
         model = self.model_label(ex.model) if ex.model else OTHER
-        self.requests.labels(ex.endpoint, model, str(ex.status)).inc()
-        self.request_duration.labels(ex.endpoint).observe(ex.latency_seconds)
-        self.overhead.labels(ex.endpoint).observe(ex.overhead_seconds)
+        child(self.requests, ex.endpoint, model, str(ex.status)).inc()
+        child(self.request_duration, ex.endpoint).observe(ex.latency_seconds)
+        child(self.overhead, ex.endpoint).observe(ex.overhead_seconds)
         if ex.upstream is not None and ex.upstream_started is not None:
-            self.upstream_requests.labels(ex.upstream.name, str(ex.status)).inc()
+            child(self.upstream_requests, ex.upstream.name, str(ex.status)).inc()
         if ex.upstream is not None and ex.upstream_seconds is not None:
-            self.upstream_duration.labels(ex.upstream.name).observe(ex.upstream_seconds)
+            child(self.upstream_duration, ex.upstream.name).observe(ex.upstream_seconds)
         if ex.time_to_first_token is not None:
-            self.time_to_first_token.labels(model).observe(ex.time_to_first_token)
+            child(self.time_to_first_token, model).observe(ex.time_to_first_token)
         usage = ex.usage
         if usage is not None and usage.total_tokens:
             self._count_tokens(model, usage.prompt_tokens, usage.completion_tokens,
                                usage.cached_prompt_tokens, usage.reasoning_tokens)
         if ex.cost_nanos is not None:
             if ex.cost_nanos:
-                self.spend.labels(model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
+                child(self.spend, model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
         elif ex.endpoint != "passthrough" and ex.model:
-            self.unpriced.labels(model).inc()
+            child(self.unpriced, model).inc()
+
+    def _child(self, metric, *values: str):
+        """labels() validates and takes a lock on every call; label sets are bounded, so keep the children."""
+        key = (metric, values)
+        try:
+            return self._children[key]
+        except KeyError:
+            found = self._children[key] = metric.labels(*values)
+            return found
 
     def _count_tokens(self, model: str, prompt: int, completion: int, cached: int, reasoning: int) -> None:
         for kind, count in (("prompt", prompt), ("completion", completion),
                             ("cached_prompt", cached), ("reasoning", reasoning)):
             if count:
-                self.tokens.labels(model, kind).inc(count)
+                self._child(self.tokens, model, kind).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self._exposition)

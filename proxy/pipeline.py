@@ -210,7 +210,9 @@ class Pipeline:
             ex.error_code = err.code  # the upstream broke mid-stream; the client sees the stream end
         finally:
             ex.upstream_seconds = time.perf_counter() - ex.upstream_started
-            ex.usage, ex.output_text, ex.first_token_at = relay.usage, relay.text, relay.first_text_at
+            ex.usage, ex.first_token_at = relay.usage, relay.first_text_at
+            if ex.usage is None:
+                ex.output_text = relay.output_text()  # to count what was generated
         if not (relay.done or ex.client_disconnected or ex.error_code):
             ex.error_code = "upstream_stream_incomplete"
         return response

@@ -44,13 +44,9 @@ class Policy:
         attempt = await self._side_calls.try_model(ex, self._try)
         failed = self._failed_check(attempt.exchange.status, attempt.answer, ex.body)
         if failed is None:
-            ex.set_model(self._try)
-            child = attempt.exchange
-            ex.upstream, ex.status, ex.usage = child.upstream, child.status, child.usage
-            ex.upstream_started, ex.upstream_seconds = child.upstream_started, child.upstream_seconds
-            ex.early_response = attempt.as_response()
+            self._side_calls.adopt(ex, attempt)
             return "accept"
-        self._side_calls.record(attempt, f"cascade_escalated_{failed}")
+        await self._side_calls.record(attempt, f"cascade_escalated_{failed}")
         if attempt.exchange.cost_nanos:
             ex.savings.append(Saving(self._name, "cascade", -attempt.exchange.cost_nanos))
         return f"escalate_{failed}"

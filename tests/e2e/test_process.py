@@ -132,3 +132,30 @@ async def test_sighup_reloads_the_policies(fake, tmp_path: Path) -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_served_process_writes_one_access_line_per_request(fake, tmp_path: Path) -> None:
+    config_path = tmp_path / "thriftgate.yaml"
+    config_path.write_text(yaml.safe_dump({**base_config(fake.base_url, tmp_path), "server": {"access_log": True}}))
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "--config", str(config_path), "--port", str(port),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, url)
+            ids = []
+            for _ in range(3):
+                async with session.post(url + "/v1/chat/completions", json=body) as response:
+                    ids.append(response.headers["x-thriftgate-request-id"])
+        process.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [line["request_id"] for line in lines if line["endpoint"] == "chat"] == ids
