@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 
+from proxy.appkeys import CONFIG
 from proxy.ledger import open_readonly
+from proxy.money import format_usd
 from tests.conftest import UPSTREAM_KEY_ENV, base_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,3 +162,45 @@ async def test_served_process_writes_one_access_line_per_request(fake, tmp_path:
             await process.wait()
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert [line["request_id"] for line in lines if line["endpoint"] == "chat"] == ids
+
+
+async def test_spend_prints_the_ledger_as_a_table(proxy_with_traffic) -> None:
+    ledger_path, costs = proxy_with_traffic
+    result = thriftgate("spend", "--ledger", str(ledger_path), "--since", "1h", "--by", "model")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["model", "requests"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["gpt-4o-mini"][1] == "2"
+    assert rows["TOTAL"][-1] == format_usd(sum(costs))
+
+    as_json = thriftgate("spend", "--ledger", str(ledger_path), "--by", "endpoint", "--json")
+    assert {row["endpoint"] for row in json.loads(as_json.stdout)} == {"chat", "embeddings"}
+    bad = thriftgate("spend", "--ledger", str(ledger_path), "--since", "yesterday-ish")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+@pytest.fixture
+async def proxy_with_traffic(proxy) -> tuple[Path, list[int]]:
+    import openai
+
+    async with openai.AsyncOpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0) as sdk:
+        for _ in range(2):
+            await sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        await sdk.embeddings.create(model="text-embedding-3-small", input="hello")
+    await proxy.ledger.flush()
+    costs = [row["cost_nanos"] for row in await proxy.ledger.recent(10)]
+    return Path(proxy.app[CONFIG].ledger.path), costs
+
+
+def test_pricing_import_converts_a_litellm_price_map(tmp_path: Path) -> None:
+    source = tmp_path / "prices.json"
+    source.write_text(json.dumps({
+        "my-model": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 1.5e-07,
+                     "output_cost_per_token": 6e-07, "cache_read_input_token_cost": 7.5e-08},
+    }))
+    out = tmp_path / "pricing.yaml"
+    result = thriftgate("pricing", "import", str(source), "--out", str(out), "--providers", "openai")
+    assert result.returncode == 0, result.stderr
+    entry = yaml.safe_load(out.read_text())["models"]["my-model"]
+    assert (str(entry["input"]), str(entry["output"]), str(entry["cached_input"])) == ("0.15", "0.6", "0.075")
