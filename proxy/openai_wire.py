@@ -129,14 +129,19 @@ def output_text_of_response(endpoint: str, obj: Any) -> str:
             for part in item.get("content") or ()
             if isinstance(part, dict)
         )
+    return _choices_text(obj.get("choices"), "message")
+
+
+def _choices_text(choices: Any, field: str) -> str:
+    """The text of chat choices (their `message`, or a stream's `delta`) or of legacy completions (`text`)."""
     parts = []
-    for choice in obj.get("choices") or ():
+    for choice in choices or ():
         if not isinstance(choice, dict):
             continue
-        message = choice.get("message")
-        if isinstance(message, dict):
-            parts.append(message.get("content") or "")
-            parts.extend(_tool_call_text(message.get("tool_calls")))
+        said = choice.get(field)
+        if isinstance(said, dict):
+            parts.append(said.get("content") or "")
+            parts.extend(_tool_call_text(said.get("tool_calls")))
         else:
             parts.append(choice.get("text") or "")
     return "".join(p for p in parts if isinstance(p, str))
@@ -190,17 +195,7 @@ def stream_delta_text(endpoint: str, chunk: dict[str, Any]) -> str:
     if endpoint == "responses":
         delta = chunk.get("delta") if chunk.get("type") == "response.output_text.delta" else None
         return delta if isinstance(delta, str) else ""
-    parts = []
-    for choice in chunk.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            parts.append(delta.get("content") or "")
-            parts.extend(_tool_call_text(delta.get("tool_calls")))
-        else:
-            parts.append(choice.get("text") or "")
-    return "".join(p for p in parts if isinstance(p, str))
+    return _choices_text(chunk.get("choices"), "delta")
 
 
 def stream_chunk_usage(endpoint: str, chunk: dict[str, Any]) -> Usage | None:

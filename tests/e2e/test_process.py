@@ -1,6 +1,9 @@
 """thriftgate as a real process: the CLI, and a SIGTERM with requests in flight."""
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 import json
 import os
 import signal
@@ -56,47 +59,45 @@ def test_serve_refuses_to_forward_to_itself(tmp_path: Path) -> None:
     assert "own address" in result.stderr
 
 
-async def test_sigterm_with_requests_in_flight_loses_no_spend_record(fake, tmp_path: Path) -> None:
-    config_path = tmp_path / "thriftgate.yaml"
-    config_path.write_text(yaml.safe_dump(base_config(fake.base_url, tmp_path)))
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@dataclass
+class Served:
+    process: asyncio.subprocess.Process
+    url: str
+    session: aiohttp.ClientSession
+
+    async def chat(self, **headers: str) -> aiohttp.ClientResponse:
+        async with self.session.post(self.url + "/v1/chat/completions", json=CHAT, headers=headers) as response:
+            await response.read()
+            return response
+
+
+@asynccontextmanager
+async def served(config_path: Path, config: dict, *, stdout: int = asyncio.subprocess.DEVNULL) -> AsyncIterator[Served]:
+    """`thriftgate serve` in a process of its own, ready; killed at the end if a test left it running."""
+    config_path.write_text(yaml.safe_dump(config))
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy", "serve", "--config", str(config_path), "--port", str(port),
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT, stdout=stdout, stderr=asyncio.subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, url)
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-            in_flight = [
-                asyncio.create_task(session.post(url + "/v1/chat/completions", json=body,
-                                                 headers={"x-fake-latency-ms": "800"}))
-                for _ in range(8)
-            ]
-            while len(fake.requests) < 8:
-                await asyncio.sleep(0.02)
-            process.send_signal(signal.SIGTERM)
-            responses = await asyncio.gather(*in_flight)
-            assert [r.status for r in responses] == [200] * 8
-            ids = {r.headers["x-thriftgate-request-id"] for r in responses}
-            for r in responses:
-                r.release()
-        assert await asyncio.wait_for(process.wait(), 30) == 0
+            running = Served(process, f"http://127.0.0.1:{port}", session)
+            await _wait_ready(running)
+            yield running
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    with open_readonly(tmp_path / "ledger.db") as ledger:
-        rows = ledger.recent(100)
-    assert {row["request_id"] for row in rows} == ids
-    assert all(row["status"] == 200 and row["cost_nanos"] > 0 for row in rows)
 
 
-async def _wait_ready(session: aiohttp.ClientSession, url: str) -> None:
+async def _wait_ready(running: Served) -> None:
     for _ in range(200):
         try:
-            async with session.get(url + "/readyz") as response:
+            async with running.session.get(running.url + "/readyz") as response:
                 if response.status == 200:
                     return
         except aiohttp.ClientConnectionError:
@@ -105,61 +106,43 @@ async def _wait_ready(session: aiohttp.ClientSession, url: str) -> None:
     raise AssertionError("thriftgate did not become ready")
 
 
+async def test_sigterm_with_requests_in_flight_loses_no_spend_record(fake, tmp_path: Path) -> None:
+    async with served(tmp_path / "thriftgate.yaml", base_config(fake.base_url, tmp_path)) as proxy:
+        in_flight = [asyncio.create_task(proxy.chat(**{"x-fake-latency-ms": "800"})) for _ in range(8)]
+        while len(fake.requests) < 8:
+            await asyncio.sleep(0.02)
+        proxy.process.send_signal(signal.SIGTERM)
+        responses = await asyncio.gather(*in_flight)
+        assert await asyncio.wait_for(proxy.process.wait(), 30) == 0
+    assert [r.status for r in responses] == [200] * 8
+    with open_readonly(tmp_path / "ledger.db") as ledger:
+        rows = ledger.recent(100)
+    assert {row["request_id"] for row in rows} == {r.headers["x-thriftgate-request-id"] for r in responses}
+    assert all(row["status"] == 200 and row["cost_nanos"] > 0 for row in rows)
+
+
 async def test_sighup_reloads_the_policies(fake, tmp_path: Path) -> None:
-    config_path = tmp_path / "thriftgate.yaml"
-    config = base_config(fake.base_url, tmp_path)
-    config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "serve", "--config", str(config_path), "--port", str(port),
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    try:
-        async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, url)
-            async with session.post(url + "/v1/chat/completions", json=body) as response:
-                assert response.status == 200
-            config_path.write_text(yaml.safe_dump({**config, "policies": [{"name": "closed", "type": "deny"}]}))
-            process.send_signal(signal.SIGHUP)
-            statuses = []
-            for _ in range(100):
-                async with session.post(url + "/v1/chat/completions", json=body) as response:
-                    statuses.append(response.status)
-                if response.status == 403:
-                    break
-                await asyncio.sleep(0.05)
+    config_path, config = tmp_path / "thriftgate.yaml", base_config(fake.base_url, tmp_path)
+    async with served(config_path, config) as proxy:
+        assert (await proxy.chat()).status == 200
+        config_path.write_text(yaml.safe_dump({**config, "policies": [{"name": "closed", "type": "deny"}]}))
+        proxy.process.send_signal(signal.SIGHUP)
+        statuses = []
+        for _ in range(100):
+            statuses.append((await proxy.chat()).status)
+            if statuses[-1] == 403:
+                break
+            await asyncio.sleep(0.05)
         assert statuses[-1] == 403
-        assert process.returncode is None  # SIGHUP reloaded; it did not stop the proxy
-    finally:
-        process.terminate()
-        await process.wait()
+        assert proxy.process.returncode is None  # SIGHUP reloaded; it did not stop the proxy
 
 
 async def test_served_process_writes_one_access_line_per_request(fake, tmp_path: Path) -> None:
-    config_path = tmp_path / "thriftgate.yaml"
-    config_path.write_text(yaml.safe_dump({**base_config(fake.base_url, tmp_path), "server": {"access_log": True}}))
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "serve", "--config", str(config_path), "--port", str(port),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    try:
-        async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, url)
-            ids = []
-            for _ in range(3):
-                async with session.post(url + "/v1/chat/completions", json=body) as response:
-                    ids.append(response.headers["x-thriftgate-request-id"])
-        process.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(process.communicate(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    config = {**base_config(fake.base_url, tmp_path), "server": {"access_log": True}}
+    async with served(tmp_path / "thriftgate.yaml", config, stdout=asyncio.subprocess.PIPE) as proxy:
+        ids = [(await proxy.chat()).headers["x-thriftgate-request-id"] for _ in range(3)]
+        proxy.process.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proxy.process.communicate(), 30)
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert [line["request_id"] for line in lines if line["endpoint"] == "chat"] == ids
 
