@@ -43,22 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(run=_check_config)
 
-    spend = commands.add_parser("spend", help="spend from the ledger, as a table")
-    spend.add_argument("--config", help="config file naming the ledger (default: embedded defaults)")
-    spend.add_argument("--ledger", help="ledger file (overrides the config)")
-    spend.add_argument("--since", default="24h", help="24h, 7d, an ISO date or a unix time (default 24h)")
+    spend = _ledger_command(commands, "spend", "spend from the ledger, as a table", since="24h")
     spend.add_argument("--by", default="model", help="model, requested_model, team, key, user, upstream, endpoint, day")
-    spend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     spend.add_argument("--source", choices=("fleet", "ledger"),
                        help="fleet: every replica's daily totals in Redis (the default with store.backend: redis, "
                             "--by model, team, key or day); ledger: this replica's ledger file")
     spend.set_defaults(run=_spend)
 
-    savings = commands.add_parser("savings", help="what each policy saved, treated vs held out")
-    savings.add_argument("--config", help="config file naming the ledger (default: embedded defaults)")
-    savings.add_argument("--ledger", help="ledger file (overrides the config)")
-    savings.add_argument("--since", default="7d", help="7d, 24h, an ISO date or a unix time (default 7d)")
-    savings.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    savings = _ledger_command(commands, "savings", "what each policy saved, treated vs held out", since="7d")
     savings.set_defaults(run=_savings)
 
     demo = commands.add_parser("demo", help="a simulated provider and realistic traffic through the proxy")
@@ -82,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     pricing_import.add_argument("--providers", nargs="*", help="only these LiteLLM providers")
     pricing_import.set_defaults(run=_pricing_import)
     return parser
+
+
+def _ledger_command(commands, name: str, help: str, *, since: str) -> argparse.ArgumentParser:
+    """A command that reads the ledger: where it is, from when, and table or JSON."""
+    command = commands.add_parser(name, help=help)
+    command.add_argument("--config", help="config file naming the ledger (default: embedded defaults)")
+    command.add_argument("--ledger", help="ledger file (overrides the config)")
+    command.add_argument("--since", default=since, help=f"24h, 7d, an ISO date or a unix time (default {since})")
+    command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return command
 
 
 def _positive_int(text: str) -> int:
