@@ -3,7 +3,7 @@
 import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,10 @@ class Exchange:
     applied: list[str] = field(default_factory=list)  # names of the policies that changed this request
     savings: list[Saving] = field(default_factory=list)
     early_response: web.StreamResponse | None = None  # set by a policy that answers itself
+    answer_headers: dict[str, str] | None = None  # added by policies to the answer's headers
+    # Lookup policy name -> what it did (lookup.trace.LookupTrace). Deliberately shared with a shadow
+    # probe (hooks._probe_copy is shallow): what a shadow lookup found is recorded on the real request.
+    lookups: dict[str, Any] = field(default_factory=dict)
 
     key_id: str | None = None
     team: str | None = None
@@ -76,6 +80,8 @@ class Exchange:
     cost_nanos: int | None = None
     side_cost_nanos: int = 0  # paid beside the answer (a lookup's embedding call): part of cost_nanos
     output_text: list[str] = field(default_factory=list)  # kept only to count output without usage
+    answer: Any = None  # the parsed whole 2xx answer, for hooks that read it after (a cache write)
+    stream_events: Iterable[bytes] = ()  # a stream's relayed events, split lazily, for hooks that read them after
     client_disconnected: bool = False
 
     upstream_started: float | None = None

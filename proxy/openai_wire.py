@@ -180,6 +180,20 @@ def split_events(buffer: bytes) -> tuple[list[bytes], int]:
     return events, start
 
 
+def complete_events_end(buffer: bytes) -> int:
+    """Where the last complete event in `buffer` ends (0 when there is none yet)."""
+    lf = buffer.rfind(b"\n\n")
+    crlf = buffer.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def event_end(buffer: bytes, start: int) -> int:
+    """Where the event that begins at `start` ends, its blank line included (the buffer holds it whole)."""
+    lf = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\r\n\r\n", start, lf + 2 if lf >= 0 else len(buffer))
+    return crlf + 4 if crlf >= 0 else lf + 2
+
+
 def event_data(event: bytes) -> bytes | None:
     """The payload of an event's `data:` line(s), or None for comments and keep-alives."""
     data = None

@@ -210,7 +210,7 @@ class Pipeline:
             ex.error_code = err.code  # the upstream broke mid-stream; the client sees the stream end
         finally:
             ex.upstream_seconds = time.perf_counter() - ex.upstream_started
-            ex.usage, ex.first_token_at = relay.usage, relay.first_text_at
+            ex.usage, ex.first_token_at, ex.stream_events = relay.usage, relay.first_text_at, relay.events()
             if ex.usage is None:
                 ex.output_text = relay.output_text()  # to count what was generated
         if not (relay.done or ex.client_disconnected or ex.error_code):
@@ -242,6 +242,8 @@ class Pipeline:
             headers["x-thriftgate-cost-usd"] = format_usd(ex.cost_nanos)
         if ex.applied:
             headers["x-thriftgate-policies"] = ",".join(ex.applied)
+        if ex.answer_headers:
+            headers.update(ex.answer_headers)
         if self._budgets is not None:
             headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
         return headers

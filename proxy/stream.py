@@ -4,11 +4,11 @@ Bytes are passed through untouched except for two edits: the usage chunk the pro
 dropped when the client did not ask for it, and when the client did ask, it gains `cost_usd`.
 Only events that carry a usage object are parsed (plus the first ones, until the first token shows,
 for time to first token); the generated text is parsed from the kept events only when the stream
-ended without usage and has to be counted locally.
+ended without usage and has to be counted locally. This matters: a 50-word answer is 50 events.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import orjson
 
@@ -18,7 +18,7 @@ from proxy.usage import Usage
 
 
 class SseRelay:
-    __slots__ = ("_endpoint", "_hide_usage_chunk", "_price", "_pending", "_data_events", "usage",
+    __slots__ = ("_endpoint", "_hide_usage_chunk", "_price", "_pending", "_kept", "usage",
                  "first_text_at", "done")
 
     def __init__(
@@ -28,34 +28,61 @@ class SseRelay:
         self._hide_usage_chunk = hide_usage_chunk
         self._price = price  # set when the client asked for usage: it also gets the cost
         self._pending = b""
-        self._data_events: list[bytes] = []  # kept unparsed, to count the text if usage never comes
+        self._kept: list[bytes] = []  # events kept unparsed, to count the text if usage never comes
         self.usage: Usage | None = None
         self.first_text_at: float | None = None
         self.done = False  # saw the end of the stream ([DONE], or response.completed)
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes to send to the client now; an incomplete trailing event waits for its end."""
+        """Bytes to send to the client now; an incomplete trailing event waits for its end.
+
+        Only the first events (until the first token) and the event that carries usage are looked at
+        one by one; the runs of events between them are passed on after a byte scan or two.
+        """
         buffer = self._pending + data if self._pending else data
-        events, used = wire.split_events(buffer)
+        used = wire.complete_events_end(buffer)
         self._pending = buffer[used:]
+        block = buffer[:used]
+        out: list[bytes] = []
         edited = False
-        out = []
-        for event in events:
+        at = 0
+        while at < used:
+            usage_at = _usage_position(block, at) if self.first_text_at is not None else at
+            if usage_at < 0:
+                self._pass(block[at:], out)
+                break
+            start = _event_start(block, at, usage_at)
+            if start > at:
+                self._pass(block[at:start], out)
+            end = wire.event_end(block, start)
+            event = block[start:end]
             replacement = self._inspect(event)
-            if replacement is not event:
-                edited = True
+            edited = edited or replacement is not event
             out.append(replacement)
-        return b"".join(out) if edited else buffer[:used]
+            at = end
+        return b"".join(out) if edited else block
+
+    def _pass(self, events: bytes, out: list[bytes]) -> None:
+        """Events with no usage in them, after the first token: relayed and kept as they are."""
+        self._kept.append(events)
+        if events.startswith(b"data: [DONE]") or b"\n\ndata: [DONE]" in events:
+            self.done = True
+        out.append(events)
 
     def remainder(self) -> bytes:
         """What was left unterminated when the upstream closed: relayed as it came."""
         rest, self._pending = self._pending, b""
         return rest
 
+    def events(self) -> Iterator[bytes]:
+        """The relayed data events one by one, split only when someone asks (a cache writing the answer)."""
+        for block in self._kept:
+            yield from wire.split_events(block)[0]
+
     def output_text(self) -> list[str]:
         """The generated text, parsed from the kept events (only needed when usage never came)."""
         texts = []
-        for event in self._data_events:
+        for event in self.events():
             chunk = _parsed(event)
             if chunk is not None:
                 texts.append(wire.stream_delta_text(self._endpoint, chunk))
@@ -66,14 +93,14 @@ class SseRelay:
             self.done = True
             return event
         if not _carries_usage(event):
-            self._data_events.append(event)
+            self._kept.append(event)
             if self.first_text_at is None:
                 self._note_first_text(event)
             return event
         chunk = _parsed(event)
         if chunk is None:
             return event
-        self._data_events.append(event)
+        self._kept.append(event)
         if self._endpoint == "responses" and chunk.get("type") == "response.completed":
             self.done = True
         usage = wire.stream_chunk_usage(self._endpoint, chunk)
@@ -101,14 +128,24 @@ class SseRelay:
 
 
 def _carries_usage(event: bytes) -> bool:
-    """True when the event holds a usage object (not `"usage":null`), found without parsing."""
-    at = event.find(b'"usage":')
+    return _usage_position(event, 0) >= 0
+
+
+def _usage_position(block: bytes, start: int) -> int:
+    """Where the first usage object (not `"usage":null`) after `start` is, found without parsing; -1 if none."""
+    at = block.find(b'"usage":', start)
     while at >= 0:
-        rest = event[at + 8 : at + 12].lstrip()
-        if rest.startswith(b"{"):
-            return True
-        at = event.find(b'"usage":', at + 8)
-    return False
+        if block[at + 8 : at + 12].lstrip().startswith(b"{"):
+            return at
+        at = block.find(b'"usage":', at + 8)
+    return -1
+
+
+def _event_start(block: bytes, at: int, inside: int) -> int:
+    """Where the event holding position `inside` begins (events from `at` on are whole)."""
+    lf = block.rfind(b"\n\n", at, inside)
+    crlf = block.rfind(b"\r\n\r\n", at, inside)
+    return max(lf + 2 if lf >= 0 else at, crlf + 4 if crlf >= 0 else at)
 
 
 def _parsed(event: bytes) -> dict | None:
