@@ -10,7 +10,7 @@ import aiohttp
 import redis.asyncio as redis
 import yaml
 
-from tests.e2e.test_process import ROOT, _wait_ready, free_port
+from tests.processes import ROOT, free_port, wait_ready
 
 
 class Replica:
@@ -32,7 +32,7 @@ class Replica:
                 sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path), "--port", str(self.port),
                 cwd=ROOT, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
             )
-        await _wait_ready(session, self.url)
+        await wait_ready(session, self.url)
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:

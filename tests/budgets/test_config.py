@@ -8,7 +8,7 @@ import yaml
 
 from proxy.config import ConfigError, load
 from tests.conftest import UPSTREAM_KEY_ENV, base_config
-from tests.e2e.test_process import thriftgate
+from tests.processes import thriftgate
 
 
 def write(tmp_path: Path, **sections) -> Path:

@@ -18,7 +18,7 @@ from tests.budgets.conftest import REDIS_URL
 from tests.budgets.replicas import Replica
 from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES, request_cost, usd
 from tests.conftest import base_config, merged
-from tests.e2e.test_process import thriftgate
+from tests.processes import thriftgate
 
 SERVED = 100
 SENT = 300

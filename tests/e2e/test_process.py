@@ -5,10 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,22 +17,7 @@ from proxy.appkeys import CONFIG
 from proxy.ledger import open_readonly
 from proxy.money import format_usd
 from tests.conftest import UPSTREAM_KEY_ENV, base_config
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def thriftgate(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-
+from tests.processes import ROOT, free_port, thriftgate, wait_ready
 
 def test_check_config_masks_secrets_and_names_mistakes(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
@@ -86,24 +68,12 @@ async def served(config_path: Path, config: dict, *, stdout: int = asyncio.subpr
     try:
         async with aiohttp.ClientSession() as session:
             running = Served(process, f"http://127.0.0.1:{port}", session)
-            await _wait_ready(running)
+            await wait_ready(session, running.url)
             yield running
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def _wait_ready(running: Served) -> None:
-    for _ in range(200):
-        try:
-            async with running.session.get(running.url + "/readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("thriftgate did not become ready")
 
 
 async def test_sigterm_with_requests_in_flight_loses_no_spend_record(fake, tmp_path: Path) -> None:
