@@ -31,12 +31,17 @@ from proxy.side_calls import SideCalls
 from proxy.store import open_store
 from proxy.tokens import TokenCounter
 from proxy.upstream import UpstreamClient
+from proxy.lookup import admin as lookup_admin
+from proxy.lookup.embedders import LocalModels
+from proxy.lookup.service import LOOKUPS, build_lookups
+from proxy.lookup.service import running as running_lookups
 
 
 
 def make_app(
     config: Config, *, registry: CollectorRegistry | None = None, metrics_dir: str | None = None,
     config_path: Path | None = None, handle_sighup: bool = False, clock: Callable[[], float] = time.time,
+    local_models: LocalModels | None = None,
 ) -> web.Application:
     """metrics_dir: the PROMETHEUS_MULTIPROC_DIR of `serve --workers N`, whose /metrics adds up every worker.
     config_path: the file `POST /admin/reload` and SIGHUP (with handle_sighup) read again.
@@ -60,7 +65,10 @@ def make_app(
     auth = Auth(config.auth, store)
     budgets = build_budgets(config, store=store, keys_possible=auth.keys_possible, prices=prices, metrics=metrics,
                             clock=clock)
-    services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder, budgets))
+    lookups = build_lookups(config, upstreams=upstreams, prices=prices, tokens=tokens, metrics=metrics, clock=clock,
+                            models=local_models)  # local_models: loaded embedding models to share (tests)
+    services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder, budgets),
+                        lookups=lookups)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
     pipeline = Pipeline(
@@ -85,6 +93,8 @@ def make_app(
     if handle_sighup:
         app.on_startup.append(lambda app: _install_sighup(app[RELOADER]))
     app.cleanup_ctx.append(_running_services)
+    app[LOOKUPS] = lookups
+    app.cleanup_ctx.append(running_lookups)  # after the upstreams start; drains cache writes before they close
 
     for path, endpoint in ENDPOINT_BY_PATH.items():
         app.router.add_post(path, pipeline.priced(endpoint))
@@ -93,6 +103,7 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app.router)
+    lookup_admin.add_routes(app.router)
     app.router.add_routes([reload_route(RELOADER)])
     ui.add_routes(app.router, guard=auth.page_guard)
     return app

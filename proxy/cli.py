@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from proxy import config as config_module
 from proxy import keys, reports
+from proxy.lookup import cli as lookup_cli
 from proxy.control_config import workers_problem
 from proxy.savings import savings_report
 
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     keys.add_commands(commands)
+    lookup_cli.add_commands(commands, _ledger_command, _ledger_report)
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from proxy.control_config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
+from proxy.lookup.config import EmbedderConfig, check_embedders
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 
@@ -85,6 +86,7 @@ class Config(Section):
     budgets: tuple[BudgetConfig, ...] = ()
     # Output tokens a budget reserves for a request that sets no max_tokens (see docs/budgets.md).
     budgets_default_max_output_tokens: Annotated[int, Field(gt=0)] = 4096
+    embedders: dict[str, EmbedderConfig] = {}  # by name, for lookup policies (docs/lookup.md)
     # Typed per policy type by proxy.policies.parse (each type owns its settings model).
     policies: tuple[Any, ...] = ()
 
@@ -164,6 +166,8 @@ def validate(data: dict[str, Any], *, source: str = "<config>") -> Config:
     except policies.PolicyConfigError as exc:
         raise ConfigError(str(exc)) from None
     _check_models_are_served(config, parsed, source)
+    if missing := check_embedders(config.embedders, {u.name for u in config.upstreams}, parsed, source):
+        raise ConfigError(missing)
     return config.model_copy(update={"policies": parsed})
 
 
@@ -189,7 +193,12 @@ def _describe(source: str, err: Any) -> str:
     key = key or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{source}: {key}: unknown key"
-    return f"{source}: {key}: {err['msg']} (got {err['input']!r})"
+    return f"{source}: {key}: {err['msg']} (got {_without_credentials(repr(err['input']))})"
+
+
+def _without_credentials(text: str) -> str:
+    """A URL's user:password never reaches an error message (a Redis URL may come from a secret)."""
+    return re.sub(r"://[^/@\s'\"]*@", "://***@", text)
 
 
 def masked_summary(config: Config) -> dict[str, Any]:

@@ -60,6 +60,8 @@ class AuthConfig(_Section):
 class StoreConfig(_Section):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: Annotated[str, Field(pattern=r"^(rediss?|unix)://")] = "redis://127.0.0.1:6379/0"
+    # The URL from this environment variable instead (it may hold a password: keep it out of the file).
+    redis_url_env: str | None = None
     key_prefix: str = "thriftgate:"
     on_failure: Literal["closed", "open"] = "closed"  # Redis unreachable: refuse budgeted requests, or serve
     timeout_seconds: Annotated[float, Field(gt=0)] = 0.5  # per Redis command; then the store counts as down
@@ -67,6 +69,19 @@ class StoreConfig(_Section):
     retry_seconds: Annotated[float, Field(gt=0)] = 1.0  # how often a down store is tried again
     # A reservation whose request never settles (the process died) stops holding budget after this long.
     reservation_ttl_seconds: Annotated[float, Field(gt=0)] = 900.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_from_environment(cls, data: Any) -> Any:
+        name = data.get("redis_url_env") if isinstance(data, dict) else None
+        if not name:
+            return data
+        if "redis_url" in data:
+            raise ValueError("give redis_url or redis_url_env, not both")
+        url = os.environ.get(name)
+        if not url:
+            raise ValueError(f"redis_url_env names ${name}, which is not set")
+        return {**data, "redis_url": url}
 
 
 class BudgetConfig(_Section):

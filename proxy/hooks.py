@@ -33,6 +33,7 @@ class Entry:
     on_request: Hook | None
     on_response: Hook | None
     on_error: Hook | None
+    on_shadow_response: Hook | None  # after the real answer, for a policy in shadow mode (lookups judge it)
     measured_by_holdout: bool  # concise and cap: savings come from comparing with held-out traffic
 
     @property
@@ -48,7 +49,7 @@ class PolicyChain:
         self._entries = tuple(
             Entry(config, Matcher(config.match), getattr(policy, "on_request", None),
                   getattr(policy, "on_response", None), getattr(policy, "on_error", None),
-                  getattr(policy, "MEASURED_BY_HOLDOUT", False))
+                  getattr(policy, "on_shadow_response", None), getattr(policy, "MEASURED_BY_HOLDOUT", False))
             for config, policy in policies
         )
         self._by_name = {entry.name: entry for entry in self._entries}
@@ -104,6 +105,7 @@ class PolicyChain:
             log.exception("policy %s failed in shadow mode on request %s", entry.name, ex.request_id)
             self._metrics.policy_error(entry.name, "on_request")
             return
+        ex.side_cost_nanos = probe.side_cost_nanos  # what a shadow paid beside the answer (an embedding) was paid
         mark = f"{SHADOW}:{action}" if action else SHADOW
         if probe.model != ex.model:
             mark += f"->{probe.model}"
@@ -122,8 +124,11 @@ class PolicyChain:
                 hook = entry.on_error if failed else entry.on_response
                 if hook is not None:
                     await self._run_after_hook(entry, hook, ex)
-            elif mark.startswith(SHADOW) and "->" in mark and not failed:
-                self._shadow_route_saving(entry, mark.rsplit("->", 1)[1], ex)
+            elif mark.startswith(SHADOW) and not failed:
+                if "->" in mark:
+                    self._shadow_route_saving(entry, mark.rsplit("->", 1)[1], ex)
+                if entry.on_shadow_response is not None:
+                    await self._run_after_hook(entry, entry.on_shadow_response, ex)
             if entry.measured_by_holdout and mark in (TREATED, HELD_OUT) and not failed and ex.cost_nanos is not None:
                 self._holdout_saving(entry, mark, ex)
         for saving in ex.savings:

@@ -53,6 +53,7 @@ class SpendRecord:
     error: str | None  # short error code when status >= 400
     policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
+    lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
 
 
 # The table is derived from SpendRecord, so adding a field is all it takes to add a column.
@@ -135,6 +136,11 @@ def _policy_rows_query(since: float | None, until: float | None) -> _Query:
         "SELECT ts, completion_tokens, cost_nanos, policies FROM spend"
         " WHERE policies IS NOT NULL AND ts >= ? AND ts < ? ORDER BY ts"
     )
+    return sql, [-math.inf if since is None else since, math.inf if until is None else until]
+
+
+def _lookup_rows_query(since: float | None, until: float | None) -> _Query:
+    sql = "SELECT ts, cost_nanos, savings_nanos, lookups FROM spend WHERE lookups IS NOT NULL AND ts >= ? AND ts < ?"
     return sql, [-math.inf if since is None else since, math.inf if until is None else until]
 
 
@@ -296,6 +302,9 @@ class LedgerReader:
 
     def policy_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
         return _fetch_dicts(self._conn, *_policy_rows_query(since, until))
+
+    def lookup_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
+        return _fetch_dicts(self._conn, *_lookup_rows_query(since, until))
 
     def close(self) -> None:
         self._conn.close()

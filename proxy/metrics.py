@@ -88,6 +88,14 @@ class Metrics:
             "basis=holdout_estimate is measured against held-out traffic.",
             ["mechanism", "policy", "basis"], registry=registry,
         )
+        self.lookups = Counter(
+            "thriftgate_lookups", "Lookups by policy and result: exact-hit, semantic-hit, answer-hit, miss, "
+            "embedder_failed, store_down (shadow_* in shadow mode).", ["policy", "result"], registry=registry,
+        )
+        self.lookup_ignored_entries = Counter(
+            "thriftgate_lookup_ignored_entries", "Stored lookup entries read back and never served: corrupt (does "
+            "not decode) or foreign (not the entry asked for).", ["reason"], registry=registry,
+        )
         self.budget_remaining_usd = Gauge(
             "thriftgate_budget_remaining_usd",
             "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
@@ -109,6 +117,12 @@ class Metrics:
 
     def policy_error(self, policy: str, hook: str) -> None:
         self.policy_errors.labels(policy, hook).inc()
+
+    def lookup(self, policy: str, result: str) -> None:
+        self.lookups.labels(policy, result).inc()
+
+    def lookup_ignored(self, reason: str) -> None:
+        self.lookup_ignored_entries.labels(reason).inc()
 
     def saving(self, saving: Saving) -> None:
         # A counter only goes up: an escalated cascade's extra cost shows in spend, not here.

@@ -8,6 +8,7 @@ import orjson
 
 from proxy.exchange import Exchange
 from proxy.ledger import Ledger, SpendRecord
+from proxy.lookup.trace import ledger_column
 from proxy.metrics import Metrics
 from proxy.openai_wire import last_user_text
 from proxy.usage import Usage
@@ -38,11 +39,12 @@ class Recorder:
     def _access_line(self, ex: Exchange, record: SpendRecord) -> str:
         """The ledger row as one JSON line; prompt text only when the operator asked for it."""
         prompt = self._log_prompts and ex.body is not None and ex.endpoint != "passthrough"
-        if record.policies is None and not prompt:
+        if record.policies is None and record.lookups is None and not prompt:
             return orjson.dumps(record).decode()
         line = {name: getattr(record, name) for name in _RECORD_FIELDS}
-        if record.policies is not None:
-            line["policies"] = orjson.Fragment(record.policies)  # an object, not a string of JSON
+        for column in ("policies", "lookups"):
+            if line[column] is not None:
+                line[column] = orjson.Fragment(line[column])  # an object, not a string of JSON
         if prompt:
             line["prompt"] = last_user_text(ex.endpoint, ex.body)
         return orjson.dumps(line).decode()
@@ -61,6 +63,7 @@ def spend_record(ex: Exchange) -> SpendRecord:
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
         policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
+        lookups=ledger_column(ex.lookups),
     )
 
 

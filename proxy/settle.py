@@ -18,6 +18,7 @@ def read_answer(ex: Exchange, body: bytes) -> Any:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None  # relayed as it came; counted locally when settled
+    ex.answer = answer
     ex.usage = wire.usage_of_response(ex.endpoint, answer)
     if ex.usage is None:
         ex.output_text.append(wire.output_text_of_response(ex.endpoint, answer))

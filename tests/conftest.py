@@ -74,12 +74,14 @@ async def start_proxy(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[Start
 
     async def start(
         *, handler_cancellation: bool = False, config_path: Path | None = None,
-        clock: Callable[[], float] = time.time, **changes: Any
+        clock: Callable[[], float] = time.time, local_models: Any = None, **changes: Any
     ) -> RunningProxy:
         """A proxy on a free port: config from `config_path`, else the base config with `changes`;
-        `clock` is the unix time its budget windows follow."""
+        `clock` is the unix time its budget windows and lookup TTLs follow; `local_models` shares
+        loaded embedding models (tests/lookup loads one per session)."""
         config = load(config_path) if config_path else validate(merged(base_config(fake.base_url, tmp_path), changes))
-        app = make_app(config, registry=CollectorRegistry(), config_path=config_path, clock=clock)
+        app = make_app(config, registry=CollectorRegistry(), config_path=config_path, clock=clock,
+                       local_models=local_models)
         # As `thriftgate serve` runs: aiohttp's default is not to cancel a handler whose client left.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
         await runner.setup()

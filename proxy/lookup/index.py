@@ -14,6 +14,7 @@ import numpy as np
 
 ANN_FLOATS = 1 << 22  # 16 MB of float32: ~11k entries of 384 dimensions, ~2.7k of 1536
 _OVERSAMPLE = 4  # HNSW recall is not 100%: ask for more than k, keep the best
+_REPLAY_LIMIT = 1000  # changes made during a build replayed onto it on the loop (~1 ms each at 100k)
 
 
 class BruteForce:
@@ -105,19 +106,24 @@ class Hnsw:
 class VectorIndex:
     """One partition. Mutations and searches run on the event loop; only a graph build leaves it."""
 
-    def __init__(self, dimensions: int) -> None:
+    def __init__(self, dimensions: int, *, ann_floats: int = ANN_FLOATS) -> None:
         self.dimensions = dimensions
+        self._ann_floats = ann_floats
         self._store: BruteForce | Hnsw = BruteForce(dimensions)
         self._journal: list[tuple[str, np.ndarray | None]] | None = None  # changes while a graph is built
 
     def __len__(self) -> int:
         return len(self._store)
 
+    @property
+    def uses_graph(self) -> bool:
+        return isinstance(self._store, Hnsw)
+
     def add(self, entry_id: str, vector: np.ndarray) -> None:
         self._store.add(entry_id, vector)
         if self._journal is not None:
             self._journal.append((entry_id, vector))
-        elif isinstance(self._store, BruteForce) and len(self._store) * self.dimensions >= ANN_FLOATS:
+        elif isinstance(self._store, BruteForce) and len(self._store) * self.dimensions >= self._ann_floats:
             self._start_graph()
 
     def remove(self, entry_id: str) -> None:
@@ -135,13 +141,24 @@ class VectorIndex:
         build.add_done_callback(self._graph_built)
 
     def _graph_built(self, build: asyncio.Future) -> None:
-        journal, self._journal = self._journal or [], None
         if build.cancelled() or build.exception() is not None:
+            self._journal = None
             return  # stays brute force; the next add tries again
         graph: Hnsw = build.result()
-        for entry_id, vector in journal:
-            if vector is None:
-                graph.remove(entry_id)
-            else:
-                graph.add(entry_id, vector)
-        self._store = graph
+        journal, self._journal = self._journal or [], []
+        if len(journal) > _REPLAY_LIMIT:
+            # Too many to replay on the loop (a replica loading at start): on the thread, while the loop
+            # keeps journaling what comes next. The graph is nobody else's until it takes over.
+            catch_up = asyncio.get_running_loop().run_in_executor(None, _replay, graph, journal)
+            catch_up.add_done_callback(self._graph_built)
+            return
+        self._store, self._journal = _replay(graph, journal), None
+
+
+def _replay(graph: Hnsw, journal: list[tuple[str, np.ndarray | None]]) -> Hnsw:
+    for entry_id, vector in journal:
+        if vector is None:
+            graph.remove(entry_id)
+        else:
+            graph.add(entry_id, vector)
+    return graph

@@ -21,16 +21,16 @@ _ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 def answer(*, request_id: str, model: str, choice: dict[str, Any], stream: bool, include_usage: bool,
-           cost_nanos: int, headers: dict[str, str]) -> web.Response:
+           cost_nanos: int) -> web.Response:
     completion_id = "chatcmpl-" + request_id.removeprefix("tg-")
     created = int(time.time())
     if not stream:
         body = {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{**choice, "index": 0}], "usage": _ZERO_USAGE}
-        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers)
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
     events = _stream_events(completion_id, created, model, choice, include_usage, cost_nanos)
     return web.Response(body=b"".join(events), content_type="text/event-stream",
-                        headers={**headers, "Cache-Control": "no-cache"})
+                        headers={"Cache-Control": "no-cache"})
 
 
 def _stream_events(completion_id: str, created: int, model: str, choice: dict[str, Any], include_usage: bool,

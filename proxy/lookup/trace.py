@@ -18,7 +18,9 @@ class LookupTrace:
     embedding_tokens: int = 0
     embedding_cost_nanos: int = 0
     agreed: bool | None = None  # shadow mode: did the fresh answer agree with the candidate's
+    shadow: bool = False
     # Carried from the request to the write; not recorded.
+    model: str = ""  # that the lookup keyed on: an answer from another (a budget's downgrade) is not stored
     key: Any = None  # canonical.ChatKey
     vector: Any = None  # the question's embedding, reused to store the answer
     candidate: Any = None  # entries.Entry: the best candidate that passed the guard
@@ -34,6 +36,8 @@ class LookupTrace:
             out["embedding_cost_nanos"] = self.embedding_cost_nanos
         if self.agreed is not None:
             out["agreed"] = self.agreed
+        if self.shadow:
+            out["shadow"] = True
         return out
 
 

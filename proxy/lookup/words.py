@@ -1,5 +1,5 @@
-"""Word lists the near-miss guard reads: negations, opposites, number words, and names it must know
-even when typed in lower case (countries, cities, languages, months, days, units, currencies)."""
+"""Word lists the near-miss guard reads: negations, opposites, number words, names it must know even
+when typed in lower case (countries, cities, languages, months, days, chemical elements), and units."""
 
 NEGATIONS = frozenset(
     "not no never nor none nobody nothing nowhere neither without cannot cant dont doesnt didnt isnt arent "
@@ -36,6 +36,12 @@ OPPOSITES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
         ("inside", "outside"),
         ("input inputs", "output outputs"),
         ("max maximum largest biggest most highest", "min minimum smallest least lowest"),
+        ("high higher", "low lower"),
+        ("big bigger large larger", "small smaller little"),
+        ("long longer", "short shorter"),
+        ("heavy heavier", "light lighter"),
+        ("full", "empty"),
+        ("up upgrade", "down downgrade"),
         ("more", "less fewer"),
         ("best", "worst"),
         ("first earliest oldest", "last latest newest"),
@@ -67,16 +73,20 @@ OPPOSITES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     )
 )
 
+# "one" is left out: it is a pronoun as often ("which one", "into one") as a number.
 NUMBER_WORDS = {
     word: str(value) for value, word in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-        "seventeen eighteen nineteen twenty".split())
+        "seventeen eighteen nineteen twenty".split()) if word != "one"
 } | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
      "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000", "dozen": "12",
      "half": "0.5", "quarter": "0.25", "once": "1", "twice": "2", "double": "2", "triple": "3"}
 
-ORDINAL_WORDS = {word: f"#{n}" for n, word in enumerate(
+# Ordinals count as their number: "World War 2", "the Second World War", "World War II" agree.
+ORDINAL_WORDS = {word: str(n) for n, word in enumerate(
     "first second third fourth fifth sixth seventh eighth ninth tenth".split(), start=1)}
+# Not i, v or x: a pronoun, and letters people use ("the x axis").
+ROMAN_NUMERALS = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8", "ix": "9"}
 
 # Names a user may type in lower case; a capitalised word is taken as a name wherever it is.
 NAMES = frozenset("""
@@ -105,9 +115,17 @@ python java javascript typescript rust golang kotlin swift ruby php perl scala h
 clojure lua fortran cobol matlab julia bash powershell sql postgres postgresql mysql sqlite mongodb redis
 kafka docker kubernetes linux windows macos ios android ubuntu debian fedora aws azure gcp react angular
 vue django flask rails spring excel
+hydrogen helium lithium carbon nitrogen oxygen fluorine neon sodium magnesium aluminum aluminium silicon
+phosphorus sulfur chlorine argon potassium calcium iron copper zinc silver gold platinum lead tin nickel
+uranium titanium cobalt
+""".split())
+
+# Units: a question that names none agrees with one that does ("how long" / "how many minutes"); two
+# that name different ones, or the same ones in another order ("5 km to miles" / "5 miles to km"), do not.
+UNITS = frozenset("""
 usd eur euro euros dollar dollars pound pounds yen yuan rupee rupees franc francs bitcoin
 km kilometer kilometers kilometre kilometres mile miles meter meters metre metres feet foot inch inches
-cm mm kg kilogram kilograms gram grams pound lb lbs ounce ounces liter liters litre litres gallon gallons
+cm mm kg kilogram kilograms gram grams lb lbs ounce ounces liter liters litre litres gallon gallons
 celsius fahrenheit kelvin gb mb kb tb hour hours minute minutes seconds day days week weeks
 month months year years
 """.split())

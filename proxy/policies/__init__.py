@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from proxy.policies import cap, cascade, concise, deny, route
+from proxy.policies import answers, cap, cascade, concise, deny, exact_cache, route, semantic_cache
 from proxy.policies.base import PolicyConfig, Services
 
 REGISTRY: dict[str, ModuleType] = {
@@ -14,6 +14,9 @@ REGISTRY: dict[str, ModuleType] = {
     "route": route,
     "deny": deny,
     "cascade": cascade,
+    "exact_cache": exact_cache,
+    "semantic_cache": semantic_cache,
+    "answers": answers,
 }
 
 

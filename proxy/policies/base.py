@@ -19,6 +19,7 @@ from proxy.pricing import PriceTable
 from proxy.tokens import TokenCounter
 
 if TYPE_CHECKING:
+    from proxy.lookup.service import Lookups
     from proxy.side_calls import SideCalls
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
@@ -75,3 +76,4 @@ class Services:
     prices: PriceTable
     tokens: TokenCounter
     side_calls: "SideCalls"
+    lookups: "Lookups | None" = None  # embedders and stored answers, for the lookup policies

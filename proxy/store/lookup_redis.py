@@ -7,11 +7,11 @@ Keys, under the store's prefix P:
   P lookup:log         stream of changes: put <id> | del <id> | clear <scope> (trimmed to LOG_LENGTH)
 Each write is one Lua script, so the entry, its indexes and its log event change together.
 
-A replica loads every vector entry at start, then follows the log (XREAD, one blocking call at a
-time) and applies each change to its local indexes. While Redis is down every call raises
-LookupUnavailable (the lookup is a miss); on its return the replica loads everything again, since
-changes it missed may have been trimmed from the log. A semantic search runs on the local index and
-reads its candidates back from Redis in one MGET, so an expired or deleted entry is never served.
+A replica loads every vector entry at start (before it is ready), then follows the log (XREAD, one
+blocking call at a time) and applies each change to its local indexes. While Redis is down every call
+raises LookupUnavailable (the lookup is a miss); on its return the replica loads everything again,
+since changes it missed may have been trimmed from the log. A semantic search runs on the local index
+and reads its candidates back from Redis in one MGET, so an expired or deleted entry is never served.
 """
 
 import asyncio
@@ -20,6 +20,8 @@ import logging
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -98,13 +100,22 @@ class RedisEntries:
         self._up = False
         self._log_id = "0-0"  # the last change applied to the local indexes
         self._follower: asyncio.Task | None = None
+        self._closing = False
 
     async def start(self) -> None:
+        """Loads the indexes before the proxy is ready; an unreachable Redis is retried in the background."""
         self._put = self._redis.register_script(PUT)
         self._delete_scope = self._redis.register_script(DELETE_SCOPE)
+        try:
+            await self._load_all()
+            self._up = True
+        except _DOWN as exc:
+            log.warning("lookup store unreachable at start (%s): lookups are misses until it answers",
+                        type(exc).__name__)
         self._follower = asyncio.create_task(self._follow(), name="thriftgate-lookup-follower")
 
     async def close(self) -> None:
+        self._closing = True  # redis-py may turn the cancellation of a blocking read into a connection error
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,7 +161,7 @@ class RedisEntries:
     # ---- keeping the local indexes in sync ----
 
     async def _follow(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 if not self._up:
                     await self._load_all()
@@ -223,8 +234,10 @@ class RedisEntries:
 
 def connect(config: StoreConfig) -> Redis:
     """A client of the configured Redis, for a store that has none to share (see the module's docstring)."""
+    # One retry, on a connection error only: a pooled connection that died with a restarted Redis.
     return Redis.from_url(config.redis_url, socket_timeout=config.timeout_seconds,
-                          socket_connect_timeout=config.timeout_seconds)
+                          socket_connect_timeout=config.timeout_seconds,
+                          retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
 
 
 def _text(value: bytes | str) -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import RunningProxy
 from tests.observability import dashboards
-from tests.observability.tools import send_round
+from tests.observability.tools import POLICY_ROUND, send_round
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -32,12 +32,15 @@ def test_every_panel_has_an_id_a_unit_a_description_and_the_datasource_variable(
 
 def test_dashboards_filter_by_team_model_and_upstream() -> None:
     names = {name for path in dashboards.DASHBOARDS for name in dashboards.variables(dashboards.load(path))}
-    assert {"datasource", "team", "model", "upstream"} <= names
-    assert {path.name for path in dashboards.DASHBOARDS} == {"spend.json", "proxy-health.json"}
+    assert {"datasource", "team", "model", "upstream", "policy", "mechanism", "scope", "window"} <= names
+    assert {path.name for path in dashboards.DASHBOARDS} == {
+        "spend.json", "proxy-health.json", "savings.json", "budgets.json"}
 
 
-async def test_every_metric_a_dashboard_names_is_on_the_metrics_page(proxy: RunningProxy) -> None:
+async def test_every_metric_a_dashboard_names_is_on_the_metrics_page(workload_proxy: RunningProxy) -> None:
+    proxy = workload_proxy
     await send_round(proxy.url)
+    await send_round(proxy.url, POLICY_ROUND)
     async with aiohttp.ClientSession() as session, session.get(proxy.url + "/metrics") as response:
         exposed = {line.split("{")[0].split(" ")[0] for line in (await response.text()).splitlines()
                    if line and not line.startswith("#")}

@@ -33,7 +33,10 @@ async def test_demo_drives_a_running_proxy_through_its_provider(start_proxy: Sta
     await _demo("--target", proxy.url, "--upstream-port", str(provider_port))
     rows = await proxy.ledger.recent(10_000)
     assert len(rows) >= 20 and {row["upstream"] for row in rows} == {"openai"}
-    assert sum(row["status"] == 200 for row in rows) >= 0.9 * len(rows)
+    # Answered, but for the provider's simulated refusals: drawn at random, some 3 to 6 in a hundred.
+    refusals = {(429, "upstream_429"), (500, "upstream_500")}
+    assert {(row["status"], row["error"]) for row in rows} <= {(200, None), *refusals}
+    assert sum(row["status"] == 200 for row in rows) >= 0.75 * len(rows)
 
 
 async def _demo(*args: str) -> str:

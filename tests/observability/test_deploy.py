@@ -6,7 +6,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
 from proxy.config import validate
@@ -56,12 +58,20 @@ def test_grafana_provisioning_matches_the_compose_mounts() -> None:
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
 
 
-def test_compose_and_kubernetes_configs_are_valid_thriftgate_configs() -> None:
+def test_compose_and_kubernetes_configs_are_valid_thriftgate_configs(monkeypatch: pytest.MonkeyPatch) -> None:
     compose_config = validate(yaml.safe_load((DEPLOY / "thriftgate.yaml").read_text()))
     assert compose_config.server.host == "0.0.0.0"
     configmap = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())
-    k8s_config = validate(yaml.safe_load(configmap["data"]["thriftgate.yaml"]))
+    secret = yaml.safe_load((DEPLOY / "k8s" / "secret.yaml").read_text())
+    monkeypatch.setenv("REDIS_URL", secret["stringData"]["REDIS_URL"])  # as the Deployment passes it
+    k8s_text = configmap["data"]["thriftgate.yaml"]
+    k8s_config = validate(yaml.safe_load(k8s_text))
     assert k8s_config.server.port == 4100
+    # Two replicas each: budgets and keys need the store they share; no password in a config file.
+    assert urlsplit(compose_config.store.redis_url).hostname == "redis"
+    assert k8s_config.store.redis_url_env == "REDIS_URL" and "redis://" not in k8s_text
+    for config in (compose_config, k8s_config):
+        assert config.store.backend == "redis" and urlsplit(config.store.redis_url).password is None
 
 
 def test_kubernetes_deployment_probes_secrets_and_scrape_annotations() -> None:

@@ -7,12 +7,17 @@ passing one that never ran. .ci/run installs them all.
 import asyncio
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal
 
 import aiohttp
 import pytest
+
+from proxy.exchange import Exchange
+from proxy.policies.base import PolicyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +38,8 @@ def free_port() -> int:
 # One round of traffic: (method, path, body, headers). Priced chat whole and streamed, embeddings, a
 # model with no price, an upstream failure and a pass-through, so that every panel has data.
 CHAT = {"messages": [{"role": "user", "content": "Name three rivers."}]}
-ROUND: tuple[tuple[str, str, dict | None, dict[str, str]], ...] = (
+Request = tuple[str, str, dict | None, dict[str, str]]
+ROUND: tuple[Request, ...] = (
     *[("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {})] * 3,
     *[("POST", "/v1/chat/completions", {"model": "gpt-4o", "stream": True, **CHAT}, {})] * 2,
     ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "three rivers"}, {}),
@@ -43,13 +49,66 @@ ROUND: tuple[tuple[str, str, dict | None, dict[str, str]], ...] = (
 )
 
 
-async def send_round(url: str) -> list[str]:
+class _FragileSettings(PolicyConfig):
+    type: Literal["fragile"]
+
+
+class _FragilePolicy:
+    """Raises after every answer it is given, as a bug would: counted as a policy error, the answer goes out."""
+
+    def __init__(self, settings: _FragileSettings, services: object) -> None:
+        pass
+
+    async def on_response(self, ex: Exchange) -> None:
+        raise RuntimeError("a policy bug, on purpose")
+
+
+# A policy type for tests only (monkeypatch it into proxy.policies.REGISTRY): no real type fails on purpose.
+FRAGILE = SimpleNamespace(Settings=_FragileSettings, Policy=_FragilePolicy)
+
+# Policies and budgets for the savings and budget dashboards, and POLICY_ROUND, which exercises them: a
+# concise policy with a holdout (estimated savings once both arms have 20 requests: 60 a round make
+# fewer than 20 in either arm over two rounds a one-in-10^12 draw), a route and a cascade (exact savings;
+# one cascade escalates), an exact cache (lookups, hits), a policy that fails, a day and a month budget
+# being spent and one that no request fits.
+WORKLOAD = {
+    "policies": [
+        {"name": "be-brief", "type": "concise", "match": {"tags": ["brief"]}, "holdout": 0.5},
+        {"name": "mini-for-summaries", "type": "route", "match": {"tags": ["summary"]}, "to": "gpt-4o-mini"},
+        {"name": "cheap-first", "type": "cascade", "match": {"tags": ["extraction"]}, "try": "gpt-4o-mini"},
+        {"name": "fragile", "type": "fragile", "match": {"tags": ["fragile"]}},
+        {"name": "same-answer", "type": "exact_cache", "match": {"tags": ["repeat"]}},
+    ],
+    "budgets": [
+        {"scope": "global", "usd": 1000, "window": "day"},
+        {"scope": "model:gpt-4o*", "usd": 500, "window": "month"},
+        {"scope": "user:capped", "usd": "0.000001", "window": "day"},
+    ],
+}
+
+
+def _tagged(tag: str, model: str = "gpt-4o", **body: object) -> Request:
+    return "POST", "/v1/chat/completions", {"model": model, **CHAT, **body}, {"x-thriftgate-tags": tag}
+
+
+POLICY_ROUND: tuple[Request, ...] = (
+    *[_tagged("brief", "gpt-4o-mini")] * 60,
+    *[_tagged("summary")] * 2,  # routed to gpt-4o-mini
+    *[_tagged("extraction")] * 2,  # gpt-4o-mini's answer is accepted
+    _tagged("extraction", max_tokens=5),  # gpt-4o-mini's answer is cut short: escalated to gpt-4o
+    _tagged("fragile", "gpt-4o-mini"),
+    *[_tagged("repeat", "gpt-4o-mini")] * 2,  # a miss, stored; then hits once the write (off the request path) is done
+    ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {"x-thriftgate-user": "capped"}),  # 429
+)
+
+
+async def send_round(url: str, requests: Sequence[Request] = ROUND) -> list[str]:
     """One round through the proxy at `url`, each request on a new connection (so that workers sharing
     a port all get some); returns the request ids the proxy gave."""
     ids = []
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector, headers={"Authorization": "Bearer sk-client"}) as session:
-        for method, path, body, headers in ROUND:
+        for method, path, body, headers in requests:
             async with session.request(method, url + path, json=body, headers=headers) as response:
                 await response.read()
                 ids.append(response.headers["x-thriftgate-request-id"])

@@ -1,0 +1,10 @@
+"""Lookups: answers served from a store instead of generated (exact_cache, semantic_cache, answers).
+
+canonical  entry keys: tenant scope and a canonical hash of what shapes the answer
+guard      the near-miss guard (negations, opposites, numbers, names)
+embedders  upstream and local embedders, batching concurrent lookups
+index      vector search: numpy brute force, usearch HNSW for large partitions
+entries    the Entry, its wire form, the in-process store (Redis: proxy/store/lookup_redis.py)
+policy     the flow lookup policies share; similar: semantic matching; stored: what may be stored
+service    Lookups, built once by make_app; admin: DELETE /admin/lookup, POST /admin/lookup/answers
+"""
