@@ -125,7 +125,8 @@ async def embedding_latency(embedder: LocalEmbedder) -> None:
         started = time.perf_counter()
         await asyncio.gather(*(embedder.embed(f"question {i} about refunds and returns") for i in range(concurrent)))
         elapsed = (time.perf_counter() - started) * 1000
-        print(f"  {concurrent} concurrent lookups, batched: {elapsed:.0f} ms in all, {elapsed / concurrent:.1f} ms each")
+        print(f"  {concurrent} concurrent lookups, batched: {elapsed:.0f} ms in all, "
+              f"{elapsed / concurrent:.1f} ms each")
 
 
 async def main() -> None:

@@ -61,6 +61,7 @@ class Exchange:
     applied: list[str] = field(default_factory=list)  # names of the policies that changed this request
     savings: list[Saving] = field(default_factory=list)
     early_response: web.StreamResponse | None = None  # set by a policy that answers itself
+    shadow: bool = False  # a copy a shadow-mode policy runs on: what it pays for must still be recorded
     answer_headers: dict[str, str] | None = None  # added by policies to the answer's headers
     # Lookup policy name -> what it did (lookup.trace.LookupTrace). Deliberately shared with a shadow
     # probe (hooks._probe_copy is shallow): what a shadow lookup found is recorded on the real request.

@@ -159,6 +159,7 @@ def _probe_copy(ex: Exchange) -> Exchange:
     probe = copy.copy(ex)
     probe.body = orjson.loads(orjson.dumps(ex.body))
     probe.policy_marks, probe.applied, probe.savings = {}, [], []
+    probe.shadow = True
     return probe
 
 

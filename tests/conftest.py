@@ -1,6 +1,7 @@
 """Shared fixtures: the fake upstream, and thriftgate apps built from config made in code."""
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from proxy.config import load, validate
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from tests.fake_upstream import FakeUpstream
+from tests.processes import RedisServer
+from tests.shared import REDIS_URL, FakeClock, delete_prefix
 
 UPSTREAM_KEY_ENV = "THRIFTGATE_TEST_UPSTREAM_KEY"
 
@@ -98,3 +101,25 @@ async def start_proxy(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[Start
 @pytest.fixture
 async def proxy(start_proxy: StartProxy) -> RunningProxy:
     return await start_proxy()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    prefix = f"tgtest:{uuid.uuid4().hex}:"
+    yield prefix
+    await delete_prefix(REDIS_URL, prefix)
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    await server.start()
+    yield server
+    await server.stop()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import redis.asyncio as redis
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,3 +37,39 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
             pass
         await asyncio.sleep(0.05)
     raise AssertionError(f"thriftgate at {url} did not become ready")
+
+
+class RedisServer:
+    """A redis-server on a free port that keeps its data across a stop and a start (append-only file)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+            "--appendfsync", "always", "--dir", str(self.directory), "--daemonize", "no",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        try:
+            for _ in range(200):
+                try:
+                    if await client.ping():
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    await asyncio.sleep(0.02)
+            raise AssertionError("redis-server did not start")
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()  # a clean shutdown: the append-only file is complete
+            await asyncio.wait_for(self.process.wait(), 10)

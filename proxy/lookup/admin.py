@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from proxy.config import ConfigError
+from proxy.control_config import NAME_PATTERN
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.lookup import canonical
 from proxy.lookup.config import seconds
@@ -22,7 +23,7 @@ from proxy.lookup.service import LOOKUPS
 from proxy.policies.answers import partition as answers_partition
 
 MAX_ANSWERS = 1_000_000  # loaded answers kept per store, over every scope
-_SCOPE = re.compile(r"global|(team|key):(-|[A-Za-z0-9][A-Za-z0-9._@-]{0,63})")  # proxy.control_config's names
+_SCOPE = re.compile(rf"global|(team|key):(-|{NAME_PATTERN.strip('^$')})")
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

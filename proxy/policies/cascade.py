@@ -43,8 +43,11 @@ class Policy:
             return None
         attempt = await self._side_calls.try_model(ex, self._try)
         failed = self._failed_check(attempt.exchange.status, attempt.answer, ex.body)
-        if failed is None:
+        if failed is None and not ex.shadow:
             self._side_calls.adopt(ex, attempt)
+            return "accept"
+        if failed is None:  # shadow mode: the try was paid for, so it is recorded; the request goes on
+            await self._side_calls.record(attempt, "cascade_shadow_accepted")
             return "accept"
         await self._side_calls.record(attempt, f"cascade_escalated_{failed}")
         if attempt.exchange.cost_nanos:

@@ -169,7 +169,8 @@ class RedisEntries:
                 await self._apply_changes()
             except _DOWN as exc:
                 if self._up:
-                    log.warning("lookup store unreachable (%s): lookups are misses until it returns", type(exc).__name__)
+                    log.warning("lookup store unreachable (%s): lookups are misses until it returns",
+                                type(exc).__name__)
                 self._up = False
                 await asyncio.sleep(self._retry_seconds)
 

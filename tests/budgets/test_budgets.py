@@ -12,7 +12,7 @@ from proxy.appkeys import BUDGETS, METRICS
 from proxy.money import format_usd
 from proxy.pricing import PriceTable, default_pricing_path
 from proxy.tokens import TokenCounter
-from tests.budgets.conftest import FakeClock
+from tests.shared import FakeClock
 from tests.conftest import RunningProxy, StartProxy
 
 MESSAGES = [{"role": "user", "content": "hi"}]

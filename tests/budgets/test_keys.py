@@ -20,7 +20,7 @@ from proxy.exchange import Exchange
 from proxy.keys import key_hash
 from proxy.store import KeyRecord, StoreUnavailable
 from proxy.store.memory import MemoryStore
-from tests.budgets.conftest import FakeClock
+from tests.shared import FakeClock
 from tests.conftest import RunningProxy, StartProxy
 
 MASTER = "master-key-for-tests"

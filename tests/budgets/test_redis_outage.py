@@ -4,28 +4,16 @@ them; either way the proxy reconnects by itself and no spend is lost."""
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from tests.budgets.replicas import RedisServer
+from tests.processes import RedisServer
 from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES
 from tests.conftest import RunningProxy, StartProxy
 
 PREFIX = "tg:"
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def readyz(session: aiohttp.ClientSession, proxy: RunningProxy) -> tuple[int, dict]:

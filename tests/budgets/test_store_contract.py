@@ -7,7 +7,7 @@ import pytest
 
 from proxy.budget import window_of
 from proxy.store import Charge, KeyRecord, Settlement, Store, Totals, fleet_spend
-from tests.budgets.conftest import END_OF_MARCH
+from tests.shared import END_OF_MARCH
 
 NOW = END_OF_MARCH
 HOLD = 900.0

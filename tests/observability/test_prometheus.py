@@ -13,7 +13,7 @@ from proxy.money import NANOS_PER_USD
 from tests.conftest import RunningProxy
 from tests.observability import dashboards
 from tests.observability.prometheus import Prometheus, running_prometheus
-from tests.observability.tools import POLICY_ROUND, ROOT, ROUND, WORKLOAD, eventually, require, send_round
+from tests.observability.tools import POLICY_ROUND, ROOT, WORKLOAD, eventually, require, send_round
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 ALERTS = DEPLOY / "alerts.yml"

@@ -166,3 +166,15 @@ async def test_cascade_leaves_streams_alone(start_proxy: StartProxy, fake) -> No
         stream = await client.chat.completions.create(model="gpt-4o", messages=ASK, stream=True)
         [chunk async for chunk in stream]
     assert [r.body["model"] for r in fake.requests] == ["gpt-4o"]
+
+
+async def test_a_shadow_cascade_records_the_try_it_paid_for(start_proxy: StartProxy, fake) -> None:
+    proxy = await start_proxy(policies=[{"name": "cheap-first", "type": "cascade", "try": "gpt-4o-mini",
+                                         "mode": "shadow"}])
+    async with sdk(proxy) as client:
+        raw = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ASK)
+    assert raw.headers["x-thriftgate-model"] == "gpt-4o"  # nothing changed for the client
+    assert [r.body["model"] for r in fake.requests] == ["gpt-4o-mini", "gpt-4o"]
+    rows = {r["model"]: r for r in await proxy.ledger.recent(10)}
+    assert rows["gpt-4o-mini"]["error"] == "cascade_shadow_accepted" and rows["gpt-4o-mini"]["cost_nanos"] > 0
+    assert policies_of(rows["gpt-4o"])["cheap-first"] == {"mark": "shadow:accept"}
