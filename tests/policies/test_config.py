@@ -42,7 +42,7 @@ def test_the_issue_example_and_the_shipped_example_load(tmp_path: Path) -> None:
     names = [p.name for p in load(path).policies]
     assert names == ["be-brief", "cap", "small-for-summaries", "prompt-heavy-to-self-hosted", "cheap-first"]
     assert [p.type for p in load(ROOT / "config" / "example.yaml").policies] == [
-        "concise", "cap", "route", "route", "cascade"]
+        "concise", "cap", "route", "route", "cascade", "exact_cache", "semantic_cache"]
 
 
 @pytest.mark.parametrize("policy,message", [
