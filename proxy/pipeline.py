@@ -1,7 +1,10 @@
 """The request handler: the one place that knows the order of the stages.
 
 authenticate -> parse -> policies -> route -> count -> reserve -> forward | stream -> settle -> record
-(authenticate, policies, count and reserve are added by the keys, policies and budgets work.)
+
+Count is lazy (`ex.prompt_tokens()`): it runs only when a policy's match or a budget asks for it.
+Settle, the policies' after-answer hooks and record run in a `finally`: every request is recorded once,
+whatever happened to it.
 """
 
 import asyncio
@@ -89,12 +92,14 @@ class Pipeline:
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
-            self._settler.settle(ex)
-            if self._budgets is not None:
-                await self._budgets.settle(ex)  # shielded: runs to the end even for a cancelled request
-            if policies:
-                await policies.after_answer(ex)
-            self._recorder.record(ex)
+            try:
+                self._settler.settle(ex)
+                if self._budgets is not None:
+                    await self._budgets.settle(ex)  # shielded: runs to the end even for a cancelled request
+                if policies:
+                    await policies.after_answer(ex)
+            finally:
+                self._recorder.record(ex)  # even if a step above failed: no spend record is lost
 
     # ---- stages ----
 
@@ -176,7 +181,7 @@ class Pipeline:
     async def _stream(self, ex: Exchange) -> web.StreamResponse:
         if not ex.client_wants_usage and ex.endpoint != "responses":
             wire.ask_for_stream_usage(ex.body)
-            ex.body_changed = True
+            ex.edit_body()
         ex.upstream_started = time.perf_counter()
         async with self._upstreams.open(
             ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), ex.client_headers()
