@@ -18,7 +18,6 @@ naming the field, e.g. "messages[2].content". Optional fields of an unexpected t
 
 import gzip
 import hashlib
-import json
 import math
 import os
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 import tiktoken
 
 from proxy.image_tokens import ImageRule, PatchRule, TileRule, decoded_size, image_tokens
+from proxy.tool_tokens import function_definition_tokens
 
 # --- loading -------------------------------------------------------------------------------------
 
@@ -143,7 +143,6 @@ def _family_of(model: str) -> _Family:
 _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING = 3, 1, 3
 # Cookbook section 7 (function definitions); FUNC_INIT is 7 for o200k and 10 for cl100k models.
 _FUNC_INIT = {_O200K: 7, _CL100K: 10}
-_PROP_INIT, _PROP_KEY, _ENUM_INIT, _ENUM_ITEM, _FUNC_END = 3, 3, -3, 3, 12
 # Approximation: a tool call costs its name and arguments plus 3 tokens of framing, the rule that
 # openai-chat-tokens (hmarr) found for legacy function_call messages; OpenAI publishes none.
 _PER_TOOL_CALL = 3
@@ -179,7 +178,7 @@ class ModelTokenizer:
         if not isinstance(messages, list):
             raise ValueError("messages: expected a list")
         total = _REPLY_PRIMING + sum(self._message(m, f"messages[{i}]") for i, m in enumerate(messages))
-        return self._scaled(total + self._function_definitions([tools, functions]))
+        return self._scaled(total + function_definition_tokens([tools, functions], self._count, self.function_init))
 
     def prompt(self, prompt: object) -> int:
         """Tokens of a /v1/completions `prompt`: str | list[str] | list[int] | list[list[int]]."""
@@ -200,7 +199,7 @@ class ModelTokenizer:
             total += sum(self._item(item, f"input[{i}]") for i, item in enumerate(input))
         else:
             raise ValueError("input: expected a string or a list of items")
-        return self._scaled(total + self._function_definitions([tools]))
+        return self._scaled(total + function_definition_tokens([tools], self._count, self.function_init))
 
     def completion_output(self, text: str, tool_calls: list | None = None) -> int:
         """Tokens the model generated: its text plus any tool calls (name and arguments)."""
@@ -332,61 +331,6 @@ class ModelTokenizer:
                 return 0
             case _:
                 return _PER_MESSAGE + self._leaves(item)
-
-    # -- tool and function definitions (cookbook section 7) --
-
-    def _function_definitions(self, tool_lists: list) -> int:
-        definitions = [
-            function
-            for tools in tool_lists
-            if isinstance(tools, list)
-            for tool in tools
-            if (function := _function_of(tool)) is not None
-        ]
-        if not definitions:
-            return 0
-        return sum(self._function_definition(f) for f in definitions) + _FUNC_END
-
-    def _function_definition(self, function: dict) -> int:
-        total = self.function_init + self._count(f"{_text(function.get('name'))}:{_description(function)}")
-        parameters = function.get("parameters")
-        properties = parameters.get("properties") if isinstance(parameters, dict) else None
-        if isinstance(properties, dict) and properties:
-            total += _PROP_INIT + sum(self._property(str(k), v) for k, v in properties.items())
-        return total
-
-    def _property(self, key: str, schema: object) -> int:
-        if not isinstance(schema, dict):
-            return _PROP_KEY + self._count(key)
-        total = _PROP_KEY
-        if isinstance(enum := schema.get("enum"), list):
-            total += _ENUM_INIT + sum(_ENUM_ITEM + self._count(str(item)) for item in enum)
-        kind = schema.get("type")
-        kind = "|".join(map(str, kind)) if isinstance(kind, list) else _text(kind)
-        total += self._count(f"{key}:{kind}:{_description(schema)}")
-        # Approximation: the cookbook's rule covers flat properties only, so nested schema parts
-        # (properties, items, anyOf, ...) are counted as their compact JSON.
-        nested = {k: v for k, v in schema.items() if k not in ("type", "description", "enum")}
-        return total + (self._count(json.dumps(nested, separators=(",", ":"))) if nested else 0)
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _description(schema: dict) -> str:
-    return _text(schema.get("description")).removesuffix(".")  # the cookbook drops one final "."
-
-
-def _function_of(tool: object) -> dict | None:
-    """The definition in a Chat tool {"type": "function", "function": {...}}, a legacy `functions`
-    entry, or a Responses function/custom tool. Built-in tools (web_search...) have no name and
-    are not counted: their hidden prompts are unknown."""
-    if not isinstance(tool, dict):
-        return None
-    if isinstance(function := tool.get("function"), dict):
-        return function
-    return tool if isinstance(tool.get("name"), str) else None
 
 
 class TokenCounter:
