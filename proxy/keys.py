@@ -50,7 +50,7 @@ def _create(args: argparse.Namespace) -> int:
     body = {"name": args.name, "team": args.team}
     if args.budget_usd_per_day is not None:
         body["budget_usd_per_day"] = args.budget_usd_per_day
-    record = _call(args, "POST", "/admin/keys", body)
+    record = admin_call(args, "POST", "/admin/keys", body)
     if args.json:
         print(json.dumps(record, indent=2))
     else:
@@ -62,7 +62,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    records = _call(args, "GET", "/admin/keys")["keys"]
+    records = admin_call(args, "GET", "/admin/keys")["keys"]
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -74,7 +74,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    record = _call(args, "DELETE", f"/admin/keys/{args.key_id}")
+    record = admin_call(args, "DELETE", f"/admin/keys/{args.key_id}")
     print(json.dumps(record, indent=2) if args.json else f"revoked key '{record['id']}'")
     return 0
 
@@ -87,14 +87,15 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
+def admin_call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
+    """One call to a running proxy's admin API with the master key (the CLI's way to keys and lookups)."""
     from proxy import config as config_module
 
     config = config_module.load(args.config)
     url = args.url or os.environ.get("THRIFTGATE_URL") or _address(config.server.host, config.server.port)
     master = config.auth.master_key
     if master is None:
-        raise SystemExit(f"thriftgate: set the master key in ${config.auth.master_key_env} to manage keys")
+        raise SystemExit(f"thriftgate: set the master key in ${config.auth.master_key_env} to use the admin API")
     request = urllib.request.Request(
         url.rstrip("/") + path, method=method, data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {master}", "Content-Type": "application/json"},
