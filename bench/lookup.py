@@ -3,11 +3,12 @@
     python bench/lookup.py                 # needs the local extra: pip install torch==2.13.0 '.[local]'
     python bench/lookup.py --sizes 1000    # skip the 100k partition (its HNSW graph takes a minute to build)
 
-Quality: bench/data/lookup_pairs*.txt hold question pairs written by hand, each labelled paraphrase (a
-hit is right) or a kind of near miss (a hit is wrong); the guard was tuned on the first set only, the
-held-out set was written after and never used to tune it. For each threshold: a pair is a hit when its
-all-MiniLM-L6-v2 similarity reaches the threshold and, with the guard, the near-miss guard passes it.
-Precision = right hits / hits; hit rate = paraphrases served / paraphrases.
+Quality: bench/data/lookup_pairs*.txt hold question pairs, each labelled paraphrase (a hit is right) or a
+kind of near miss (a hit is wrong): the set the guard was first tuned on, a first held-out set, a blind
+set (written by a writer who had not seen the guard; measured once, then used to develop the guard) and
+the final held-out set (written the same way, measured once the guard was final). For each threshold:
+a pair is a hit when its all-MiniLM-L6-v2 similarity reaches the threshold and, with the guard, the
+near-miss guard passes it. Precision = right hits / hits; hit rate = paraphrases served / paraphrases.
 
 Speed: one partition of N entries (unit vectors in topic clusters, like sentence embeddings) searched
 for the 5 nearest, as a semantic lookup does: numpy brute force, and the usearch HNSW graph that
@@ -31,7 +32,8 @@ from proxy.lookup.guard import facts, refusal  # noqa: E402
 from proxy.lookup.index import BruteForce, Hnsw  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
-PAIR_SETS = {"tuning set": DATA / "lookup_pairs.txt", "held-out set": DATA / "lookup_pairs_heldout.txt"}
+PAIR_SETS = {"tuning set": DATA / "lookup_pairs.txt", "first held-out set": DATA / "lookup_pairs_heldout.txt",
+             "blind set": DATA / "lookup_pairs_blind.txt", "final held-out set": DATA / "lookup_pairs_final.txt"}
 THRESHOLDS = [round(0.80 + 0.02 * i, 2) for i in range(10)]
 DIMENSIONS = 384
 

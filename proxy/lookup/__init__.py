@@ -1,7 +1,7 @@
 """Lookups: answers served from a store instead of generated (exact_cache, semantic_cache, answers).
 
 canonical  entry keys: tenant scope and a canonical hash of what shapes the answer
-guard      the near-miss guard (negations, opposites, numbers, names)
+guard      the near-miss guard (negations, alternatives, numbers, names, word alignment); words, synonyms: its lists
 embedders  upstream and local embedders, batching concurrent lookups
 index      vector search: numpy brute force, usearch HNSW for large partitions
 entries    the Entry, its wire form, the in-process store (Redis: proxy/store/lookup_redis.py)

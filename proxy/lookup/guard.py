@@ -1,45 +1,71 @@
 """The near-miss guard: a question matches a stored one only if the words that flip an answer agree.
 
-Embeddings score near misses like paraphrases ("turn on dark mode" / "turn off dark mode": 0.95), so
-a threshold alone cannot tell them apart. Beside the similarity, a match must pass these checks:
-  negation   both are negated, or neither ("I want to cancel" / "I don't want to cancel");
-  opposite   neither says one side of a pair the other says the opposite of (on/off, add/remove, ...);
-  number     the same numbers, as digits, words, ordinals or roman numerals ("5 days" / "five days");
-  name       each name in one (a capitalised word, an acronym, a word with digits, a known country,
-             city, language, element, ...) is a word of the other; two or more in the same order;
-  unit       the same units in the same order, when both name one ("km to miles" / "miles to km");
-  direction  "from A to B" is not "from B to A" ("from savings to checking").
+Embeddings score near misses like paraphrases ("turn on dark mode" / "turn off dark mode": 0.95;
+"caffeine in tea" / "caffeine in coffee": 0.86), so a threshold alone cannot tell them apart. Beside
+the similarity, a match must pass these checks:
+  negation      both are negated, or neither ("I want to cancel" / "I don't want to cancel");
+  alternative   neither says one of a group of alternatives the other says another of (on/off,
+                all/some, daily/weekly, who/when, ...);
+  number        the same numbers, as digits, words, ordinals or roman numerals ("5 days" / "five days");
+  name          each name in one (a capitalised word, an acronym, a word with digits, a known country,
+                city, language, element, ...) is a word of the other;
+  unit          the same units in the same order, when both name one ("km to miles" / "miles to km");
+  substitution  the content words align: what one says and the other does not is only added detail on
+                one side, never a word swapped for another ("lemon" / "lime"); spellings and synonyms
+                count as the same word (proxy/lookup/synonyms.py);
+  order         the content words both say come in the same order where it matters ("string to integer" / "integer to
+                string"; "from savings to checking").
 The checks err towards refusing: a refused paraphrase costs one upstream call, a wrong answer more.
 """
 
 import re
 from dataclasses import dataclass
 
-from proxy.lookup.words import NAMES, NEGATIONS, NUMBER_WORDS, OPPOSITES, ORDINAL_WORDS, ROMAN_NUMERALS, UNITS
+from proxy.lookup.synonyms import CASED_SPELLINGS, DIRECTIONAL, FUNCTION_WORDS, PHRASES, SPELLINGS, SYNONYMS
+from proxy.lookup.words import (
+    ALTERNATIVES, NAMES, NEGATIONS, NUMBER_WORDS, ORDINAL_WORDS, ROMAN_NUMERALS, UNITS,
+)
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’\-_.][A-Za-z0-9]+)*")
 _SENTENCE_END = re.compile(r"[.!?:]\s+")
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 _ORDINAL_DIGITS = re.compile(r"(\d+)(?:st|nd|rd|th)")
-_DIRECTION = re.compile(r"\bfrom\s+(?:(?:the|my|a|an|your)\s+)?(\w+).*?\bto\s+(?:(?:the|my|a|an|your)\s+)?(\w+)")
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([a-z]+)")  # 1gb, 5km: a number and its unit written together
+_PHRASE = re.compile(r"\b(?:" + "|".join(map(re.escape, PHRASES)) + r")\b", re.IGNORECASE)
+_PRONOUN_I = frozenset({"i", "im", "ive", "id", "ill"})
+_WHO = frozenset({"who", "whom", "whose", "whos"})
+_SHARED_PREFIX = 6  # "deductible" / "deduct", "dehydration" / "dehydrated": one word
 
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    words: frozenset[str]  # lower case, possessives and apostrophes dropped, plurals as singular
+    words: frozenset[str]  # lower case, possessives and apostrophes dropped, spellings unified; and singular
     negated: bool
-    sides: tuple[frozenset[int], ...]  # per opposite pair: which sides (0, 1) the text says
+    sides: tuple[frozenset[int], ...]  # per group of alternatives: which of them the text says
+    asks_who: bool  # "Who discovered the theorem?" is not "What is the theorem?"
     numbers: frozenset[str]
     names: tuple[str, ...]  # in order of appearance
     units: tuple[str, ...]
-    direction: tuple[str, str] | None
+    sequence: tuple[str, ...]  # every word: content words as their meaning, "" for other words, "->" for "to"...
+
+    @property
+    def content(self) -> frozenset[str]:
+        return frozenset(self.sequence) - {"", "->"}
 
 
 def facts(text: str) -> Facts:
-    words, names, units, numbers = [], [], [], set()
+    words, names, units, numbers, sequence = [], [], [], set(), []
+    text = _PHRASE.sub(lambda match: PHRASES[match.group(0).lower()], text)
     for sentence in _SENTENCE_END.split(text):
         for position, token in enumerate(_TOKEN.findall(sentence)):
             word = _plain(token)
+            quantity = _QUANTITY.fullmatch(word)
+            if quantity and quantity.group(2) in UNITS:
+                numbers.add(_number(quantity.group(1), quantity.group(1)))
+                units.append(_singular(quantity.group(2)))
+                continue
+            word = CASED_SPELLINGS.get(token) or SPELLINGS.get(word, word)
+            acronym = len(token) > 1 and token.isupper()
             words.append(word)
             number = _number(word, token)
             if number is not None:
@@ -47,13 +73,21 @@ def facts(text: str) -> Facts:
             elif word in UNITS:
                 units.append(_singular(word))
             elif _is_name(token, word, first=position == 0):
-                names.append(_singular(word))
+                names.append(word if acronym else _singular(word))  # HTTPS is not the plural of HTTP
+            if number is not None or word in UNITS or word in FUNCTION_WORDS or word in NEGATIONS:
+                sequence.append("->" if word in DIRECTIONAL else "")
+            elif acronym:
+                sequence.append(word)
+            else:
+                sequence.extend(_meaning(part) for part in word.split("-"))  # jump-start, cruelty-free
+        sequence.append("")
     bag = frozenset(words)
-    sides = tuple(frozenset(side for side, group in enumerate(pair) if not group.isdisjoint(bag)) for pair in OPPOSITES)
-    direction = _DIRECTION.search(text.lower())
-    return Facts(frozenset(map(_singular, words)), sum(w in NEGATIONS for w in words) % 2 == 1, sides,
-                 frozenset(numbers), tuple(dict.fromkeys(names)), tuple(dict.fromkeys(units)),
-                 direction.groups() if direction else None)
+    return Facts(
+        words=frozenset(words) | frozenset(map(_singular, words)), negated=sum(w in NEGATIONS for w in words) % 2 == 1,
+        sides=tuple(frozenset(i for i, side in enumerate(group) if not side.isdisjoint(bag)) for group in ALTERNATIVES),
+        asks_who=not _WHO.isdisjoint(bag), numbers=frozenset(numbers),
+        names=tuple(dict.fromkeys(names)), units=tuple(dict.fromkeys(units)), sequence=tuple(sequence),
+    )
 
 
 def refusal(new: Facts, stored: Facts) -> str | None:
@@ -62,36 +96,96 @@ def refusal(new: Facts, stored: Facts) -> str | None:
         return "negation"
     for ours, theirs in zip(new.sides, stored.sides):
         if ours and theirs and ours != theirs:
-            return "opposite"
+            return "alternative"
+    if new.asks_who != stored.asks_who:
+        return "question"
     if new.numbers != stored.numbers:
         return "number"
     if any(name not in stored.words for name in new.names) or any(name not in new.words for name in stored.names):
         return "name"
-    if _ordered(new.names, stored.names):
-        return "name_order"
     if new.units and stored.units and new.units != stored.units:
         return "unit"
-    if new.direction and stored.direction and new.direction == stored.direction[::-1] != stored.direction:
-        return "direction"
+    ours, theirs = _unaligned(new.content, stored.content), _unaligned(stored.content, new.content)
+    if ours and theirs:
+        return "substitution"
+    if _swapped(new, stored, same_words=not (ours or theirs)):
+        return "order"
     return None
 
 
-def _ordered(ours: tuple[str, ...], theirs: tuple[str, ...]) -> bool:
-    """True when two or more shared names come in another order."""
-    shared = [name for name in ours if name in theirs]
-    return len(shared) > 1 and shared != [name for name in theirs if name in ours]
+def _unaligned(words: frozenset[str], others: frozenset[str]) -> set[str]:
+    """The words of one question that no word of the other says (a shared start of 6 letters is enough)."""
+    return {word for word in words - others if not any(_prefix(word, other) for other in others)}
+
+
+def _prefix(one: str, other: str) -> bool:
+    shared = len(_shared_start(one, other))
+    return shared >= _SHARED_PREFIX and shared >= 0.75 * min(len(one), len(other))
+
+
+def _shared_start(one: str, other: str) -> str:
+    for i, (a, b) in enumerate(zip(one, other)):
+        if a != b:
+            return one[:i]
+    return one[: min(len(one), len(other))]
+
+
+def _swapped(new: Facts, stored: Facts, *, same_words: bool) -> bool:
+    """True when two shared content words come in the other order, and the order matters: both put a
+    directional word between them ("string to integer"), or both put the same content word between
+    them ("can a parent claim a child")."""
+    shared = new.content & stored.content
+    ours = {word: i for i, word in reversed(list(enumerate(new.sequence))) if word in shared}
+    theirs = {word: i for i, word in reversed(list(enumerate(stored.sequence))) if word in shared}
+    for a in shared:
+        for b in shared:
+            if ours[a] < ours[b] and theirs[a] > theirs[b]:
+                between = new.sequence[ours[a] + 1: ours[b]], stored.sequence[theirs[b] + 1: theirs[a]]
+                if all("->" in words for words in between):
+                    return True
+                if same_words and set(between[0]) & set(between[1]) - {"", "->"}:
+                    return True
+    return False
 
 
 def _plain(token: str) -> str:
     word = token.lower().replace("’", "'")
     if word.endswith("'s"):
         word = word[:-2]
+    if any(c.isdigit() for c in word):
+        word = word.replace("-", "")  # W-2 / W2, Wi-Fi 6 / wifi6
     return word.replace("'", "")  # don't -> dont, as NEGATIONS spells it
 
 
 def _singular(word: str) -> str:
     """Enough to match "PDF" with "PDFs": a trailing s goes, on both sides alike."""
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _meaning(word: str) -> str:
+    """One form for a word's inflections and synonyms: "changed", "changing", "update" all say change."""
+    stem = _stem(word)
+    return _SYNONYM_STEMS.get(stem, stem)
+
+
+def _stem(word: str) -> str:
+    """A light stemmer: it only has to give a word's forms the same stem, not find the root."""
+    if len(word) > 4 and word.endswith("ies"):
+        word = word[:-3] + "y"
+    word = _singular(word)
+    for suffix in ("ing", "ed", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4 - (suffix == "ing"):
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 5 and word.endswith("ise"):
+        word = word[:-3] + "ize"  # British spellings: organise, colour
+    elif len(word) > 5 and word.endswith("our"):
+        word = word[:-3] + "or"
+    word = word.rstrip("e") or word
+    return word[:-1] if len(word) > 3 and word[-1] == word[-2] else word  # running, cancelled
+
+
+_SYNONYM_STEMS = {_stem(word): _stem(first) for word, first in SYNONYMS.items()}
 
 
 def _number(word: str, token: str) -> str | None:
@@ -114,4 +208,4 @@ def _is_name(token: str, word: str, *, first: bool) -> bool:
     if len(token) > 1 and token.isupper():
         return True  # an acronym: AWS, VPN
     # A capital inside a sentence marks a name; at its start it only marks the sentence.
-    return not first and token[0].isupper() and word != "i"
+    return not first and token[0].isupper() and word not in _PRONOUN_I

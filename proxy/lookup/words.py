@@ -1,14 +1,15 @@
-"""Word lists the near-miss guard reads: negations, opposites, number words, names it must know even
+"""Word lists the near-miss guard reads: negations, alternatives, number words, names it must know even
 when typed in lower case (countries, cities, languages, months, days, chemical elements), and units."""
 
 NEGATIONS = frozenset(
-    "not no never nor none nobody nothing nowhere neither without cannot cant dont doesnt didnt isnt arent "
+    "not no never nor none nobody nothing nowhere neither without unable cannot cant dont doesnt didnt isnt arent "
     "wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt neednt".split()
 )
 
-# Pairs of opposite sides: a question on one side never matches a stored one on the other.
-OPPOSITES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
-    (frozenset(pos.split()), frozenset(neg.split())) for pos, neg in (
+# Groups of alternatives: a question that says one never matches a stored one that says another
+# (on/off; all/some; daily/weekly). Most are pairs of opposites.
+ALTERNATIVES: tuple[tuple[frozenset[str], ...], ...] = tuple(
+    tuple(frozenset(side.split()) for side in sides) for sides in (
         ("on enable enabled enabling activate activated activating", "off disable disabled disabling deactivate "
          "deactivated deactivating"),
         ("start started starting begin beginning", "stop stopped stopping end ending finish"),
@@ -70,21 +71,37 @@ OPPOSITES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
         ("internal", "external"),
         ("legal", "illegal"),
         ("valid", "invalid"),
+        ("in", "out"),
+        ("compress compressed compressing compression zip zipped", "decompress decompressed decompressing "
+         "decompression unzip unzipped extract"),
+        ("tighten tightening tight", "loosen loosening loose"),
+        ("uppercase upper capitalize", "lowercase"),
+        ("inhale inhaling", "exhale exhaling"),
+        ("arrive arrives arriving arrival arrivals", "depart departs departing departure departures leave leaving"),
+        ("borrow borrowing", "lend lending"),
+        ("gain gaining", "lose losing"),
+        ("cheaper", "pricier costlier dearer"),
+        ("all every whole entire both", "some part partial selected certain only few several any either"),
+        ("always", "sometimes occasionally usually often rarely seldom"),
+        ("each per individual", "total overall combined altogether"),
+        ("hourly hour", "daily day", "weekly week", "monthly month", "yearly annually annual year", "lifetime"),
+        ("who whom whose whos", "when", "where", "why"),
     )
 )
 
-# "one" is left out: it is a pronoun as often ("which one", "into one") as a number.
+# "one" and "once" are left out: as often a pronoun or a conjunction ("which one", "once I ordered").
 NUMBER_WORDS = {
     word: str(value) for value, word in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
         "seventeen eighteen nineteen twenty".split()) if word != "one"
 } | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
      "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000", "dozen": "12",
-     "half": "0.5", "quarter": "0.25", "once": "1", "twice": "2", "double": "2", "triple": "3"}
+     "half": "0.5", "quarter": "0.25", "twice": "2", "double": "2", "triple": "3"}
 
-# Ordinals count as their number: "World War 2", "the Second World War", "World War II" agree.
+# Ordinals count as their number: "World War 2", "the Second World War", "World War II" agree. Not
+# "first" ("first aid", "first time"): first/last is an alternative.
 ORDINAL_WORDS = {word: str(n) for n, word in enumerate(
-    "first second third fourth fifth sixth seventh eighth ninth tenth".split(), start=1)}
+    "second third fourth fifth sixth seventh eighth ninth tenth".split(), start=2)}
 # Not i, v or x: a pronoun, and letters people use ("the x axis").
 ROMAN_NUMERALS = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8", "ix": "9"}
 

@@ -82,7 +82,7 @@ async def test_a_paraphrase_hits_and_near_misses_do_not(start_lookups, fake, sto
         assert near_miss.parse().usage.completion_tokens > 0  # answered by the upstream
     assert len(fake.requests) == 4
     record = await proxy.ledger.get(opposite.headers["x-thriftgate-request-id"])
-    assert lookups_of(record)["faq"]["refused"] == "opposite"  # 0.95 alike: the guard refused it
+    assert lookups_of(record)["faq"]["refused"] == "alternative"  # 0.95 alike: the guard refused it
 
 
 async def test_no_hit_across_system_prompts_temperatures_or_models(start_lookups, fake) -> None:

@@ -6,23 +6,34 @@ from proxy.lookup.guard import facts, refusal
 
 
 @pytest.mark.parametrize("new,stored,reason", [
-    ("turn on dark mode", "turn off dark mode", "opposite"),
-    ("How do I enable notifications?", "How do I disable notifications?", "opposite"),
+    ("turn on dark mode", "turn off dark mode", "alternative"),
+    ("How do I enable notifications?", "How do I disable notifications?", "alternative"),
     ("I want to cancel my order", "I don't want to cancel my order", "negation"),
     ("Can I return shoes?", "Can I not return shoes?", "negation"),
     ("What is the capital of France?", "What is the capital of Germany?", "name"),
     ("what is the capital of france", "what is the capital of germany", "name"),
     ("Is shipping free over 50 dollars?", "Is shipping free over 100 dollars?", "number"),
     ("Give me five tips for sleep", "Give me ten tips for sleep", "number"),
-    ("How many days are in a week?", "How many days are in a month?", "unit"),
+    ("How many days are in a week?", "How many days are in a month?", "alternative"),
     ("Convert 5 miles to km", "Convert 5 km to miles", "unit"),
-    ("Flights from Paris to London", "Flights from London to Paris", "name_order"),
-    ("Move money from savings to checking", "Move money from checking to savings", "direction"),
+    ("Flights from Paris to London", "Flights from London to Paris", "order"),
+    ("Move money from savings to checking", "Move money from checking to savings", "order"),
     ("What is the chemical symbol for gold?", "What is the chemical symbol for silver?", "name"),
-    ("How do I make the text bigger?", "How do I make the text smaller?", "opposite"),
+    ("How do I make the text bigger?", "How do I make the text smaller?", "alternative"),
     ("How do I reset my iPhone 15?", "How do I reset my iPhone 14?", "number"),
     ("Who won the 2018 World Cup?", "Who won the 2022 World Cup?", "number"),
-    ("What's the largest planet?", "What's the smallest planet?", "opposite"),
+    ("What's the largest planet?", "What's the smallest planet?", "alternative"),
+    ("How do I zoom in on the map?", "How do I zoom out on the map?", "alternative"),
+    ("How do I delete all messages?", "How do I delete some messages?", "alternative"),
+    ("Should I water succulents daily?", "Should I water succulents weekly?", "alternative"),
+    ("How do I compress a file with gzip?", "How do I decompress a file with gzip?", "alternative"),
+    ("Who discovered the Pythagorean theorem?", "What is the Pythagorean theorem?", "question"),
+    ("How much vitamin C is in a lime?", "How much vitamin C is in a lemon?", "substitution"),
+    ("How much is a train ticket to downtown?", "How much is a bus ticket to downtown?", "substitution"),
+    ("How do I convert an integer to a string in Python?", "How do I convert a string to an integer in Python?",
+     "order"),
+    ("Can a child claim a parent as a dependent?", "Can a parent claim a child as a dependent?", "order"),
+    ("How do I redirect HTTPS to HTTP?", "How do I redirect HTTP to HTTPS?", "order"),
 ])
 def test_near_misses_are_refused_with_their_reason(new: str, stored: str, reason: str) -> None:
     assert refusal(facts(new), facts(stored)) == reason
@@ -40,6 +51,14 @@ def test_near_misses_are_refused_with_their_reason(new: str, stored: str, reason
     ("When did World War II end?", "In what year did the Second World War end?"),
     ("How long should I boil an egg?", "How many minutes should I boil an egg for?"),
     ("How do I merge two PDF files?", "How can I combine two PDFs into one?"),
+    ("How do I update my account's email address?", "How can I change the email address on my account?"),
+    ("How do I parse JSON in JS?", "How do I parse JSON in JavaScript?"),
+    ("Why was my order canceled?", "Why was my order cancelled?"),
+    ("How do I get rid of fruit flies in my kitchen?", "How do I get rid of fruit flies?"),
+    ("How come I'm not getting notification emails?", "Why am I not getting notification emails?"),
+    ("What's your policy on returns?", "What is your return policy?"),
+    ("How do I find files bigger than 1 GB?", "How do I find files larger than 1GB?"),
+    ("How do I reverse a Python list?", "How do I reverse a list in Python?"),
 ])
 def test_paraphrases_pass(new: str, stored: str) -> None:
     assert refusal(facts(new), facts(stored)) is None
