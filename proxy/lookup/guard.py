@@ -31,7 +31,7 @@ _SENTENCE_END = re.compile(r"[.!?:]\s+")
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 _ORDINAL_DIGITS = re.compile(r"(\d+)(?:st|nd|rd|th)")
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([a-z]+)")  # 1gb, 5km: a number and its unit written together
-_PHRASE = re.compile(r"\b(?:" + "|".join(map(re.escape, PHRASES)) + r")\b", re.IGNORECASE)
+_PHRASE = re.compile(r"\b(" + "|".join(map(re.escape, PHRASES)) + r")s?\b", re.IGNORECASE)  # time zone(s)
 _PRONOUN_I = frozenset({"i", "im", "ive", "id", "ill"})
 _WHO = frozenset({"who", "whom", "whose", "whos"})
 _SHARED_PREFIX = 6  # "deductible" / "deduct", "dehydration" / "dehydrated": one word
@@ -43,7 +43,7 @@ class Facts:
     negated: bool
     sides: tuple[frozenset[int], ...]  # per group of alternatives: which of them the text says
     asks_who: bool  # "Who discovered the theorem?" is not "What is the theorem?"
-    numbers: frozenset[str]
+    numbers: tuple[str, ...]  # in order of appearance: 2 to the power of 10 is not 10 to the power of 2
     names: tuple[str, ...]  # in order of appearance
     units: tuple[str, ...]
     sequence: tuple[str, ...]  # every word: content words as their meaning, "" for other words, "->" for "to"...
@@ -54,14 +54,14 @@ class Facts:
 
 
 def facts(text: str) -> Facts:
-    words, names, units, numbers, sequence = [], [], [], set(), []
-    text = _PHRASE.sub(lambda match: PHRASES[match.group(0).lower()], text)
+    words, names, units, numbers, sequence = [], [], [], [], []
+    text = _PHRASE.sub(lambda match: PHRASES[match.group(1).lower()], text)
     for sentence in _SENTENCE_END.split(text):
         for position, token in enumerate(_TOKEN.findall(sentence)):
             word = _plain(token)
             quantity = _QUANTITY.fullmatch(word)
             if quantity and quantity.group(2) in UNITS:
-                numbers.add(_number(quantity.group(1), quantity.group(1)))
+                numbers.append(_number(quantity.group(1), quantity.group(1)))
                 units.append(_singular(quantity.group(2)))
                 continue
             word = CASED_SPELLINGS.get(token) or SPELLINGS.get(word, word)
@@ -69,7 +69,7 @@ def facts(text: str) -> Facts:
             words.append(word)
             number = _number(word, token)
             if number is not None:
-                numbers.add(number)
+                numbers.append(number)
             elif word in UNITS:
                 units.append(_singular(word))
             elif _is_name(token, word, first=position == 0):
@@ -85,7 +85,7 @@ def facts(text: str) -> Facts:
     return Facts(
         words=frozenset(words) | frozenset(map(_singular, words)), negated=sum(w in NEGATIONS for w in words) % 2 == 1,
         sides=tuple(frozenset(i for i, side in enumerate(group) if not side.isdisjoint(bag)) for group in ALTERNATIVES),
-        asks_who=not _WHO.isdisjoint(bag), numbers=frozenset(numbers),
+        asks_who=not _WHO.isdisjoint(bag), numbers=tuple(dict.fromkeys(numbers)),
         names=tuple(dict.fromkeys(names)), units=tuple(dict.fromkeys(units)), sequence=tuple(sequence),
     )
 

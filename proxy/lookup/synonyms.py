@@ -18,7 +18,7 @@ to of in on at by for with from into onto about as than then so if or and but al
 please quick question tell explain know want help wondering wonder thanks hi hello hey ok
 thing things way ways best good possible correct right proper exactly actually really supposed
 some any get got getting gets make makes made making go going like let lets give keep keeps
-something anything people someone somebody anyone one yet many much long
+something anything people someone somebody anyone one yet many much long while during rather instead
 out up down over off away back usually typically normally generally commonly
 command trick tip tips advice method step steps option options
 """.split())
@@ -42,6 +42,7 @@ PHRASES = {
     "united states": "usa", "united kingdom": "britain", "great britain": "britain", "two factor": "two-factor",
     "multi-factor": "two-factor", "log in": "login", "sign in": "login", "log on": "login",
     "log out": "logout", "sign out": "logout", "log off": "logout", "sign up": "signup", "how come": "why", "set up": "setup",
+    "time zone": "timezone", "push up": "pushup", "e mail": "email",
     "turn on": "enable", "switch on": "enable", "turn off": "disable", "switch off": "disable",
 }
 
@@ -67,7 +68,7 @@ pair connect
 hang mount
 train teach
 visit travel trip
-speak spoken spoke
+speak spoken spoke talk
 use used utilize
 begin start
 cancel terminate
@@ -105,6 +106,14 @@ kid child children
 car vehicle auto
 movie film
 couch sofa
+lawyer attorney
+deep depth
+avoid prevent
+autumn fall
+desktop computer
+bathtub tub
+heal recovery
+dispute contest challenge
 install setup
 day daily
 week weekly
