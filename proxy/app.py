@@ -9,28 +9,28 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy import admin, ui
-from proxy.auth import Auth
-from proxy.budget import build_budgets
+from proxy.control import admin, ui
+from proxy.stages.auth import Auth
+from proxy.stages.budget import build_budgets
 from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
 from proxy.config import Config
-from proxy.control_config import configured_teams
+from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError
-from proxy.ledger import Ledger
-from proxy.metrics import Metrics, multiprocess_exposition
+from proxy.accounting.ledger import Ledger
+from proxy.accounting.metrics import Metrics, multiprocess_exposition
 from proxy.openai_wire import ENDPOINT_BY_PATH
-from proxy.hooks import build_chain
+from proxy.stages.hooks import build_chain
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
-from proxy.pricing import PriceTable, default_pricing_path
-from proxy.record import Recorder
-from proxy.reload import Reloader, install_sighup, reload_route
-from proxy.savings import HoldoutStats
-from proxy.settle import Settler
-from proxy.side_calls import SideCalls
+from proxy.accounting.pricing import PriceTable, default_pricing_path
+from proxy.stages.record import Recorder
+from proxy.control.reload import Reloader, install_sighup, reload_route
+from proxy.accounting.savings import HoldoutStats
+from proxy.stages.settle import Settler
+from proxy.policies.side_calls import SideCalls
 from proxy.store import open_store
-from proxy.tokens import TokenCounter
-from proxy.upstream import UpstreamClient
+from proxy.accounting.tokens import TokenCounter
+from proxy.stages.upstream import UpstreamClient
 from proxy.lookup import admin as lookup_admin
 from proxy.lookup.embedders import LocalModels
 from proxy.lookup.service import LOOKUPS, build_lookups

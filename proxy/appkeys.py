@@ -2,15 +2,15 @@
 
 from aiohttp import web
 
-from proxy.auth import Auth
-from proxy.budget import Budgets
+from proxy.stages.auth import Auth
+from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.ledger import Ledger
-from proxy.metrics import Metrics
-from proxy.pricing import PriceTable
-from proxy.reload import Reloader
+from proxy.accounting.ledger import Ledger
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.pricing import PriceTable
+from proxy.control.reload import Reloader
 from proxy.store import Store
-from proxy.upstream import UpstreamClient
+from proxy.stages.upstream import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
 LEDGER = web.AppKey("ledger", Ledger)

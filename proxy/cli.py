@@ -13,10 +13,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from proxy import config as config_module
-from proxy import keys, reports
+from proxy.accounting import reports
+from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
-from proxy.control_config import workers_problem
-from proxy.savings import savings_report
+from proxy.control.config import workers_problem
+from proxy.accounting.savings import savings_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +176,7 @@ def _configure_logging(config: config_module.Config) -> logging.handlers.QueueLi
 
 def _check_config(args: argparse.Namespace) -> int:
     config = config_module.load(args.file)
-    from proxy.pricing import PriceTable, default_pricing_path
+    from proxy.accounting.pricing import PriceTable, default_pricing_path
 
     files = list(config.pricing.files or [default_pricing_path()])
     overrides = {m: o.model_dump(exclude_none=True) for m, o in config.pricing.overrides.items()}
@@ -197,7 +198,7 @@ def _spend(args: argparse.Namespace) -> int:
 
 
 def _fleet_spend(args: argparse.Namespace, store: config_module.StoreConfig) -> int:
-    from proxy.ledger import parse_since
+    from proxy.accounting.ledger import parse_since
     from proxy.store import StoreUnavailable, read_fleet_spend
 
     now = time.time()
@@ -219,7 +220,7 @@ def _savings(args: argparse.Namespace) -> int:
 
 
 def _ledger_report(args: argparse.Namespace, query, table) -> int:
-    from proxy.ledger import open_readonly, parse_since
+    from proxy.accounting.ledger import open_readonly, parse_since
 
     path = args.ledger or config_module.load(args.config).ledger.path
     if not Path(path).exists():
@@ -238,13 +239,13 @@ def _ledger_report(args: argparse.Namespace, query, table) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from proxy import demo
+    from proxy.demo import run as demo
 
     return demo.run(args)
 
 
 def _pricing_import(args: argparse.Namespace) -> int:
-    from proxy.pricing_import import import_file
+    from proxy.accounting.pricing_import import import_file
 
     count = import_file(Path(args.file), Path(args.out), providers=set(args.providers) if args.providers else None)
     print(f"wrote {count} models to {args.out}")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from proxy.control_config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
+from proxy.control.config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"

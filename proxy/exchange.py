@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.count import prompt_tokens
-from proxy.tokens import TokenCounter
-from proxy.upstream import Upstream
-from proxy.usage import Usage
+from proxy.stages.count import prompt_tokens
+from proxy.accounting.tokens import TokenCounter
+from proxy.stages.upstream import Upstream
+from proxy.accounting.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import BadRequest
-from proxy.usage import Usage
+from proxy.accounting.usage import Usage
 
 # The priced endpoints; any other /v1/* path is passed through unpriced.
 ENDPOINT_BY_PATH = {

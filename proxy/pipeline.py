@@ -2,6 +2,9 @@
 
 authenticate -> parse -> policies -> route -> count -> reserve -> forward | stream -> settle -> record
 
+Each stage is a module of proxy/stages/ (parse is proxy/openai_wire.py; the policies are plugins in
+proxy/policies/, run by stages/hooks.py).
+
 Count is lazy (`ex.prompt_tokens()`): it runs only when a policy's match or a budget asks for it.
 Settle, the policies' after-answer hooks and record run in a `finally`: every request is recorded once,
 whatever happened to it.
@@ -14,19 +17,19 @@ import time
 from aiohttp import web
 
 from proxy import openai_wire as wire
-from proxy.auth import Auth
-from proxy.budget import Budgets
+from proxy.stages.auth import Auth
+from proxy.stages.budget import Budgets
 from proxy.config import Config
 from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
 from proxy.exchange import Exchange
-from proxy.hooks import PolicyChain
-from proxy.money import format_usd
-from proxy.pricing import PriceTable
-from proxy.record import Recorder
-from proxy.settle import Settler, read_answer
-from proxy.stream import SseRelay
-from proxy.tokens import TokenCounter
-from proxy.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.stages.hooks import PolicyChain
+from proxy.accounting.money import format_usd
+from proxy.accounting.pricing import PriceTable
+from proxy.stages.record import Recorder
+from proxy.stages.settle import Settler, read_answer
+from proxy.stages.stream import SseRelay
+from proxy.accounting.tokens import TokenCounter
+from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
 
 log = logging.getLogger("thriftgate.pipeline")
 

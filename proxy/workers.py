@@ -24,7 +24,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from proxy.config import Config
-from proxy.metrics import forget_dead_worker
+from proxy.accounting.metrics import forget_dead_worker
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A worker that dies sooner than this after its start is failing, not crashing once: restarting it

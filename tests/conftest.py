@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from proxy.app import make_app
 from proxy.appkeys import LEDGER, METRICS
 from proxy.config import load, validate
-from proxy.ledger import Ledger
-from proxy.metrics import Metrics
+from proxy.accounting.ledger import Ledger
+from proxy.accounting.metrics import Metrics
 from tests.fake_upstream import FakeUpstream
 from tests.processes import RedisServer
 from tests.shared import REDIS_URL, FakeClock, delete_prefix

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.ledger import Ledger, SpendRecord, open_readonly, parse_since
+from proxy.accounting.ledger import Ledger, SpendRecord, open_readonly, parse_since
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -230,7 +230,7 @@ SIGTERM_SCRIPT = textwrap.dedent(
     """
     import asyncio, signal, sys
     sys.path.insert(0, sys.argv[2])
-    from proxy.ledger import Ledger
+    from proxy.accounting.ledger import Ledger
     from tests.test_ledger import record
 
     async def main():

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.pricing import PRICE_FIELDS, PriceTable, PricingError, default_pricing_path
-from proxy.pricing_import import convert_litellm, dump_yaml, import_file
-from proxy.usage import Usage
+from proxy.accounting.pricing import PRICE_FIELDS, PriceTable, PricingError, default_pricing_path
+from proxy.accounting.pricing_import import convert_litellm, dump_yaml, import_file
+from proxy.accounting.usage import Usage
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from proxy.stream import SseRelay
+from proxy.stages.stream import SseRelay
 
 
 def event(obj: dict) -> bytes:

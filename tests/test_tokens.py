@@ -1,4 +1,4 @@
-"""proxy.tokens against counts OpenAI published, plus offline loading and malformed bodies.
+"""proxy.accounting.tokens against counts OpenAI published, plus offline loading and malformed bodies.
 
 Sources of the expected numbers:
 - COOKBOOK: openai-cookbook, examples/How_to_count_tokens_with_tiktoken.ipynb (outputs of cells
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.image_tokens import DEFAULT_IMAGE_SIZE, PatchRule, TileRule, image_size
-from proxy.tokens import ModelTokenizer, TokenCounter
+from proxy.accounting.image_tokens import DEFAULT_IMAGE_SIZE, PatchRule, TileRule, image_size
+from proxy.accounting.tokens import ModelTokenizer, TokenCounter
 
 REPO = Path(__file__).resolve().parent.parent
 BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
@@ -87,7 +87,7 @@ def cache_file(cache_dir: Path, encoding_name: str) -> Path:
 
 def test_loads_into_an_empty_cache_without_network(tmp_path: Path) -> None:
     code = (
-        "from proxy.tokens import TokenCounter\n"
+        "from proxy.accounting.tokens import TokenCounter\n"
         "c = TokenCounter()\n"
         "print(c.for_model('gpt-4o').text('お誕生日おめでとう'), c.for_model('gpt-4').text('お誕生日おめでとう'))\n"
     )
@@ -102,14 +102,14 @@ def test_loads_into_an_empty_cache_without_network(tmp_path: Path) -> None:
 def test_corrupted_cache_file_is_refused_by_tiktokens_hash_check(tmp_path: Path) -> None:
     corrupted = cache_file(tmp_path, "o200k_base")
     corrupted.write_bytes(b"aGVsbG8= 0\n")  # well-formed BPE lines, wrong sha256
-    result = run_python("from proxy.tokens import TokenCounter; TokenCounter()", {"TIKTOKEN_CACHE_DIR": str(tmp_path)})
+    result = run_python("from proxy.accounting.tokens import TokenCounter; TokenCounter()", {"TIKTOKEN_CACHE_DIR": str(tmp_path)})
     assert result.returncode != 0
     assert "o200k_base.tiktoken" in result.stderr  # tiktoken went for a fresh copy ...
     assert not corrupted.exists()  # ... after deleting the file that failed its check
 
 
 def test_default_cache_dir_belongs_to_thriftgate(tmp_path: Path) -> None:
-    code = "import os, proxy.tokens as t; print(t._cache_dir(), os.environ['TIKTOKEN_CACHE_DIR'])"
+    code = "import os, proxy.accounting.tokens as t; print(t._cache_dir(), os.environ['TIKTOKEN_CACHE_DIR'])"
     result = run_python(code, {"HOME": str(tmp_path), "XDG_CACHE_HOME": ""})
     expected = str(tmp_path / ".cache" / "thriftgate" / "tiktoken")
     assert result.stdout.split() == [expected, expected], result.stderr
@@ -118,7 +118,7 @@ def test_default_cache_dir_belongs_to_thriftgate(tmp_path: Path) -> None:
 def test_unusable_home_falls_back_to_a_private_temp_dir(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "home"
     not_a_dir.write_text("")
-    code = "import os, proxy.tokens as t; d = t._cache_dir(); print(d, oct(os.stat(d).st_mode & 0o777))"
+    code = "import os, proxy.accounting.tokens as t; d = t._cache_dir(); print(d, oct(os.stat(d).st_mode & 0o777))"
     result = run_python(code, {"HOME": str(not_a_dir), "XDG_CACHE_HOME": "", "TMPDIR": str(tmp_path)})
     directory, mode = result.stdout.split()
     assert Path(directory).parent == tmp_path and mode == "0o700", result.stderr

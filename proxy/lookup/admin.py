@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from proxy.config import ConfigError
-from proxy.control_config import NAME_PATTERN
+from proxy.control.config import NAME_PATTERN
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.lookup import canonical
 from proxy.lookup.config import seconds

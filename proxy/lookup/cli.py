@@ -28,7 +28,7 @@ def add_commands(commands: argparse._SubParsersAction, ledger_command: Callable,
 
 
 def _load(args: argparse.Namespace) -> int:
-    from proxy.keys import admin_call
+    from proxy.control.keys import admin_call
 
     pairs = []
     for number, line in enumerate(Path(args.file).read_text().splitlines(), start=1):

@@ -19,10 +19,10 @@ import orjson
 
 from proxy import openai_wire as wire
 from proxy.lookup.config import EmbedderConfig, LocalEmbedderConfig
-from proxy.pricing import PriceTable
-from proxy.tokens import TokenCounter
-from proxy.upstream import UpstreamClient, read_body
-from proxy.usage import Usage
+from proxy.accounting.pricing import PriceTable
+from proxy.accounting.tokens import TokenCounter
+from proxy.stages.upstream import UpstreamClient, read_body
+from proxy.accounting.usage import Usage
 
 
 class EmbedderFailed(Exception):

@@ -17,7 +17,7 @@ from proxy.lookup.embedders import EmbedderFailed
 from proxy.lookup.entries import Entry, LookupUnavailable
 from proxy.lookup.stored import fresh_choice
 from proxy.lookup.trace import HEADER, SIMILARITY_HEADER, LookupTrace
-from proxy.usage import Usage
+from proxy.accounting.usage import Usage
 
 if TYPE_CHECKING:  # proxy.policies imports the lookup policies, which import this module
     from proxy.lookup.settings import LookupSettings

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from proxy.money import format_usd
-from proxy.reports import render_table
+from proxy.accounting.money import format_usd
+from proxy.accounting.reports import render_table
 
 BAND = 0.02  # width of a similarity band
 _BANDS = round(1 / BAND)  # the top one, [0.98, 1.00], holds 1.0 too

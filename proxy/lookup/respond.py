@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from proxy import openai_wire as wire
-from proxy.money import format_usd
+from proxy.accounting.money import format_usd
 
 _PIECE = re.compile(r"\S+\s*|\s+")  # words with their trailing space: a stream of word-sized deltas
 _WORDS_PER_CHUNK = 4

@@ -16,10 +16,10 @@ from aiohttp import web
 from proxy.config import Config, ConfigError
 from proxy.lookup.embedders import Embedder, LocalModels, build_embedder
 from proxy.lookup.entries import EntryStore, MemoryEntries
-from proxy.metrics import Metrics
-from proxy.pricing import PriceTable
-from proxy.tokens import TokenCounter
-from proxy.upstream import UpstreamClient
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.pricing import PriceTable
+from proxy.accounting.tokens import TokenCounter
+from proxy.stages.upstream import UpstreamClient
 
 log = logging.getLogger("thriftgate.lookup")
 DRAIN_SECONDS = 10.0  # how long stopping waits for cache writes still in flight

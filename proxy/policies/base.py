@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxy.pricing import PriceTable
-from proxy.tokens import TokenCounter
+from proxy.accounting.pricing import PriceTable
+from proxy.accounting.tokens import TokenCounter
 
 if TYPE_CHECKING:
     from proxy.lookup.service import Lookups
-    from proxy.side_calls import SideCalls
+    from proxy.policies.side_calls import SideCalls
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
 Count = Annotated[int, Field(ge=0)]

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.control_config import StoreConfig
+from proxy.control.config import StoreConfig
 
 SPEND_DIMENSIONS = ("model", "team", "key", "day")
 SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens",

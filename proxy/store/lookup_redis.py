@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.control_config import StoreConfig
+from proxy.control.config import StoreConfig
 from proxy.lookup.entries import Entry, Ignored, LookupUnavailable, Partitions, decode, encode
 
 log = logging.getLogger("thriftgate.lookup")

@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.control_config import StoreConfig, masked_url
+from proxy.control.config import StoreConfig, masked_url
 from proxy.store import (SETTLED_MARK_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
                          Settlement, StoreUnavailable, spend_rows)
 

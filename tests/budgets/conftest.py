@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from proxy.control_config import StoreConfig
+from proxy.control.config import StoreConfig
 from proxy.store import Store
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore

@@ -9,9 +9,9 @@ import openai
 import pytest
 
 from proxy.appkeys import BUDGETS, METRICS
-from proxy.money import format_usd
-from proxy.pricing import PriceTable, default_pricing_path
-from proxy.tokens import TokenCounter
+from proxy.accounting.money import format_usd
+from proxy.accounting.pricing import PriceTable, default_pricing_path
+from proxy.accounting.tokens import TokenCounter
 from tests.shared import FakeClock
 from tests.conftest import RunningProxy, StartProxy
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as redis
 
-from proxy.ledger import open_readonly
-from proxy.tokens import TokenCounter
+from proxy.accounting.ledger import open_readonly
+from proxy.accounting.tokens import TokenCounter
 from tests.budgets.conftest import REDIS_URL
 from tests.budgets.replicas import Replica
 from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES, request_cost, usd

@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from proxy.appkeys import METRICS
-from proxy.auth import Auth
-from proxy.control_config import AuthConfig
+from proxy.stages.auth import Auth
+from proxy.control.config import AuthConfig
 from proxy.errors import ServiceUnavailable
 from proxy.exchange import Exchange
-from proxy.keys import key_hash
+from proxy.control.keys import key_hash
 from proxy.store import KeyRecord, StoreUnavailable
 from proxy.store.memory import MemoryStore
 from tests.shared import FakeClock

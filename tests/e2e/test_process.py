@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from proxy.appkeys import CONFIG
-from proxy.ledger import open_readonly
-from proxy.money import format_usd
+from proxy.accounting.ledger import open_readonly
+from proxy.accounting.money import format_usd
 from tests.conftest import UPSTREAM_KEY_ENV, base_config
 from tests.processes import ROOT, free_port, thriftgate, wait_ready
 

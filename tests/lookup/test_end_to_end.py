@@ -8,10 +8,10 @@ import openai
 import orjson
 import pytest
 
-from proxy.auth import key_hash
+from proxy.stages.auth import key_hash
 from proxy.lookup.service import LOOKUPS
-from proxy.money import NANOS_PER_USD
-from proxy.usage import Usage
+from proxy.accounting.money import NANOS_PER_USD
+from proxy.accounting.usage import Usage
 from tests.conftest import RunningProxy
 from tests.lookup.conftest import sdk
 from tests.policies.helpers import PRICES

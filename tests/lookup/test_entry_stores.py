@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from proxy.lookup.entries import Entry, EntryStore, LookupUnavailable, MemoryEntries, decode, encode
-from proxy.control_config import StoreConfig
+from proxy.control.config import StoreConfig
 from proxy.store.lookup_redis import RedisEntries, connect
 from tests.budgets.conftest import REDIS_URL
 from tests.processes import RedisServer
@@ -132,6 +132,9 @@ async def test_corrupt_and_foreign_entries_in_redis_are_never_served(redis_prefi
     try:
         await store.put(entry("s1", seed=1), 100, NOW)
         await store.put(entry("x1", kind="exact"), 100, NOW)
+        # The follower reads what the log announces: let it read these two before they are spoiled.
+        last_change = (await client.xrevrange(f"{redis_prefix}lookup:log", count=1))[0][0].decode()
+        await until(lambda: store._log_id == last_change)
         await client.set(f"{redis_prefix}lookup:e:x1", b"\x00garbage")
         await client.set(f"{redis_prefix}lookup:e:s1", encode(entry("s9", seed=1)))  # another entry under s1's key
         assert await store.get("x1", NOW) is None

@@ -7,9 +7,9 @@ from proxy import policies
 from proxy.config import validate
 from proxy.lookup.entries import MemoryEntries
 from proxy.lookup.service import Lookups
-from proxy.metrics import Metrics
+from proxy.accounting.metrics import Metrics
 from proxy.policies.base import Services
-from proxy.usage import Usage
+from proxy.accounting.usage import Usage
 from tests.policies.helpers import PRICES, TOKENS, exchange
 
 ASK = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "How do I enable dark mode?"}]}

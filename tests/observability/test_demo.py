@@ -4,7 +4,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from proxy.ledger import open_readonly
+from proxy.accounting.ledger import open_readonly
 from tests.conftest import StartProxy
 from tests.observability.tools import ROOT, free_port
 

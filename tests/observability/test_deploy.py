@@ -96,7 +96,7 @@ def test_dockerfile_bakes_the_tokenizer_runs_as_a_user_and_checks_health(tmp_pat
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\S+", dockerfile, re.M)
     assert "/healthz" in dockerfile.split("HEALTHCHECK", 1)[1]
-    bake = re.search(r'python -c "(from proxy\.tokens import TokenCounter; TokenCounter\(\))"', dockerfile)[1]
+    bake = re.search(r'python -c "(from proxy\.accounting\.tokens import TokenCounter; TokenCounter\(\))"', dockerfile)[1]
     cache = tmp_path / "tiktoken"
     subprocess.run([sys.executable, "-c", bake], cwd=ROOT, check=True, timeout=60,
                    env={**os.environ, "TIKTOKEN_CACHE_DIR": str(cache)})

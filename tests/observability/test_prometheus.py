@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.money import NANOS_PER_USD
+from proxy.accounting.money import NANOS_PER_USD
 from tests.conftest import RunningProxy
 from tests.observability import dashboards
 from tests.observability.prometheus import Prometheus, running_prometheus

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy import ui
-from proxy.ledger import Ledger
+from proxy.control import ui
+from proxy.accounting.ledger import Ledger
 from tests.conftest import RunningProxy, StartProxy
 from tests.fake_upstream import FAKE_API_KEY
 from tests.observability.tools import require, send_round

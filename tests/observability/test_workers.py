@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from proxy.ledger import open_readonly
+from proxy.accounting.ledger import open_readonly
 from tests.conftest import base_config
 from tests.fake_upstream import FakeUpstream
 from tests.observability.tools import ROOT, answers, eventually, free_port, running, send_round

@@ -10,13 +10,13 @@ from prometheus_client import CollectorRegistry
 from proxy import policies
 from proxy.config import validate
 from proxy.exchange import Exchange
-from proxy.hooks import PolicyChain, build_chain
-from proxy.metrics import Metrics
+from proxy.stages.hooks import PolicyChain, build_chain
+from proxy.accounting.metrics import Metrics
 from proxy.openai_wire import request_facts
 from proxy.policies.base import Services
-from proxy.pricing import PriceTable, default_pricing_path
-from proxy.savings import HoldoutStats
-from proxy.tokens import TokenCounter
+from proxy.accounting.pricing import PriceTable, default_pricing_path
+from proxy.accounting.savings import HoldoutStats
+from proxy.accounting.tokens import TokenCounter
 
 PRICES = PriceTable.load([default_pricing_path()], {})
 TOKENS = TokenCounter()

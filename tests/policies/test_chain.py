@@ -6,9 +6,9 @@ import pytest
 
 from proxy.errors import ProxyError
 from proxy.exchange import Exchange
-from proxy.hooks import PolicyChain
+from proxy.stages.hooks import PolicyChain
 from proxy.policies.base import PolicyConfig
-from proxy.savings import HoldoutStats
+from proxy.accounting.savings import HoldoutStats
 from tests.policies.helpers import SERVICES, chain, exchange
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Please summarise this report."}]}
@@ -94,7 +94,7 @@ class Broken:
 def broken_chain() -> tuple[PolicyChain, object]:
     from prometheus_client import CollectorRegistry
 
-    from proxy.metrics import Metrics
+    from proxy.accounting.metrics import Metrics
     metrics = Metrics(CollectorRegistry(), models=())
     entry = (PolicyConfig(name="broken-cap", type="cap"), Broken())
     return PolicyChain([entry], SERVICES, metrics, HoldoutStats()), metrics

@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import yaml
 
-from proxy.savings import savings_report
+from proxy.accounting.savings import savings_report
 from tests.conftest import StartProxy, base_config
 
 ROOT = Path(__file__).resolve().parents[2]

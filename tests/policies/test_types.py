@@ -3,7 +3,7 @@
 import pytest
 
 from proxy.errors import BadRequest, Forbidden
-from proxy.usage import Usage
+from proxy.accounting.usage import Usage
 from tests.policies.helpers import PRICES, exchange, policy
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be kind."},

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from proxy.money import format_usd
+from proxy.accounting.money import format_usd
 
 
 def render_table(header: Sequence[str], lines: list[Sequence[str]]) -> str:

@@ -13,8 +13,8 @@ from decimal import Decimal
 from aiohttp import web
 
 from proxy.appkeys import LEDGER
-from proxy.money import NANOS_PER_USD
-from proxy.savings import savings_report
+from proxy.accounting.money import NANOS_PER_USD
+from proxy.accounting.savings import savings_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RECENT_ROWS = 25

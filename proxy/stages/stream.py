@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import orjson
 
 from proxy import openai_wire as wire
-from proxy.money import format_usd
-from proxy.usage import Usage
+from proxy.accounting.money import format_usd
+from proxy.accounting.usage import Usage
 
 
 class SseRelay:

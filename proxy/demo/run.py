@@ -1,6 +1,6 @@
 """`thriftgate demo`: real traffic through the proxy in a minute, for /ui, /metrics and the dashboards.
 
-It starts a simulated provider (proxy.demo_provider) and sends a mixed workload at --rps for
+It starts a simulated provider (proxy.demo.provider) and sends a mixed workload at --rps for
 --duration seconds (0: until Ctrl-C): several chat models, streamed and not, embeddings, a model
 with no price, and the provider's occasional 429 and 500.
 
@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.config import validate
-from proxy.demo_provider import SimulatedProvider
+from proxy.demo.provider import SimulatedProvider
 
 MAX_IN_FLIGHT = 256  # a stalled proxy must not pile up requests without bound
 SYSTEM_PROMPT = "You are a helpful assistant for an operations team. Answer briefly and precisely."

@@ -4,10 +4,10 @@ import time
 
 from aiohttp import web
 
-from proxy import keys_api
+from proxy.control import keys_api
 from proxy.appkeys import LEDGER, STORE
 from proxy.errors import BadRequest, NotFound, ServiceUnavailable
-from proxy.ledger import parse_since
+from proxy.accounting.ledger import parse_since
 from proxy.store import SPEND_DIMENSIONS, StoreUnavailable, fleet_spend
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import tiktoken
 
-from proxy.image_tokens import ImageRule, PatchRule, TileRule, decoded_size, image_tokens
-from proxy.tool_tokens import function_definition_tokens
+from proxy.accounting.image_tokens import ImageRule, PatchRule, TileRule, decoded_size, image_tokens
+from proxy.accounting.tool_tokens import function_definition_tokens
 
 # --- loading -------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from proxy.tokens import TokenCounter
+from proxy.accounting.tokens import TokenCounter
 
 VOCABULARY = (
     "the proxy counts every token and prices it so the team can see where the money goes while requests "

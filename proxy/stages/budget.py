@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from proxy.control_config import BudgetConfig, StoreConfig
+from proxy.control.config import BudgetConfig, StoreConfig
 from proxy.errors import BadRequest, RateLimited, ServiceUnavailable
 from proxy.exchange import Exchange
-from proxy.metrics import Metrics
-from proxy.money import format_usd, usd_to_nanos
-from proxy.pricing import PriceTable
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.money import format_usd, usd_to_nanos
+from proxy.accounting.pricing import PriceTable
 from proxy.store import Charge, Reserved, Settlement, Store, StoreUnavailable, Totals
 
 log = logging.getLogger("thriftgate.budget")

@@ -15,10 +15,10 @@ import orjson
 
 from proxy.errors import ProxyError
 from proxy.exchange import Exchange, Saving
-from proxy.metrics import Metrics
+from proxy.accounting.metrics import Metrics
 from proxy.policies.base import PolicyConfig, Services
 from proxy.policies.match import Matcher
-from proxy.savings import HoldoutStats
+from proxy.accounting.savings import HoldoutStats
 
 log = logging.getLogger("thriftgate.policies")
 

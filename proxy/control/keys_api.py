@@ -12,10 +12,10 @@ from decimal import Decimal, InvalidOperation
 from aiohttp import web
 
 from proxy.appkeys import AUTH, STORE
-from proxy.control_config import NAME_PATTERN
+from proxy.control.config import NAME_PATTERN
 from proxy.errors import BadRequest, NotFound, ProxyError, ServiceUnavailable
-from proxy.keys import key_hash, new_key
-from proxy.money import nanos_to_usd, usd_to_nanos
+from proxy.control.keys import key_hash, new_key
+from proxy.accounting.money import nanos_to_usd, usd_to_nanos
 from proxy.store import KeyRecord, StoreUnavailable
 
 log = logging.getLogger("thriftgate.keys")

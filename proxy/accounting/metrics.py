@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy.exchange import Exchange, Saving
-from proxy.money import NANOS_PER_USD
+from proxy.accounting.money import NANOS_PER_USD
 
 OTHER = "other"
 NO_TEAM = "none"

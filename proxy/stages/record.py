@@ -7,11 +7,11 @@ import time
 import orjson
 
 from proxy.exchange import Exchange
-from proxy.ledger import Ledger, SpendRecord
+from proxy.accounting.ledger import Ledger, SpendRecord
 from proxy.lookup.trace import ledger_column
-from proxy.metrics import Metrics
+from proxy.accounting.metrics import Metrics
 from proxy.openai_wire import last_user_text
-from proxy.usage import Usage
+from proxy.accounting.usage import Usage
 
 access_log = logging.getLogger("thriftgate.access")
 

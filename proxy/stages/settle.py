@@ -4,12 +4,12 @@ from typing import Any
 
 import orjson
 
-from proxy import count
+from proxy.stages import count
 from proxy import openai_wire as wire
 from proxy.exchange import Exchange
-from proxy.pricing import PriceTable
-from proxy.tokens import TokenCounter
-from proxy.usage import Usage
+from proxy.accounting.pricing import PriceTable
+from proxy.accounting.tokens import TokenCounter
+from proxy.accounting.usage import Usage
 
 
 def read_answer(ex: Exchange, body: bytes) -> Any:

@@ -17,7 +17,7 @@ How `lookup` resolves the model name a client sent; the first name with a price 
 For each name tried, a pattern from a later source (an override "gpt-4o*") wins over an exact entry
 from an earlier one; otherwise the exact entry wins. Among one source's patterns the first listed wins.
 
-Usage arrives normalised to OpenAI's semantics (proxy.usage), so one formula prices every provider.
+Usage arrives normalised to OpenAI's semantics (proxy.accounting.usage), so one formula prices every provider.
 """
 
 import fnmatch
@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from proxy.money import usd_to_nanos
-from proxy.usage import Usage
+from proxy.accounting.money import usd_to_nanos
+from proxy.accounting.usage import Usage
 
 PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning", "batch_input", "batch_output")
 ENTRY_FIELDS = ("provider", *PRICE_FIELDS, "source", "as_of")  # also the order pricing_import writes them in

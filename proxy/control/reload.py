@@ -14,11 +14,11 @@ from aiohttp import web
 from proxy import config as config_module
 from proxy.config import Config
 from proxy.errors import BadRequest
-from proxy.hooks import build_chain
-from proxy.metrics import Metrics
+from proxy.stages.hooks import build_chain
+from proxy.accounting.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
-from proxy.savings import HoldoutStats
+from proxy.accounting.savings import HoldoutStats
 
 log = logging.getLogger("thriftgate.reload")
 

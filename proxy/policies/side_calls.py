@@ -13,12 +13,12 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.budget import Budgets
+from proxy.stages.budget import Budgets
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, new_request_id
-from proxy.record import Recorder
-from proxy.settle import Settler, read_answer
-from proxy.upstream import UpstreamClient, read_body, relayed_headers
+from proxy.stages.record import Recorder
+from proxy.stages.settle import Settler, read_answer
+from proxy.stages.upstream import UpstreamClient, read_body, relayed_headers
 
 
 @dataclass(slots=True)

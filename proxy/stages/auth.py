@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.control_config import AuthConfig
+from proxy.control.config import AuthConfig
 from proxy.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 from proxy.exchange import Exchange
-from proxy.keys import KEY_PREFIX, key_hash
+from proxy.control.keys import KEY_PREFIX, key_hash
 from proxy.store import KeyRecord, Store, StoreUnavailable
 
 USER_HEADER = "x-thriftgate-user"

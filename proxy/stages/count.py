@@ -3,8 +3,8 @@
 import logging
 from typing import Any
 
-from proxy.tokens import ModelTokenizer
-from proxy.usage import Usage
+from proxy.accounting.tokens import ModelTokenizer
+from proxy.accounting.usage import Usage
 
 log = logging.getLogger("thriftgate.count")
 

@@ -1,0 +1,2 @@
+"""What a request used and cost: token counts (tokens, image_tokens, tool_tokens), prices (pricing,
+pricing_import, money, usage), the spend ledger, the Prometheus metrics, savings and reports."""

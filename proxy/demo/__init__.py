@@ -1,0 +1,1 @@
+"""`thriftgate demo`: a local provider and a workload that show the dashboards moving."""
