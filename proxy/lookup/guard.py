@@ -21,9 +21,12 @@ The checks err towards refusing: a refused paraphrase costs one upstream call, a
 import re
 from dataclasses import dataclass
 
-from proxy.lookup.synonyms import CASED_SPELLINGS, DIRECTIONAL, FUNCTION_WORDS, PHRASES, SPELLINGS, SYNONYMS
+from proxy.lookup.synonyms import (
+    CASED_SPELLINGS, DIRECTIONAL, FIRST_PERSON, FUNCTION_WORDS, PHRASES, SPELLINGS, SYNONYMS,
+)
 from proxy.lookup.words import (
-    ALTERNATIVES, NAMES, NEGATIONS, NUMBER_WORDS, ORDINAL_WORDS, ROMAN_NUMERALS, UNITS,
+    ALTERNATIVES, ATTRIBUTE_NOUNS, HOW_QUESTIONS, NAMES, NEGATIONS, NUMBER_WORDS, ORDINAL_WORDS, QUESTION_WORDS,
+    ROMAN_NUMERALS, UNITS,
 )
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’\-_.][A-Za-z0-9]+)*")
@@ -33,7 +36,8 @@ _ORDINAL_DIGITS = re.compile(r"(\d+)(?:st|nd|rd|th)")
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([a-z]+)")  # 1gb, 5km: a number and its unit written together
 _PHRASE = re.compile(r"\b(" + "|".join(map(re.escape, PHRASES)) + r")s?\b", re.IGNORECASE)  # time zone(s)
 _PRONOUN_I = frozenset({"i", "im", "ive", "id", "ill"})
-_WHO = frozenset({"who", "whom", "whose", "whos"})
+_DIRECTION, _ME = "->", "ME"
+_NOT_CONTENT = frozenset({"", _DIRECTION, _ME})
 _SHARED_PREFIX = 6  # "deductible" / "deduct", "dehydration" / "dehydrated": one word
 
 
@@ -42,23 +46,32 @@ class Facts:
     words: frozenset[str]  # lower case, possessives and apostrophes dropped, spellings unified; and singular
     negated: bool
     sides: tuple[frozenset[int], ...]  # per group of alternatives: which of them the text says
-    asks_who: bool  # "Who discovered the theorem?" is not "What is the theorem?"
+    asks: frozenset[str]  # "who", "how old", ...: "Who discovered it?", "How old is it?" are not "What is it?"
     numbers: tuple[str, ...]  # in order of appearance: 2 to the power of 10 is not 10 to the power of 2
     names: tuple[str, ...]  # in order of appearance
     units: tuple[str, ...]
-    sequence: tuple[str, ...]  # every word: content words as their meaning, "" for other words, "->" for "to"...
+    sequence: tuple[str, ...]  # every word: content words as their meaning, "->" for "to" and the like,
+    # ME for "I", "my", ... (who does what to whom), "" for other words
 
     @property
     def content(self) -> frozenset[str]:
-        return frozenset(self.sequence) - {"", "->"}
+        return frozenset(self.sequence) - _NOT_CONTENT
 
 
 def facts(text: str) -> Facts:
-    words, names, units, numbers, sequence = [], [], [], [], []
+    words, names, units, numbers, sequence, asks = [], [], [], [], [], set()
     text = _PHRASE.sub(lambda match: PHRASES[match.group(1).lower()], text)
     for sentence in _SENTENCE_END.split(text):
+        previous = ""
         for position, token in enumerate(_TOKEN.findall(sentence)):
             word = _plain(token)
+            if word in QUESTION_WORDS:
+                asks.add(QUESTION_WORDS[word])
+            elif previous == "how" and word in HOW_QUESTIONS:
+                asks.add("how " + HOW_QUESTIONS[word])
+            elif _singular(word) in ATTRIBUTE_NOUNS:
+                asks.add("how " + ATTRIBUTE_NOUNS[_singular(word)])
+            previous = word
             quantity = _QUANTITY.fullmatch(word)
             if quantity and quantity.group(2) in UNITS:
                 numbers.append(_number(quantity.group(1), quantity.group(1)))
@@ -75,7 +88,7 @@ def facts(text: str) -> Facts:
             elif _is_name(token, word, first=position == 0):
                 names.append(word if acronym else _singular(word))  # HTTPS is not the plural of HTTP
             if number is not None or word in UNITS or word in FUNCTION_WORDS or word in NEGATIONS:
-                sequence.append("->" if word in DIRECTIONAL else "")
+                sequence.append(_DIRECTION if word in DIRECTIONAL else _ME if word in FIRST_PERSON else "")
             elif acronym:
                 sequence.append(word)
             else:
@@ -85,7 +98,7 @@ def facts(text: str) -> Facts:
     return Facts(
         words=frozenset(words) | frozenset(map(_singular, words)), negated=sum(w in NEGATIONS for w in words) % 2 == 1,
         sides=tuple(frozenset(i for i, side in enumerate(group) if not side.isdisjoint(bag)) for group in ALTERNATIVES),
-        asks_who=not _WHO.isdisjoint(bag), numbers=tuple(dict.fromkeys(numbers)),
+        asks=frozenset(asks), numbers=tuple(dict.fromkeys(numbers)),
         names=tuple(dict.fromkeys(names)), units=tuple(dict.fromkeys(units)), sequence=tuple(sequence),
     )
 
@@ -97,7 +110,7 @@ def refusal(new: Facts, stored: Facts) -> str | None:
     for ours, theirs in zip(new.sides, stored.sides):
         if ours and theirs and ours != theirs:
             return "alternative"
-    if new.asks_who != stored.asks_who:
+    if new.asks != stored.asks:
         return "question"
     if new.numbers != stored.numbers:
         return "number"
@@ -134,16 +147,16 @@ def _swapped(new: Facts, stored: Facts, *, same_words: bool) -> bool:
     """True when two shared content words come in the other order, and the order matters: both put a
     directional word between them ("string to integer"), or both put the same content word between
     them ("can a parent claim a child")."""
-    shared = new.content & stored.content
+    shared = new.content & stored.content | {_ME} & set(new.sequence) & set(stored.sequence)
     ours = {word: i for i, word in reversed(list(enumerate(new.sequence))) if word in shared}
     theirs = {word: i for i, word in reversed(list(enumerate(stored.sequence))) if word in shared}
     for a in shared:
         for b in shared:
             if ours[a] < ours[b] and theirs[a] > theirs[b]:
                 between = new.sequence[ours[a] + 1: ours[b]], stored.sequence[theirs[b] + 1: theirs[a]]
-                if all("->" in words for words in between):
+                if all(_DIRECTION in words for words in between):
                     return True
-                if same_words and set(between[0]) & set(between[1]) - {"", "->"}:
+                if same_words and set(between[0]) & set(between[1]) - _NOT_CONTENT:
                     return True
     return False
 

@@ -18,7 +18,7 @@ to of in on at by for with from into onto about as than then so if or and but al
 please quick question tell explain know want help wondering wonder thanks hi hello hey ok
 thing things way ways best good possible correct right proper exactly actually really supposed
 some any get got getting gets make makes made making go going like let lets give keep keeps
-something anything people someone somebody anyone one yet many much long while during rather instead
+something anything people someone somebody anyone one yet many much long while during rather instead another
 out up down over off away back usually typically normally generally commonly
 command trick tip tips advice method step steps option options
 """.split())
@@ -43,13 +43,16 @@ PHRASES = {
     "multi-factor": "two-factor", "log in": "login", "sign in": "login", "log on": "login",
     "log out": "logout", "sign out": "logout", "log off": "logout", "sign up": "signup", "how come": "why", "set up": "setup",
     "time zone": "timezone", "push up": "pushup", "e mail": "email",
+    "how much time": "how long", "how many minutes": "how long", "how many hours": "how long",
+    "how many days": "how long", "how many weeks": "how long", "how many months": "how long",
+    "how many years": "how long",
     "turn on": "enable", "switch on": "enable", "turn off": "disable", "switch off": "disable",
 }
 
 # Words that mean the same in a question; each group becomes its first word.
 SYNONYM_GROUPS = """
 change update modify edit switch alter adjust amend
-delete remove erase
+delete remove erase rid eliminate
 find locate search
 see view check display list look
 contact reach email call message
@@ -60,9 +63,9 @@ big bigger biggest large larger largest huge
 small smaller smallest little tiny
 fast faster fastest quick quicker quickest quickly rapid
 often frequently frequent
-improve better boost enhance
+improve better enhance
+increase raise boost
 reduce lower decrease cut
-rid lose eliminate
 undo revert
 pair connect
 hang mount
@@ -84,7 +87,7 @@ login signin
 logout signout
 signup register registration
 allow permit
-send forward
+send forward transfer
 invoice receipt bill
 far distance
 tall taller tallest height high higher highest
@@ -101,11 +104,15 @@ hire employ
 quit leave
 choose pick select
 combine merge join
-need require required
+need require required necessary
 kid child children
 car vehicle auto
 movie film
 couch sofa
+substitute replacement replace alternative
+baggage bag luggage
+football soccer
+calculate compute
 lawyer attorney
 deep depth
 avoid prevent
@@ -125,6 +132,9 @@ hour hourly
 SYNONYMS: dict[str, str] = {
     word: group.split()[0] for group in SYNONYM_GROUPS.splitlines() for word in group.split()
 }
+
+# The asker, wherever they stand in a question: "can I claim my parents" / "can my parents claim me".
+FIRST_PERSON = frozenset("i me myself im ive we us".split())
 
 # Words between two others that make their order matter: "convert a string to an integer".
 DIRECTIONAL = frozenset("to from into onto for than as over vs versus towards instead".split())

@@ -81,14 +81,31 @@ ALTERNATIVES: tuple[tuple[frozenset[str], ...], ...] = tuple(
         ("borrow borrowing", "lend lending"),
         ("gain gaining", "lose losing"),
         ("cheaper", "pricier costlier dearer"),
-        ("all every whole entire both", "some part partial selected certain few several any either"),
+        ("all every whole entire both", "some part partial selected certain few several any either", "most majority",
+         "none"),
         ("only solely exclusively", "also too additionally"),
-        ("always", "sometimes occasionally usually often rarely seldom"),
+        ("always", "usually often generally normally typically", "sometimes occasionally", "rarely seldom", "ever"),
         ("each per individual", "total overall combined altogether"),
         ("hourly hour", "daily day", "weekly week", "monthly month", "yearly annually annual year", "lifetime"),
         ("who whom whose whos", "when", "where", "why"),
     )
 )
+
+# Questions that ask for one kind of answer, whichever way the rest is put: both ask it or neither.
+QUESTION_WORDS = {"who": "who", "whom": "who", "whose": "who", "whos": "who"}
+# "how old", "how long", ...: the word after "how", and the kind of answer it asks for.
+HOW_QUESTIONS = {
+    "old": "old", "long": "long", "many": "much", "much": "much", "far": "far", "often": "often",
+    "frequently": "often", "big": "big", "large": "big", "tall": "tall", "high": "tall", "deep": "deep",
+    "fast": "fast", "quickly": "fast", "soon": "soon", "early": "soon", "late": "late", "hot": "hot",
+    "cold": "cold", "heavy": "heavy", "safe": "safe", "expensive": "much",
+}
+# Nouns that ask the same as a "how" question: "What is the height of Everest?" is "How tall is Everest?".
+ATTRIBUTE_NOUNS = {
+    "height": "tall", "distance": "far", "age": "old", "depth": "deep", "temperature": "hot", "duration": "long",
+    "price": "much", "cost": "much", "population": "much", "weight": "heavy", "speed": "fast", "frequency": "often",
+    "size": "big",
+}
 
 # "one" and "once" are left out: as often a pronoun or a conjunction ("which one", "once I ordered").
 NUMBER_WORDS = {

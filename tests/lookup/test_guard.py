@@ -35,6 +35,9 @@ from proxy.lookup.guard import facts, refusal
     ("Can a child claim a parent as a dependent?", "Can a parent claim a child as a dependent?", "order"),
     ("How do I redirect HTTPS to HTTP?", "How do I redirect HTTP to HTTPS?", "order"),
     ("What is 10 to the power of 2?", "What is 2 to the power of 10?", "number"),
+    ("How old is the Great Barrier Reef?", "What is the Great Barrier Reef?", "question"),
+    ("Can my parents claim me as a dependent?", "Can I claim my parents as dependents?", "order"),
+    ("Does it ever snow in London in winter?", "Does it usually snow in London in winter?", "alternative"),
     ("Does the plan also include phone support?", "Does the plan include only phone support?", "alternative"),
 ])
 def test_near_misses_are_refused_with_their_reason(new: str, stored: str, reason: str) -> None:
@@ -62,6 +65,8 @@ def test_near_misses_are_refused_with_their_reason(new: str, stored: str, reason
     ("How do I find files bigger than 1 GB?", "How do I find files larger than 1GB?"),
     ("How do I reverse a Python list?", "How do I reverse a list in Python?"),
     ("How many timezones are there in Russia?", "How many time zones does Russia have?"),
+    ("What's the height of Mount Everest?", "How tall is Mount Everest?"),
+    ("How much data have I used?", "How much data did I use?"),
 ])
 def test_paraphrases_pass(new: str, stored: str) -> None:
     assert refusal(facts(new), facts(stored)) is None
