@@ -4,7 +4,7 @@
     python bench/lookup.py --sizes 1000    # skip the 100k partition (its HNSW graph takes a minute to build)
 
 Quality: bench/data/lookup_pairs*.txt hold question pairs, each labelled paraphrase (a hit is right) or a
-kind of near miss (a hit is wrong): the set the guard was first tuned on, a first held-out set, two blind
+kind of near miss (a hit is wrong): the set the guard was first tuned on, a first held-out set, three blind
 sets (written by writers who had not seen the guard; each measured once, then used to develop the guard)
 and the held-out set (written the same way, measured once the guard was final). A pair already in an
 earlier set is left out of a later one. For each threshold: a pair is a hit when its all-MiniLM-L6-v2
@@ -33,8 +33,8 @@ from proxy.lookup.index import BruteForce, Hnsw  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 PAIR_SETS = {"tuning set": DATA / "lookup_pairs.txt", "first held-out set": DATA / "lookup_pairs_heldout.txt",
-             "blind set": DATA / "lookup_pairs_blind.txt", "second blind set": DATA / "lookup_pairs_final.txt",
-             "held-out set": DATA / "lookup_pairs_holdout.txt"}
+             "blind set": DATA / "lookup_pairs_blind.txt", "second blind set": DATA / "lookup_pairs_blind2.txt",
+             "third blind set": DATA / "lookup_pairs_blind3.txt", "held-out set": DATA / "lookup_pairs_holdout.txt"}
 THRESHOLDS = [round(0.80 + 0.02 * i, 2) for i in range(10)]
 DIMENSIONS = 384
 

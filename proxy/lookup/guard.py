@@ -5,7 +5,9 @@ Embeddings score near misses like paraphrases ("turn on dark mode" / "turn off d
 the similarity, a match must pass these checks:
   negation      both are negated, or neither ("I want to cancel" / "I don't want to cancel");
   alternative   neither says one of a group of alternatives the other says another of (on/off,
-                all/some, daily/weekly, who/when, ...);
+                all/some, daily/weekly, where/when, ...);
+  question      both ask "who", "how old", "how far" ... or neither ("What is the reef?" / "How old is
+                the reef?"); "what is the age of" asks "how old";
   number        the same numbers, as digits, words, ordinals or roman numerals ("5 days" / "five days");
   name          each name in one (a capitalised word, an acronym, a word with digits, a known country,
                 city, language, element, ...) is a word of the other;
@@ -13,11 +15,13 @@ the similarity, a match must pass these checks:
   substitution  the content words align: what one says and the other does not is only added detail on
                 one side, never a word swapped for another ("lemon" / "lime"); spellings and synonyms
                 count as the same word (proxy/lookup/synonyms.py);
-  order         the content words both say come in the same order where it matters ("string to integer" / "integer to
-                string"; "from savings to checking").
+  order         the content words both say come in the same order where it matters: around a "to",
+                "from", "for", ... ("string to integer" / "integer to string"), or around the same verb
+                ("can I claim my parents" / "can my parents claim me").
 The checks err towards refusing: a refused paraphrase costs one upstream call, a wrong answer more.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -51,13 +55,11 @@ class Facts:
     names: tuple[str, ...]  # in order of appearance
     units: tuple[str, ...]
     sequence: tuple[str, ...]  # every word: content words as their meaning, "->" for "to" and the like,
-    # ME for "I", "my", ... (who does what to whom), "" for other words
-
-    @property
-    def content(self) -> frozenset[str]:
-        return frozenset(self.sequence) - _NOT_CONTENT
+    # ME for "I", "me", "we", "us" (who does what to whom), "" for other words
+    content: frozenset[str]  # the content words of the sequence
 
 
+@functools.lru_cache(maxsize=4096)  # stored questions come back as candidates again and again
 def facts(text: str) -> Facts:
     words, names, units, numbers, sequence, asks = [], [], [], [], [], set()
     text = _PHRASE.sub(lambda match: PHRASES[match.group(1).lower()], text)
@@ -100,6 +102,7 @@ def facts(text: str) -> Facts:
         sides=tuple(frozenset(i for i, side in enumerate(group) if not side.isdisjoint(bag)) for group in ALTERNATIVES),
         asks=frozenset(asks), numbers=tuple(dict.fromkeys(numbers)),
         names=tuple(dict.fromkeys(names)), units=tuple(dict.fromkeys(units)), sequence=tuple(sequence),
+        content=frozenset(sequence) - _NOT_CONTENT,
     )
 
 

@@ -40,13 +40,13 @@ CASED_SPELLINGS = {"US": "usa"}
 # Phrases that are one of the spellings above; matched before the words are split.
 PHRASES = {
     "united states": "usa", "united kingdom": "britain", "great britain": "britain", "two factor": "two-factor",
-    "multi-factor": "two-factor", "log in": "login", "sign in": "login", "log on": "login",
-    "log out": "logout", "sign out": "logout", "log off": "logout", "sign up": "signup", "how come": "why", "set up": "setup",
-    "time zone": "timezone", "push up": "pushup", "e mail": "email",
-    "how much time": "how long", "how many minutes": "how long", "how many hours": "how long",
+    "multi-factor": "two-factor", "time zone": "timezone", "push up": "pushup", "e mail": "email",
+    "log in": "login", "sign in": "login", "log on": "login", "log out": "logout", "sign out": "logout",
+    "log off": "logout", "sign up": "signup", "set up": "setup",
+    "turn on": "enable", "switch on": "enable", "turn off": "disable", "switch off": "disable",
+    "how come": "why", "how much time": "how long", "how many minutes": "how long", "how many hours": "how long",
     "how many days": "how long", "how many weeks": "how long", "how many months": "how long",
     "how many years": "how long",
-    "turn on": "enable", "switch on": "enable", "turn off": "disable", "switch off": "disable",
 }
 
 # Words that mean the same in a question; each group becomes its first word.
