@@ -42,6 +42,7 @@ _PHRASE = re.compile(r"\b(" + "|".join(map(re.escape, PHRASES)) + r")s?\b", re.I
 _PRONOUN_I = frozenset({"i", "im", "ive", "id", "ill"})
 _DIRECTION, _ME = "->", "ME"
 _NOT_CONTENT = frozenset({"", _DIRECTION, _ME})
+_REMEMBERED_LENGTH = 300  # characters: 4096 remembered questions stay a few MB
 _SHARED_PREFIX = 6  # "deductible" / "deduct", "dehydration" / "dehydrated": one word
 
 
@@ -59,8 +60,17 @@ class Facts:
     content: frozenset[str]  # the content words of the sequence
 
 
-@functools.lru_cache(maxsize=4096)  # stored questions come back as candidates again and again
 def facts(text: str) -> Facts:
+    """Stored questions come back as candidates again and again: short ones are remembered."""
+    return _remembered_facts(text) if len(text) <= _REMEMBERED_LENGTH else _facts(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_facts(text: str) -> Facts:
+    return _facts(text)
+
+
+def _facts(text: str) -> Facts:
     words, names, units, numbers, sequence, asks = [], [], [], [], [], set()
     text = _PHRASE.sub(lambda match: PHRASES[match.group(1).lower()], text)
     for sentence in _SENTENCE_END.split(text):
