@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from proxy.stages.budget import window_of
+from proxy.stages.budget_rules import window_of
 from proxy.store import Charge, KeyRecord, Settlement, Store, Totals, fleet_spend
 from tests.shared import END_OF_MARCH
 
