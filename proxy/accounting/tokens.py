@@ -28,12 +28,13 @@ from pathlib import Path
 
 import tiktoken
 
-from proxy.accounting.image_tokens import ImageRule, PatchRule, TileRule, decoded_size, image_tokens
+from proxy.accounting.image_tokens import ImageRule, decoded_size, image_tokens
+from proxy.accounting.model_families import CL100K, FAMILY_BY_PREFIX, O200K, OTHER, Family, family_of
 from proxy.accounting.tool_tokens import function_definition_tokens
 
 # --- loading -------------------------------------------------------------------------------------
 
-ENCODING_NAMES = ("cl100k_base", "o200k_base")
+ENCODING_NAMES = (CL100K, O200K)
 # tiktoken_ext/openai_public.py loads each file from this URL; its cache file is named sha1(url).
 _BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
@@ -80,69 +81,13 @@ def _load_encodings() -> dict[str, tiktoken.Encoding]:
     return {name: tiktoken.get_encoding(name) for name in ENCODING_NAMES}
 
 
-# --- model families ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Family:
-    encoding: str
-    image: ImageRule
-    estimate_factor: float | None = None  # set when the model's tokenizer is not tiktoken's
-
-
-# Image rules: OpenAI "Images and vision" guide, "Calculating costs" tables.
-_GPT_4O_IMAGES = TileRule(base=85, per_tile=170)  # also gpt-4.1, gpt-4.5, gpt-4-turbo
-_O200K = "o200k_base"
-_CL100K = "cl100k_base"
-# Other tokenizers, counted as o200k times a factor. Claude: 16% (prose) to 30% (code) more tokens
-# than GPT-4o measured on the same inputs (Vantage / VentureBeat, "Hidden costs in AI deployment",
-# 2024). Everything else (Gemini, Llama 3, Mistral Tekken, DeepSeek, Qwen...) uses 128k-256k-entry
-# BPE/SentencePiece vocabularies that land within ~10% of o200k on English prose; 1.1 errs high.
-_OTHER = _Family(_O200K, _GPT_4O_IMAGES, estimate_factor=1.1)
-
-# First matching prefix wins, so longer prefixes come before the shorter ones they extend.
-_FAMILY_BY_PREFIX: tuple[tuple[str, _Family], ...] = (
-    ("gpt-4o-mini", _Family(_O200K, TileRule(base=2833, per_tile=5667))),
-    ("gpt-4o", _Family(_O200K, _GPT_4O_IMAGES)),
-    ("chatgpt-4o", _Family(_O200K, _GPT_4O_IMAGES)),
-    ("gpt-4.1-mini", _Family(_O200K, PatchRule(multiplier=1.62))),
-    ("gpt-4.1-nano", _Family(_O200K, PatchRule(multiplier=2.46))),
-    ("gpt-4.1", _Family(_O200K, _GPT_4O_IMAGES)),
-    ("gpt-4.5", _Family(_O200K, _GPT_4O_IMAGES)),
-    ("gpt-5-mini", _Family(_O200K, PatchRule(multiplier=1.62))),
-    ("gpt-5-nano", _Family(_O200K, PatchRule(multiplier=2.46))),
-    ("gpt-5", _Family(_O200K, TileRule(base=70, per_tile=140))),
-    ("o1", _Family(_O200K, TileRule(base=75, per_tile=150))),
-    ("o3", _Family(_O200K, TileRule(base=75, per_tile=150))),
-    ("o4", _Family(_O200K, PatchRule(multiplier=1.72))),
-    ("gpt-4", _Family(_CL100K, _GPT_4O_IMAGES)),
-    ("gpt-3.5", _Family(_CL100K, _GPT_4O_IMAGES)),
-    ("text-embedding-3", _Family(_CL100K, _GPT_4O_IMAGES)),
-    ("text-embedding-ada-002", _Family(_CL100K, _GPT_4O_IMAGES)),
-    ("claude", _Family(_O200K, _GPT_4O_IMAGES, estimate_factor=1.2)),
-)
-
-
-def _base_model(model: str) -> str:
-    """'openai/ft:gpt-4o-mini-2024-07-18:org::id' -> 'gpt-4o-mini-2024-07-18'."""
-    name = model.strip().lower().rsplit("/", 1)[-1]
-    if name.startswith("ft:"):
-        name = name[3:].partition(":")[0]
-    return name
-
-
-def _family_of(model: str) -> _Family:
-    base = _base_model(model)
-    return next((family for prefix, family in _FAMILY_BY_PREFIX if base.startswith(prefix)), _OTHER)
-
-
 # --- counting ------------------------------------------------------------------------------------
 
 # Cookbook section 6: every message is <|start|>{role/name}\n{content}<|end|>\n; a name costs one
 # more token; every reply is primed with <|start|>assistant<|message|>.
 _PER_MESSAGE, _PER_NAME, _REPLY_PRIMING = 3, 1, 3
 # Cookbook section 7 (function definitions); FUNC_INIT is 7 for o200k and 10 for cl100k models.
-_FUNC_INIT = {_O200K: 7, _CL100K: 10}
+_FUNC_INIT = {O200K: 7, CL100K: 10}
 # Approximation: a tool call costs its name and arguments plus 3 tokens of framing, the rule that
 # openai-chat-tokens (hmarr) found for legacy function_call messages; OpenAI publishes none.
 _PER_TOOL_CALL = 3
@@ -342,7 +287,7 @@ class TokenCounter:
         encodings = _load_encodings()
         self._tokenizers = {
             family: _tokenizer(family, encodings)
-            for family in {family for _, family in _FAMILY_BY_PREFIX} | {_OTHER}
+            for family in {family for _, family in FAMILY_BY_PREFIX} | {OTHER}
         }
         self._by_model: dict[str, ModelTokenizer] = {}
 
@@ -351,14 +296,14 @@ class TokenCounter:
             raise ValueError("model: expected a string")
         if (tokenizer := self._by_model.get(model)) is not None:
             return tokenizer
-        tokenizer = self._tokenizers[_family_of(model)]
+        tokenizer = self._tokenizers[family_of(model)]
         if len(self._by_model) >= self.MAX_MEMOISED_MODELS:
             del self._by_model[next(iter(self._by_model))]  # drop the oldest entry
         self._by_model[model] = tokenizer
         return tokenizer
 
 
-def _tokenizer(family: _Family, encodings: dict[str, tiktoken.Encoding]) -> ModelTokenizer:
+def _tokenizer(family: Family, encodings: dict[str, tiktoken.Encoding]) -> ModelTokenizer:
     return ModelTokenizer(
         encoding=encodings[family.encoding],
         exact=family.estimate_factor is None,
