@@ -22,6 +22,7 @@ The checks err towards refusing: a refused paraphrase costs one upstream call, a
 """
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 
@@ -145,15 +146,8 @@ def _unaligned(words: frozenset[str], others: frozenset[str]) -> set[str]:
 
 
 def _prefix(one: str, other: str) -> bool:
-    shared = len(_shared_start(one, other))
+    shared = len(os.path.commonprefix((one, other)))
     return shared >= _SHARED_PREFIX and shared >= 0.75 * min(len(one), len(other))
-
-
-def _shared_start(one: str, other: str) -> str:
-    for i, (a, b) in enumerate(zip(one, other)):
-        if a != b:
-            return one[:i]
-    return one[: min(len(one), len(other))]
 
 
 def _swapped(new: Facts, stored: Facts, *, same_words: bool) -> bool:
@@ -161,8 +155,8 @@ def _swapped(new: Facts, stored: Facts, *, same_words: bool) -> bool:
     directional word between them ("string to integer"), or both put the same content word between
     them ("can a parent claim a child")."""
     shared = new.content & stored.content | {_ME} & set(new.sequence) & set(stored.sequence)
-    ours = {word: i for i, word in reversed(list(enumerate(new.sequence))) if word in shared}
-    theirs = {word: i for i, word in reversed(list(enumerate(stored.sequence))) if word in shared}
+    ours = {word: new.sequence.index(word) for word in shared}  # where each word first stands
+    theirs = {word: stored.sequence.index(word) for word in shared}
     for a in shared:
         for b in shared:
             if ours[a] < ours[b] and theirs[a] > theirs[b]:
