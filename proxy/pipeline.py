@@ -25,6 +25,7 @@ from proxy.exchange import Exchange
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
+from proxy.stages.count import prompt_counter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
@@ -55,7 +56,7 @@ class Pipeline:
         self._max_body = config.server.max_body_bytes
         self._reject_unpriced = config.pricing.unpriced == "reject"
         self._settler = settler
-        self._tokens = tokens
+        self._count_prompt = prompt_counter(tokens)
         self._prices = prices
         self._upstreams = upstreams
         self._recorder = recorder
@@ -115,7 +116,7 @@ class Pipeline:
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
-        ex.tokens = self._tokens
+        ex.count_prompt = self._count_prompt
         if policies:
             await policies.on_request(ex)
             if ex.early_response is not None:

@@ -3,8 +3,9 @@
 import logging
 from typing import Any
 
-from proxy.accounting.tokens import ModelTokenizer
+from proxy.accounting.tokens import ModelTokenizer, TokenCounter
 from proxy.accounting.usage import Usage
+from proxy.exchange import PromptCounter
 
 log = logging.getLogger("thriftgate.count")
 
@@ -19,6 +20,11 @@ def prompt_tokens(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any]
     if endpoint == "responses":
         return tokenizer.responses_input(body.get("input") or "", body.get("instructions"), body.get("tools"))
     return 0
+
+
+def prompt_counter(tokens: TokenCounter) -> PromptCounter:
+    """What the pipeline hands each exchange to count its prompt (Exchange.prompt_tokens memoises it)."""
+    return lambda model, endpoint, body: prompt_tokens(tokens.for_model(model), endpoint, body)
 
 
 def estimate_usage(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any] | None, output: list[str]) -> Usage:

@@ -7,13 +7,12 @@ when the request is sent and while its answer is read.
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-
 import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig, UpstreamMatcher
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.upstream_types import Upstream
 
 # Marks requests this proxy sent, so a misconfigured upstream pointing back at us fails fast.
 HOP_HEADER = "x-thriftgate-hop"
@@ -27,30 +26,22 @@ _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "se
 _NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization"}
 
 
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    name: str
-    base_url: str
-    authorization: str | None  # resolved once at start-up from the configured env var
-    timeout: aiohttp.ClientTimeout
-
-    @classmethod
-    def from_config(cls, config: UpstreamConfig) -> "Upstream":
-        key = config.api_key
-        return cls(
-            name=config.name,
-            base_url=config.base_url,
-            authorization=f"Bearer {key}" if key else None,
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
-            ),
-        )
+def upstream_from_config(config: UpstreamConfig) -> Upstream:
+    key = config.api_key
+    return Upstream(
+        name=config.name,
+        base_url=config.base_url,
+        authorization=f"Bearer {key}" if key else None,
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
+        ),
+    )
 
 
 class UpstreamClient:
     def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
         self._matcher = UpstreamMatcher(upstreams)
-        self._by_name = {u.name: Upstream.from_config(u) for u in upstreams}
+        self._by_name = {u.name: upstream_from_config(u) for u in upstreams}
         self.default = self._by_name[upstreams[0].name]
         self._session: aiohttp.ClientSession | None = None
 

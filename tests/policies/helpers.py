@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from proxy import policies
 from proxy.config import validate
 from proxy.exchange import Exchange
+from proxy.stages.count import prompt_counter
 from proxy.stages.hooks import PolicyChain, build_chain
 from proxy.accounting.metrics import Metrics
 from proxy.openai_wire import request_facts
@@ -38,7 +39,7 @@ def exchange(endpoint: str, body: dict[str, Any], headers: dict[str, str] | None
     facts = request_facts(endpoint, ex.body)
     ex.requested_model = ex.model = facts.model
     ex.stream, ex.max_output_tokens = facts.stream, facts.max_output_tokens
-    ex.tokens = TOKENS
+    ex.count_prompt = prompt_counter(TOKENS)
     return ex
 
 
