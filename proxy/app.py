@@ -28,7 +28,7 @@ from proxy.control.reload import Reloader, install_sighup, reload_route
 from proxy.accounting.savings import HoldoutStats
 from proxy.stages.settle import Settler
 from proxy.policies.side_calls import SideCalls
-from proxy.store import open_store
+from proxy.store.backends import open_store
 from proxy.accounting.tokens import TokenCounter
 from proxy.stages.upstream import UpstreamClient
 from proxy.lookup import admin as lookup_admin

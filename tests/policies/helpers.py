@@ -7,8 +7,8 @@ import orjson
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 
-from proxy import policies
-from proxy.config import validate
+from proxy.policies import registry
+from proxy.config_loading import validate
 from proxy.exchange import Exchange
 from proxy.stages.count import prompt_counter
 from proxy.stages.hooks import PolicyChain, build_chain
@@ -52,4 +52,4 @@ def chain(*entries: dict[str, Any]) -> tuple[PolicyChain, Metrics]:
 def policy(entry: dict[str, Any]):
     """One policy object of the entry's type, built as the app builds it."""
     config = validate({"policies": [entry]}).policies[0]
-    return policies.REGISTRY[config.type].Policy(config, SERVICES)
+    return registry.REGISTRY[config.type].Policy(config, SERVICES)
