@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from proxy.control import admin, ui
 from proxy.stages.auth import Auth
 from proxy.stages.budget import build_budgets
-from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
+from proxy.appkeys import (AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, ROUTING, STORE,
+                           UPSTREAMS)
 from proxy.config import Config
 from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError
@@ -28,7 +29,10 @@ from proxy.control.reload import Reloader, install_sighup, reload_route
 from proxy.accounting.savings import HoldoutStats
 from proxy.stages.settle import Settler
 from proxy.policies.side_calls import SideCalls
-from proxy.store.backends import open_store
+from proxy.routing import admin as routing_admin
+from proxy.routing.attempts import Attempts
+from proxy.routing.service import Routing
+from proxy.store.backends import open_health_store, open_store
 from proxy.accounting.tokens import TokenCounter
 from proxy.stages.upstream import UpstreamClient
 from proxy.lookup import admin as lookup_admin
@@ -50,7 +54,7 @@ def make_app(
         list(config.pricing.files or [default_pricing_path()]),
         {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
     )
-    upstreams = UpstreamClient(config.upstreams)
+    upstreams = UpstreamClient(config.upstreams, config.routing.timeouts)
     ledger = Ledger(config.ledger.path)
     metrics = Metrics(
         registry or CollectorRegistry(), models=prices.models | _configured_models(config),
@@ -65,15 +69,17 @@ def make_app(
     auth = Auth(config.auth, store)
     budgets = build_budgets(config, store=store, keys_possible=auth.keys_possible, prices=prices, metrics=metrics,
                             clock=clock)
+    routing = Routing(config, upstreams, open_health_store(config.store), metrics)
+    attempts = Attempts(routing, upstreams, recorder, settler, prices, metrics, budgets)
     lookups = build_lookups(config, upstreams=upstreams, prices=prices, tokens=tokens, metrics=metrics, clock=clock,
                             models=local_models)  # local_models: loaded embedding models to share (tests)
-    services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder, budgets),
+    services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(routing, attempts, settler, recorder, budgets),
                         lookups=lookups)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
     pipeline = Pipeline(
-        config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain,
-        auth=auth, budgets=budgets,
+        config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, routing=routing, attempts=attempts,
+        recorder=recorder, policies=chain, auth=auth, budgets=budgets,
     )
     reloader = Reloader(config_path, config, pipeline, services, metrics, holdout)
 
@@ -85,6 +91,7 @@ def make_app(
     app[METRICS] = metrics
     app[PRICES] = prices
     app[UPSTREAMS] = upstreams
+    app[ROUTING] = routing
     app[READY] = {"ready": False}
     app[RELOADER] = reloader
     app[STORE] = store
@@ -104,6 +111,7 @@ def make_app(
     app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app.router)
     lookup_admin.add_routes(app.router)
+    routing_admin.add_routes(app.router)
     app.router.add_routes([reload_route(RELOADER)])
     ui.add_routes(app.router, guard=auth.page_guard)
     return app
@@ -124,9 +132,11 @@ async def _running_services(app: web.Application) -> AsyncIterator[None]:
     await app[STORE].start()  # an unreachable Redis does not stop the start: /readyz says so
     await app[LEDGER].start()
     await app[UPSTREAMS].start()
+    await app[ROUTING].start()
     app[READY]["ready"] = True
     yield
     app[READY]["ready"] = False
+    await app[ROUTING].close()
     await app[UPSTREAMS].close()
     if app[BUDGETS] is not None:
         await app[BUDGETS].close()  # settlements still being written

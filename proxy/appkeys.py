@@ -9,6 +9,7 @@ from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
 from proxy.control.reload import Reloader
+from proxy.routing.service import Routing
 from proxy.store import Store
 from proxy.stages.upstream import UpstreamClient
 
@@ -17,6 +18,7 @@ LEDGER = web.AppKey("ledger", Ledger)
 METRICS = web.AppKey("metrics", Metrics)
 PRICES = web.AppKey("prices", PriceTable)
 UPSTREAMS = web.AppKey("upstreams", UpstreamClient)
+ROUTING = web.AppKey("routing", Routing)
 READY = web.AppKey("ready", dict)
 RELOADER = web.AppKey("reloader", Reloader)
 STORE = web.AppKey("store", Store)

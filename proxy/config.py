@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proxy.control.config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
+from proxy.routing.config import RoutingConfig, fallback_errors
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 
@@ -48,14 +49,27 @@ class UpstreamConfig(Section):
     base_url: Annotated[str, Field(pattern=r"^https?://")]
     api_key_env: str | None = "OPENAI_API_KEY"
     models: tuple[str, ...] = ("*",)
-    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
-    # Longest silence allowed between two reads of an upstream answer (a stream may run for minutes).
-    read_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    # Upstreams listing the same glob are deployments of those models (docs/routing.md): chosen by weight,
+    # each with its own requests and tokens per minute, and the name it gives the model when it differs.
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    rpm: Annotated[int, Field(gt=0)] | None = None
+    tpm: Annotated[int, Field(gt=0)] | None = None
+    model: Annotated[str, Field(min_length=1)] | None = None
+    # Override routing.timeouts for this upstream: connect, and the longest silence between two reads.
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    read_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, url: str) -> str:
         return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _rename_names_models(self) -> "UpstreamConfig":
+        if self.model is not None and any(set(pattern) & set("*?[") for pattern in self.models):
+            raise ValueError("model renames what the client asks for: list the names it applies to in models, "
+                             "without wildcards")
+        return self
 
     @property
     def api_key(self) -> str | None:
@@ -90,6 +104,7 @@ class Config(Section):
     auth: AuthConfig = AuthConfig()
     store: StoreConfig = StoreConfig()
     budgets: tuple[BudgetConfig, ...] = ()
+    routing: RoutingConfig = RoutingConfig()
     # Output tokens a budget reserves for a request that sets no max_tokens (see docs/budgets.md).
     budgets_default_max_output_tokens: Annotated[int, Field(gt=0)] = 4096
     embedders: dict[str, EmbedderConfig] = {}  # by name, for lookup policies (docs/lookup.md)
@@ -163,9 +178,12 @@ def validate(data: dict[str, Any], *, source: str = "<config>", parse_policies: 
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
+        raise ConfigError("\n".join(_describe(source, err, data) for err in exc.errors())) from None
     parsed = parse_policies(raw_policies, source)
     _check_models_are_served(config, parsed, source)
+    matcher = config.upstream_matcher()
+    if errors := fallback_errors(config.routing, lambda model: matcher.for_model(model) is not None, source):
+        raise ConfigError("\n".join(errors))
     if missing := check_embedders(config.embedders, {u.name for u in config.upstreams}, parsed, source):
         raise ConfigError(missing)
     return config.model_copy(update={"policies": parsed})
@@ -188,12 +206,23 @@ def _check_models_are_served(config: Config, policies: tuple[Any, ...], source: 
             )
 
 
-def _describe(source: str, err: Any) -> str:
+def _describe(source: str, err: Any, data: dict[str, Any]) -> str:
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]).lstrip(".")
+    key = _with_upstream_name(key, err["loc"], data)
     key = key or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{source}: {key}: unknown key"
     return f"{source}: {key}: {err['msg']} (got {_without_credentials(repr(err['input']))})"
+
+
+def _with_upstream_name(key: str, loc: tuple, data: dict[str, Any]) -> str:
+    """upstreams[1].weight -> upstreams[1] (openai-b).weight: the entry by the name its author gave it."""
+    if len(loc) < 2 or loc[0] != "upstreams" or not isinstance(loc[1], int):
+        return key
+    entries = data.get("upstreams")
+    entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return key.replace(f"upstreams[{loc[1]}]", f"upstreams[{loc[1]}] ({name})", 1) if isinstance(name, str) else key
 
 
 def _without_credentials(text: str) -> str:

@@ -95,3 +95,11 @@ class LoopDetected(ProxyError):
     status = 508
     type = "server_error"
     code = "loop_detected"
+
+
+class ClientClosedRequest(ProxyError):
+    """The client left before an answer: nothing is sent, the ledger says so."""
+
+    status = 499  # nginx's status for a client that left before the answer
+    type = "invalid_request_error"
+    code = "client_disconnected"

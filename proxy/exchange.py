@@ -85,6 +85,12 @@ class Exchange:
     answer: Any = None  # the parsed whole 2xx answer, for hooks that read it after (a cache write)
     stream_events: Iterable[bytes] = ()  # a stream's relayed events, split lazily, for hooks that read them after
     client_disconnected: bool = False
+    # Routing (proxy/routing/): attempts made upstream, the model a fallback replaced and why, a stream cut short.
+    attempts: int = 0
+    parent_id: str | None = None  # set on the ledger row of one failed attempt: the request it was for
+    fallback_from: str | None = None
+    fallback_reason: str | None = None  # unavailable | rate_limited | context_window_exceeded
+    truncated: bool = False  # a stream that broke after bytes reached the client (it got an error event)
 
     upstream_started: float | None = None
     upstream_seconds: float | None = None

@@ -228,6 +228,19 @@ def sse_event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+# A stream's last event, by endpoint: chat and completions end with [DONE]; the Responses API with one of these.
+RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# How an upstream's own error event starts (chat and completions; the Responses API names it `event: error`).
+ERROR_EVENT_STARTS = (b'data: {"error"', b"event: error")
+
+
+def stream_error_event(endpoint: str, message: str, code: str) -> bytes:
+    """The event that ends a stream cut short, as OpenAI ends one: the SDKs raise it as an APIError."""
+    if endpoint == "responses":
+        return b"event: error\n" + sse_event({"type": "error", "code": code, "message": message, "param": None})
+    return sse_event({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
+
+
 # ---- Request features that policies match on ----
 
 

@@ -3,7 +3,8 @@
 authenticate -> parse -> policies -> route -> count -> reserve -> forward | stream -> settle -> record
 
 Each stage is a module of proxy/stages/ (parse is proxy/openai_wire.py; the policies are plugins in
-proxy/policies/, run by stages/hooks.py).
+proxy/policies/, run by stages/hooks.py). Forward and stream run inside the attempt loop of
+proxy/routing/ (deployments, retries, fallbacks): it hands each answer back here to be relayed.
 
 Count is lazy (`ex.prompt_tokens()`): it runs only when a policy's match or a budget asks for it.
 Settle, the policies' after-answer hooks and record run in a `finally`: every request is recorded once,
@@ -20,7 +21,7 @@ from proxy import openai_wire as wire
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
+from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError, UpstreamUnavailable
 from proxy.exchange import Exchange
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
@@ -30,6 +31,9 @@ from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
 from proxy.accounting.tokens import TokenCounter
+from proxy.routing.attempts import Attempts
+from proxy.routing.outcomes import Whole
+from proxy.routing.service import Routing
 from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
 
 log = logging.getLogger("thriftgate.pipeline")
@@ -48,6 +52,8 @@ class Pipeline:
         prices: PriceTable,
         settler: Settler,
         upstreams: UpstreamClient,
+        routing: Routing,
+        attempts: Attempts,
         recorder: Recorder,
         policies: PolicyChain,
         auth: Auth | None = None,
@@ -59,6 +65,8 @@ class Pipeline:
         self._count_prompt = prompt_counter(tokens)
         self._prices = prices
         self._upstreams = upstreams
+        self._routing = routing
+        self._attempts = attempts
         self._recorder = recorder
         self._policies = policies
         self._auth = auth
@@ -102,6 +110,8 @@ class Pipeline:
                     await self._budgets.settle(ex)  # shielded: runs to the end even for a cancelled request
                 if policies:
                     await policies.after_answer(ex)
+                if ex.fallback_from is not None:
+                    self._attempts.fallback_saving(ex)  # after the policies': counted once
             finally:
                 self._recorder.record(ex)  # even if a step above failed: no spend record is lost
 
@@ -124,9 +134,11 @@ class Pipeline:
         self._route(ex)
         if self._budgets is not None:
             await self._budgets.reserve(ex, self._route)  # may downgrade the model and route again
-        if ex.stream:
-            return await self._stream(ex)
-        return await self._forward(ex)
+        if ex.stream and not ex.client_wants_usage and ex.endpoint != "responses":
+            wire.ask_for_stream_usage(ex.body)
+            ex.edit_body()
+        return await self._attempts.run(ex, _upstream_path(ex.request), self._answer_whole,
+                                        self._relay_events if ex.stream else None, reroute=self._route)
 
     async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:
@@ -149,9 +161,10 @@ class Pipeline:
         return PayloadTooLarge(f"The request body is larger than the limit of {self._max_body} bytes.")
 
     def _route(self, ex: Exchange) -> None:
-        ex.upstream = self._upstreams.route(ex.model)
-        if ex.upstream is None:
+        route = self._routing.route(ex.model)
+        if route is None:
             raise BadRequest(f"No upstream serves the model '{ex.model}'.", param="model", code="model_not_found")
+        ex.upstream = route.deployments[0]  # until the attempt loop picks one
         if self._prices.lookup(ex.model) is not None:
             return
         if self._reject_unpriced:
@@ -167,34 +180,22 @@ class Pipeline:
         ex.upstream_started = time.perf_counter()
         body = ex.forward_body() if priced else (ex.raw_body or None)
         async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, ex.client_headers()) as resp:
-            return await self._answer_whole(ex, resp, priced)
+            whole = Whole(resp.status, await read_body(ex.upstream, resp), relayed_headers(resp.headers))
+        return self._answer_whole(ex, whole, priced)
 
-    async def _answer_whole(self, ex: Exchange, resp, priced: bool) -> web.Response:
-        body = await read_body(ex.upstream, resp)
+    def _answer_whole(self, ex: Exchange, whole: Whole, priced: bool = True) -> web.Response:
         ex.upstream_seconds = time.perf_counter() - ex.upstream_started
-        ex.status = resp.status
-        headers = relayed_headers(resp.headers)
-        if resp.status >= 400:
-            ex.error_code = f"upstream_{resp.status}"
+        ex.status = whole.status
+        if whole.status >= 400:
+            ex.error_code = ex.error_code or f"upstream_{whole.status}"
         elif priced:
-            read_answer(ex, body)
+            read_answer(ex, whole.body)
         self._settler.settle(ex)
-        headers.update(self._answer_headers(ex))
-        return web.Response(status=resp.status, body=body, headers=headers)
+        whole.headers.update(self._answer_headers(ex))
+        return web.Response(status=whole.status, body=whole.body, headers=whole.headers)
 
-    async def _stream(self, ex: Exchange) -> web.StreamResponse:
-        if not ex.client_wants_usage and ex.endpoint != "responses":
-            wire.ask_for_stream_usage(ex.body)
-            ex.edit_body()
-        ex.upstream_started = time.perf_counter()
-        async with self._upstreams.open(
-            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), ex.client_headers()
-        ) as resp:
-            if resp.status != 200 or resp.content_type != "text/event-stream":
-                return await self._answer_whole(ex, resp, priced=True)
-            return await self._relay_events(ex, resp)
-
-    async def _relay_events(self, ex: Exchange, resp) -> web.StreamResponse:
+    async def _relay_events(self, ex: Exchange, resp, first: bytes) -> web.StreamResponse:
+        """The stream, committed with its first bytes: relayed as it comes; cut short, it ends with an error event."""
         relay = SseRelay(
             ex.endpoint,
             hide_usage_chunk=not ex.client_wants_usage,
@@ -205,6 +206,9 @@ class Pipeline:
         await response.prepare(ex.request)
         ex.status = 200
         try:
+            out = relay.feed(first)
+            if out:
+                await response.write(out)
             async for data in iter_body(ex.upstream, resp):
                 out = relay.feed(data)
                 if out:
@@ -212,19 +216,33 @@ class Pipeline:
             tail = relay.remainder()
             if tail:
                 await response.write(tail)
+            if relay.errored:  # the upstream ended it with an error event of its own, which the client has
+                ex.truncated, ex.error_code = True, "upstream_stream_error"
+            elif not relay.done:
+                raise UpstreamUnavailable(f"The upstream '{ex.upstream.name}' closed the stream before its end.",
+                                          code="upstream_stream_incomplete")
             await response.write_eof()
         except ConnectionResetError:
             ex.client_disconnected = True  # leaving the `async with` stops reading upstream
         except ProxyError as err:
-            ex.error_code = err.code  # the upstream broke mid-stream; the client sees the stream end
+            await self._cut_short(ex, response, err)
         finally:
             ex.upstream_seconds = time.perf_counter() - ex.upstream_started
             ex.usage, ex.first_token_at, ex.stream_events = relay.usage, relay.first_text_at, relay.events()
             if ex.usage is None:
                 ex.output_text = relay.output_text()  # to count what was generated
-        if not (relay.done or ex.client_disconnected or ex.error_code):
-            ex.error_code = "upstream_stream_incomplete"
         return response
+
+    async def _cut_short(self, ex: Exchange, response: web.StreamResponse, err: ProxyError) -> None:
+        """The upstream broke mid-stream: never a clean end that makes the answer look complete."""
+        ex.truncated = True
+        ex.error_code = _CUT_SHORT.get(err.code or "", err.code)
+        message = f"{err.message} The answer is incomplete: thriftgate ended the stream here."
+        try:
+            await response.write(wire.stream_error_event(ex.endpoint, message, ex.error_code))
+            await response.write_eof()
+        except ConnectionResetError:
+            ex.client_disconnected = True
 
     def _answer_early(self, ex: Exchange) -> web.StreamResponse:
         """A policy answered without the upstream (a cascade's accepted try, a lookup hit)."""
@@ -244,6 +262,11 @@ class Pipeline:
         headers = {"x-thriftgate-request-id": ex.request_id}
         if ex.model:
             headers["x-thriftgate-model"] = ex.model
+        if ex.attempts:
+            headers["x-thriftgate-upstream"] = ex.upstream.name
+            headers["x-thriftgate-attempts"] = str(ex.attempts)
+            if ex.fallback_from is not None:
+                headers["x-thriftgate-fallback"] = ex.model
         if ex.usage is not None:
             headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
             headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
@@ -256,6 +279,11 @@ class Pipeline:
         if self._budgets is not None:
             headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
         return headers
+
+
+# What broke a stream that had begun: it stalled past routing.timeouts.between_chunks (or the total), or the
+# connection dropped.
+_CUT_SHORT = {"upstream_timeout": "upstream_stream_stalled", "upstream_unreachable": "upstream_stream_cut"}
 
 
 def _tags(header: str | None) -> frozenset[str]:

@@ -58,6 +58,9 @@ def base_config(upstream_url: str, tmp_path: Path) -> dict[str, Any]:
         "server": {"access_log": False},
         "upstreams": [{"name": "fake", "base_url": upstream_url, "api_key_env": UPSTREAM_KEY_ENV}],
         "ledger": {"path": str(tmp_path / "ledger.db")},
+        # Retries of a failed request wait milliseconds, not the default half second and more (tests/resilience
+        # runs the defaults where they matter).
+        "routing": {"backoff": {"initial": "5ms"}},
     }
 
 

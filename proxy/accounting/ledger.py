@@ -54,6 +54,10 @@ class SpendRecord:
     policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
+    attempt: int = 0  # upstream attempts made (the last is this row); on a failed attempt's row, its number
+    parent_id: str | None = None  # on a failed attempt's own row: the request it was for
+    fallback: str | None = None  # why the answering model is a fallback: unavailable | rate_limited | context_...
+    truncated: bool = False  # the stream broke after bytes reached the client: it ended with an error event
 
 
 # The table is derived from SpendRecord, so adding a field is all it takes to add a column.

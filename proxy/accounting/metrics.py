@@ -57,6 +57,21 @@ class Metrics:
             "answer (502 when it could not be reached, 504 when it timed out).",
             ["upstream", "status"], registry=registry,
         )
+        self.upstream_attempts = Counter(
+            "thriftgate_upstream_attempts", "Attempts sent to an upstream deployment, by how each ended: ok, "
+            "rate_limited, server_error, client_error, connect, timeout, truncated (a stream cut after it began), "
+            "cancelled (the client left).", ["upstream", "outcome"], registry=registry,
+        )
+        self.upstream_is_up = Gauge(
+            "thriftgate_upstream_up", "1 while an upstream deployment is in rotation, 0 while it cools down after "
+            "failures or rests after a Retry-After (fleet-wide with Redis).",
+            ["upstream"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.fallbacks = Counter(
+            "thriftgate_fallbacks", "Requests moved to a fallback model, by the model that failed, the one tried "
+            "next and why (unavailable, rate_limited, context_window_exceeded).",
+            ["from", "to", "reason"], registry=registry,
+        )
         self.request_duration = Histogram(
             "thriftgate_request_duration_seconds", "Whole request time as the client saw it.",
             ["endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
@@ -112,6 +127,15 @@ class Metrics:
     def budget_rejection(self, scope_kind: str) -> None:
         self.budget_rejections.labels(scope_kind).inc()
 
+    def upstream_up(self, upstream: str, up: bool) -> None:
+        self.upstream_is_up.labels(upstream).set(1 if up else 0)
+
+    def upstream_attempt(self, upstream: str, outcome: str) -> None:
+        self._child(self.upstream_attempts, upstream, outcome).inc()
+
+    def fallback(self, source: str, target: str, reason: str) -> None:
+        self.fallbacks.labels(self.model_label(source), self.model_label(target), reason).inc()
+
     def policy_action(self, policy: str, action: str) -> None:
         self.policy_actions.labels(policy, action).inc()
 
@@ -149,15 +173,25 @@ class Metrics:
             child(self.upstream_duration, ex.upstream.name).observe(ex.upstream_seconds)
         if ex.time_to_first_token is not None:
             child(self.time_to_first_token, model).observe(ex.time_to_first_token)
+        self._spent(ex, model)
+        if ex.cost_nanos is None and ex.endpoint != "passthrough" and ex.model:
+            child(self.unpriced, model).inc()
+
+    def observe_attempt(self, ex: Exchange) -> None:
+        """A failed attempt of a request: the upstream's metrics and, when billed, spend; not a request."""
+        name = ex.upstream.name if ex.upstream is not None else OTHER
+        self._child(self.upstream_requests, name, str(ex.status)).inc()
+        if ex.upstream_seconds is not None:
+            self._child(self.upstream_duration, name).observe(ex.upstream_seconds)
+        self._spent(ex, self.model_label(ex.model))
+
+    def _spent(self, ex: Exchange, model: str) -> None:
         usage = ex.usage
         if usage is not None and usage.total_tokens:
             self._count_tokens(model, usage.prompt_tokens, usage.completion_tokens,
                                usage.cached_prompt_tokens, usage.reasoning_tokens)
-        if ex.cost_nanos is not None:
-            if ex.cost_nanos:
-                child(self.spend, model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
-        elif ex.endpoint != "passthrough" and ex.model:
-            child(self.unpriced, model).inc()
+        if ex.cost_nanos:
+            self._child(self.spend, model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
 
     def _child(self, metric, *values: str):
         """labels() validates and takes a lock on every call; label sets are bounded, so keep the children."""

@@ -1,7 +1,9 @@
 """Upstream calls a policy makes beside the main request (a cascade's cheaper try).
 
-Each side call is a child exchange: sent, settled and, when the policy says so, recorded with a
-ledger row of its own, so every attempt that was paid for is priced and recorded.
+Each side call is a child exchange: sent through the attempt loop like any request (the same choice of
+deployment, the same retries; no fallback: the policy decides what comes next), settled and, when the
+policy says so, recorded with a ledger row of its own, so every attempt that was paid for is priced and
+recorded.
 """
 
 import copy
@@ -16,9 +18,11 @@ from multidict import CIMultiDict
 from proxy.stages.budget import Budgets
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, new_request_id
+from proxy.routing.attempts import Attempts
+from proxy.routing.outcomes import Whole
+from proxy.routing.service import Routing
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
-from proxy.stages.upstream import UpstreamClient, read_body, relayed_headers
 
 
 @dataclass(slots=True)
@@ -34,9 +38,10 @@ class Attempt:
 
 class SideCalls:
     def __init__(
-        self, upstreams: UpstreamClient, settler: Settler, recorder: Recorder, budgets: Budgets | None
+        self, routing: Routing, attempts: Attempts, settler: Settler, recorder: Recorder, budgets: Budgets | None
     ) -> None:
-        self._upstreams = upstreams
+        self._routing = routing
+        self._attempts = attempts
         self._settler = settler
         self._recorder = recorder
         self._budgets = budgets
@@ -52,20 +57,18 @@ class SideCalls:
         if self._budgets is not None:
             await self._budgets.reserve(child, self._route)
         try:
-            body, headers = await self._send(child)
+            return await self._attempts.run(child, child.request.rel_url.path_qs[3:], self._take, reroute=self._route,
+                                            fallbacks=False)
         except BaseException:
             await self._settle_budget(child)
             raise
-        answer = read_answer(child, body) if child.status < 400 else None
-        self._settler.settle(child)
-        return Attempt(child, body, headers, answer)
 
     def adopt(self, ex: Exchange, attempt: Attempt) -> None:
         """The attempt's answer becomes the main request's answer, hold and all."""
         child = attempt.exchange
         ex.set_model(child.model)
         ex.upstream, ex.status, ex.usage, ex.reservation = child.upstream, child.status, child.usage, child.reservation
-        ex.upstream_started, ex.upstream_seconds = child.upstream_started, child.upstream_seconds
+        ex.upstream_started, ex.upstream_seconds, ex.attempts = child.upstream_started, child.upstream_seconds, child.attempts
         ex.early_response = attempt.as_response()
 
     async def record(self, attempt: Attempt, reason: str) -> None:
@@ -75,23 +78,20 @@ class SideCalls:
         self._recorder.record(attempt.exchange)
 
     def _route(self, child: Exchange) -> None:
-        child.upstream = self._upstreams.route(child.model)
-        if child.upstream is None:
+        route = self._routing.route(child.model)
+        if route is None:
             raise BadRequest(f"No upstream serves the model '{child.model}'.", param="model", code="model_not_found")
+        child.upstream = route.deployments[0]
 
-    async def _send(self, child: Exchange) -> tuple[bytes, CIMultiDict[str]]:
-        child.upstream_started = time.perf_counter()
-        path = child.request.rel_url.path_qs[3:]
-        async with self._upstreams.open(
-            child.upstream, "POST", path, child.forward_body(), child.client_headers()
-        ) as resp:
-            body = await read_body(child.upstream, resp)
-            child.status = resp.status
-            headers = relayed_headers(resp.headers)
+    def _take(self, child: Exchange, whole: Whole) -> Attempt:
+        """The attempt loop's answer: settled, kept whole for the policy to judge."""
         child.upstream_seconds = time.perf_counter() - child.upstream_started
+        child.status = whole.status
         if child.status >= 400:
-            child.error_code = f"upstream_{child.status}"
-        return body, headers
+            child.error_code = child.error_code or f"upstream_{child.status}"
+        answer = read_answer(child, whole.body) if child.status < 400 else None
+        self._settler.settle(child)
+        return Attempt(child, whole.body, whole.headers, answer)
 
     async def _settle_budget(self, child: Exchange) -> None:
         if self._budgets is not None:
@@ -107,6 +107,7 @@ def _fork(ex: Exchange, model: str) -> Exchange:
     child.usage, child.cost_nanos, child.settled, child.early_response = None, None, False, None
     child.reservation = None
     child.status, child.error_code, child.stream = 0, None, False
+    child.attempts, child.upstream_started, child.upstream_seconds = 0, None, None
     child.body.pop("stream", None)
     child.body.pop("stream_options", None)
     child.set_model(model)

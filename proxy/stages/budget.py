@@ -85,6 +85,18 @@ class Budgets:
             ex.reservation = None
             raise self._refusal(plan, now)
 
+    async def reserve_again(self, ex: Exchange, route: Callable[[Exchange], None]) -> None:
+        """The request moves on (a fallback model, or a retry after a billed attempt): its hold is released
+        and made again at the price of its model as it now stands; refused like any reservation."""
+        plan = ex.reservation
+        if plan is not None and plan.maybe_held:
+            try:
+                await self._store.release(plan.hold_id or ex.request_id, [charge.counter for charge in plan.charges])
+            except StoreUnavailable:
+                pass  # the holds die at their deadline
+        ex.reservation = None
+        await self.reserve(ex, route)
+
     def _plan(self, ex: Exchange, now: float, *, estimate: bool = True) -> Reservation | None:
         rules = [rule for rule in self._rules if rule.applies(ex)]
         if ex.key_budget_nanos is not None:

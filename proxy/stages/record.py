@@ -36,6 +36,15 @@ class Recorder:
         if self._access_log:
             access_log.info(self._access_line(ex, record))
 
+    def record_attempt(self, ex: Exchange) -> None:
+        """A failed attempt of a request (it has `parent_id` and its own timings): a ledger row and the
+        upstream's metrics, never a request of its own in the request metrics."""
+        record = spend_record(ex)
+        self._ledger.add(record)
+        self._metrics.observe_attempt(ex)
+        if self._access_log:
+            access_log.info(self._access_line(ex, record))
+
     def _access_line(self, ex: Exchange, record: SpendRecord) -> str:
         """The ledger row as one JSON line; prompt text only when the operator asked for it."""
         prompt = self._log_prompts and ex.body is not None and ex.endpoint != "passthrough"
@@ -63,7 +72,8 @@ def spend_record(ex: Exchange) -> SpendRecord:
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
         policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
-        lookups=ledger_column(ex.lookups),
+        lookups=ledger_column(ex.lookups), attempt=ex.attempts, parent_id=ex.parent_id, fallback=ex.fallback_reason,
+        truncated=ex.truncated,
     )
 
 

@@ -19,7 +19,7 @@ from proxy.accounting.usage import Usage
 
 class SseRelay:
     __slots__ = ("_endpoint", "_hide_usage_chunk", "_price", "_pending", "_kept", "usage",
-                 "first_text_at", "done")
+                 "first_text_at", "done", "errored")
 
     def __init__(
         self, endpoint: str, *, hide_usage_chunk: bool, price: Callable[[Usage], int | None] | None
@@ -31,7 +31,8 @@ class SseRelay:
         self._kept: list[bytes] = []  # events kept unparsed, to count the text if usage never comes
         self.usage: Usage | None = None
         self.first_text_at: float | None = None
-        self.done = False  # saw the end of the stream ([DONE], or response.completed)
+        self.done = False  # saw the end of the stream ([DONE], or the Responses API's last event)
+        self.errored = False  # the upstream sent an error event of its own
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to send to the client now; an incomplete trailing event waits for its end.
@@ -67,7 +68,16 @@ class SseRelay:
         self._kept.append(events)
         if events.startswith(b"data: [DONE]") or b"\n\ndata: [DONE]" in events:
             self.done = True
+        else:
+            self._watch(events)
         out.append(events)
+
+    def _watch(self, events: bytes) -> None:
+        """Ends other than [DONE]: an error event of the upstream's own, the Responses API's failed response."""
+        if b"error" in events and _has_error_event(events):  # one scan; the word in an answer costs a split
+            self.errored = True
+        elif self._endpoint == "responses" and b"response.failed" in events:
+            self.done = True  # its last event, with no usage to carry
 
     def remainder(self) -> bytes:
         """What was left unterminated when the upstream closed: relayed as it came."""
@@ -94,6 +104,7 @@ class SseRelay:
             return event
         if not _carries_usage(event):
             self._kept.append(event)
+            self._watch(event)
             if self.first_text_at is None:
                 self._note_first_text(event)
             return event
@@ -101,7 +112,7 @@ class SseRelay:
         if chunk is None:
             return event
         self._kept.append(event)
-        if self._endpoint == "responses" and chunk.get("type") == "response.completed":
+        if self._endpoint == "responses" and chunk.get("type") in wire.RESPONSES_ENDS:
             self.done = True
         usage = wire.stream_chunk_usage(self._endpoint, chunk)
         if usage is None:
@@ -125,6 +136,10 @@ class SseRelay:
         # A Fragment keeps the exact decimal instead of a float's rounding.
         chunk["usage"]["cost_usd"] = orjson.Fragment(format_usd(nanos).encode())
         return wire.sse_event(chunk)
+
+
+def _has_error_event(events: bytes) -> bool:
+    return any(event.startswith(wire.ERROR_EVENT_STARTS) for event in wire.split_events(events)[0])
 
 
 def _carries_usage(event: bytes) -> bool:

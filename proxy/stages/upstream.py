@@ -1,7 +1,8 @@
-"""The only owner of the aiohttp ClientSession: routes a model to an upstream and talks to it.
+"""The only owner of the aiohttp ClientSession: talks to the upstream a request was given.
 
 aiohttp's exceptions are translated here, at one boundary, into the proxy's 502/504 errors, both
-when the request is sent and while its answer is read.
+when the request is sent and while its answer is read. Which deployment a request goes to, and what
+happens when it fails, is proxy/routing/'s business.
 """
 
 import asyncio
@@ -10,8 +11,9 @@ from contextlib import asynccontextmanager, contextmanager
 import aiohttp
 from multidict import CIMultiDict
 
-from proxy.config import UpstreamConfig, UpstreamMatcher
+from proxy.config import UpstreamConfig
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.routing.config import Timeouts
 from proxy.upstream_types import Upstream
 
 # Marks requests this proxy sent, so a misconfigured upstream pointing back at us fails fast.
@@ -26,24 +28,32 @@ _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "se
 _NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization"}
 
 
-def upstream_from_config(config: UpstreamConfig) -> Upstream:
+def upstream_from_config(config: UpstreamConfig, timeouts: Timeouts) -> Upstream:
     key = config.api_key
     return Upstream(
         name=config.name,
         base_url=config.base_url,
         authorization=f"Bearer {key}" if key else None,
         timeout=aiohttp.ClientTimeout(
-            total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
+            total=timeouts.total, connect=config.connect_timeout_seconds or timeouts.connect,
+            sock_read=config.read_timeout_seconds,
         ),
+        model=config.model,
+        weight=config.weight,
+        rpm=config.rpm,
+        tpm=config.tpm,
     )
 
 
 class UpstreamClient:
-    def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
-        self._matcher = UpstreamMatcher(upstreams)
-        self._by_name = {u.name: upstream_from_config(u) for u in upstreams}
-        self.default = self._by_name[upstreams[0].name]
+    def __init__(self, upstreams: tuple[UpstreamConfig, ...], timeouts: Timeouts) -> None:
+        self.configure(upstreams, timeouts)
         self._session: aiohttp.ClientSession | None = None
+
+    def configure(self, upstreams: tuple[UpstreamConfig, ...], timeouts: Timeouts) -> None:
+        """The upstreams as configured (again, on reload); requests in flight keep the ones they were given."""
+        self.by_name = {u.name: upstream_from_config(u, timeouts) for u in upstreams}
+        self.default = self.by_name[upstreams[0].name]
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -53,31 +63,52 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    def route(self, model: str) -> Upstream | None:
-        config = self._matcher.for_model(model)
-        return self._by_name[config.name] if config else None
-
     def named(self, name: str) -> Upstream | None:
-        return self._by_name.get(name)
+        return self.by_name.get(name)
 
     @asynccontextmanager
     async def open(
-        self, upstream: Upstream, method: str, path: str, body: bytes | None, client_headers: Mapping[str, str]
+        self, upstream: Upstream, method: str, path: str, body: bytes | None, client_headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request and yield the response with its body still unread."""
+        """Send a request and yield the response with its body still unread. `timeout`: the upstream's own,
+        unless the caller has less time left."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         headers = forward_headers(client_headers, upstream)
         url = upstream.base_url + path
         with translate_errors(upstream):
             async with self._session.request(
-                method, url, data=body, headers=headers, timeout=upstream.timeout, allow_redirects=False
+                method, url, data=body, headers=headers, timeout=timeout or upstream.timeout, allow_redirects=False
             ) as response:
                 yield response
+
+
+def with_total(upstream: Upstream, seconds: float) -> aiohttp.ClientTimeout:
+    """The upstream's timeout with `seconds` left for the whole request."""
+    timeout = upstream.timeout
+    return aiohttp.ClientTimeout(total=max(seconds, 0.001), connect=timeout.connect, sock_read=timeout.sock_read)
 
 
 async def read_body(upstream: Upstream, response: aiohttp.ClientResponse) -> bytes:
     with translate_errors(upstream):
         return await response.read()
+
+
+async def read_first(upstream: Upstream, response: aiohttp.ClientResponse) -> bytes:
+    """The first bytes of a streamed answer, as soon as any arrive (b"" when it ends at once)."""
+    with translate_errors(upstream):
+        return await response.content.readany()
+
+
+def keep_reading_within(upstream: Upstream, response: aiohttp.ClientResponse, seconds: float) -> None:
+    """From now on, a silence of `seconds` between two reads of this answer fails it (unless the upstream
+    sets its own read timeout). aiohttp checks it at every read it already times."""
+    if upstream.timeout.sock_read is not None or response.connection is None:
+        return
+    protocol = response.connection.protocol
+    if protocol is not None:
+        protocol.read_timeout = seconds
+        protocol.start_timeout()
 
 
 async def iter_body(upstream: Upstream, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -4,6 +4,7 @@ import asyncio
 
 from proxy.control.config import StoreConfig
 from proxy.store import Store, StoreUnavailable, fleet_spend
+from proxy.store.health import HealthStore, MemoryHealthStore
 
 
 def open_store(config: StoreConfig) -> Store:
@@ -14,6 +15,15 @@ def open_store(config: StoreConfig) -> Store:
     from proxy.store.memory import MemoryStore
 
     return MemoryStore()
+
+
+def open_health_store(config: StoreConfig) -> HealthStore:
+    """Deployment health: shared by the fleet with Redis, this process's own otherwise."""
+    if config.backend == "redis":
+        from proxy.store.health_redis import RedisHealthStore
+
+        return RedisHealthStore(config)
+    return MemoryHealthStore()
 
 
 def read_fleet_spend(config: StoreConfig, by: str, since: float | None, now: float) -> list[dict]:

@@ -32,7 +32,7 @@ def test_check_config_masks_secrets_and_names_mistakes(tmp_path: Path) -> None:
     result = thriftgate("check-config", str(bad))
     assert result.returncode == 2
     assert f"{bad}: server.port:" in result.stderr
-    assert f"{bad}: upstreams[0].modles: unknown key" in result.stderr
+    assert f"{bad}: upstreams[0] (a).modles: unknown key" in result.stderr
 
 
 def test_serve_refuses_to_forward_to_itself(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ async def test_page_in_chromium_shows_the_ledger(start_proxy: StartProxy, tmp_pa
     url = proxy.url + "/ui"
     page = PageText((await _chromium(tmp_path / "profile-dom", "--dump-dom", url)).decode())
     await _assert_figures_match(page, proxy.ledger)
-    shown = [row[1] for row in page.tables["recent"][1:]]
+    shown = [row[1] for row in page.tables["recent"][1:] if "." not in row[1]]  # a retried attempt: <id>.<n>
     assert shown == list(reversed(ids))[:len(shown)]
     assert [row[:2] for row in page.tables["savings"][1:]] == [["routing", ROUTE["name"]]]
 
