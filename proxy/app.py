@@ -81,7 +81,7 @@ def make_app(
         config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, routing=routing, attempts=attempts,
         recorder=recorder, policies=chain, auth=auth, budgets=budgets,
     )
-    reloader = Reloader(config_path, config, pipeline, services, metrics, holdout)
+    reloader = Reloader(config_path, config, pipeline, services, metrics, holdout, routing)
 
     app = web.Application(
         client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors, auth.admin_middleware()]

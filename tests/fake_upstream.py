@@ -28,8 +28,16 @@ Request headers that steer it:
     x-fake-chunk-delay-ms: N       wait between stream events
     x-fake-fault: NAME             or the model fake-NAME; NAME is one of
                                    429 500 503 400   OpenAI's error bodies (429 with Retry-After, x-ratelimit-*)
+                                   502               OpenAI's server error body with status 502
+                                   context           400 context_length_exceeded, as for a prompt too long
                                    timeout           no answer for an hour, ended when the client hangs up
-                                   cut               the body stops halfway and the connection drops
+                                   cut[:N]           the body stops halfway (a stream: after N events) and the
+                                                     connection drops
+                                   stall[:N]         the headers, then (a stream: after N events, 0 by default)
+                                                     silence for an hour, ended when the client hangs up
+                                   error-event[:N]   a stream: after N events (half by default), an error event
+                                                     of OpenAI's and the end
+                                   reset             the connection drops before any answer
                                    no-usage          no usage anywhere, whatever stream_options asks
                                    garbage           200 with a body that is not JSON
     x-fake-fault-times: N          play the fault only on the first N requests with the same body (or the same
@@ -40,6 +48,11 @@ Request headers that steer it:
     x-fake-anthropic-usage: 1      usage as Anthropic reports it: input_tokens without cache reads and writes,
                                    cache_read_input_tokens, cache_creation_input_tokens, output_tokens
     x-fake-tool-call: 1            call the first tool (tool_choice naming a function or "required" does too)
+
+A fake of its own, whatever requests ask (as a proxy forwards the same headers to every deployment):
+    fake.faults(script=["500", None, "cut:3"], rate=0.3, choices=("429", "500"), seed=1, latency_ms=0,
+                retry_after="1")       the script first, one entry a request; then a seeded share of them
+    fake.served                        requests that reached an endpoint
 
 Counts are exact: completion tokens are the o200k_base (cl100k_base for gpt-4, gpt-3.5) tokens of what was
 returned, plus, for o1/o3/o4/gpt-5, reasoning tokens twice the visible ones; prompt tokens follow OpenAI's

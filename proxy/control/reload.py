@@ -1,7 +1,8 @@
-"""Config reload on SIGHUP and POST /admin/reload: the policies change, in-flight requests don't.
+"""Config reload on SIGHUP and POST /admin/reload: the policies, upstreams and routing change, in-flight
+requests don't (and deployments keep their health).
 
-An invalid new config is refused with its reason and the running one stays. Sections other than
-`policies` are read and compared, and reported as needing a restart when they differ.
+An invalid new config is refused with its reason and the running one stays. Other sections are read
+and compared, and reported as needing a restart when they differ.
 """
 
 import asyncio
@@ -19,15 +20,18 @@ from proxy.stages.hooks import build_chain
 from proxy.accounting.metrics import Metrics
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
+from proxy.routing.service import Routing
 from proxy.accounting.savings import HoldoutStats
 
 log = logging.getLogger("thriftgate.reload")
+_RELOADED = ("policies", "upstreams", "routing")
 
 
 class Reloader:
     def __init__(self, path: Path | None, config: Config, pipeline: Pipeline, services: Services,
-                 metrics: Metrics, holdout: HoldoutStats) -> None:
+                 metrics: Metrics, holdout: HoldoutStats, routing: Routing) -> None:
         self._path = path
+        self._routing = routing
         self.config = config
         self._pipeline = pipeline
         self._services = services
@@ -44,10 +48,11 @@ class Reloader:
             chain = build_chain(new.policies, self._services, self._metrics, self._holdout)
             restart_needed = [
                 section for section in Config.model_fields
-                if section != "policies" and getattr(new, section) != getattr(self.config, section)
+                if section not in _RELOADED and getattr(new, section) != getattr(self.config, section)
             ]
+            self._routing.configure(new)
             self._pipeline.replace_policies(chain)
-            self.config = self.config.model_copy(update={"policies": new.policies})
+            self.config = self.config.model_copy(update={section: getattr(new, section) for section in _RELOADED})
         names = [p.name for p in new.policies]
         log.info("reloaded %s: policies %s; needs a restart to apply: %s", self._path, names, restart_needed or "none")
         return {"reloaded": str(self._path), "policies": names, "restart_needed": restart_needed}

@@ -35,8 +35,7 @@ from proxy.routing.service import Routing
 from proxy.stages.budget import Budgets
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler
-from proxy.stages.upstream import (UpstreamClient, keep_reading_within, read_body, read_first, relayed_headers,
-                                   with_total)
+from proxy.stages.upstream import UpstreamClient, keep_reading_within, read_body, read_first, relayed_headers
 from proxy.upstream_types import Upstream
 
 T = TypeVar("T")
@@ -69,11 +68,10 @@ class Attempts:
         allowed = allowed_fallbacks(ex, lambda model: routing.route(model) is not None) if fallbacks else frozenset()
         chain = route.fallbacks if allowed is None or allowed else ()
         classify = routing.classifier  # a reload meanwhile changes the next request's, not this one's
-        deadline = ex.started + routing.settings.timeouts.total
         position = 0
         refused: ProxyError | None = None
         while True:
-            failure = await self._on_model(ex, route, path, answer, relay, deadline, reroute, classify)
+            failure = await self._on_model(ex, route, path, answer, relay, reroute, classify)
             if not isinstance(failure, Failure):
                 return failure
             while position < len(chain):
@@ -98,7 +96,7 @@ class Attempts:
     # ---- one model ----
 
     async def _on_model(self, ex: Exchange, route: Route, path: str, answer: Answer, relay: Relay | None,
-                        deadline: float, reroute: Reroute, classify: Classifier) -> T | Failure:
+                        reroute: Reroute, classify: Classifier) -> T | Failure:
         router = self._routing.router
         retries = self._routing.settings.retries
         tried: tuple[str, ...] = ()  # not to be picked again unless nothing else is up
@@ -108,7 +106,7 @@ class Attempts:
         while True:
             choice = await router.pick(route, tried)
             if choice is None and attempts <= retries:
-                wait = self._wait(route, attempts, deadline)
+                wait = self._wait(route, attempts)
                 if wait is not None:
                     await asyncio.sleep(wait)
                     tried = ()
@@ -120,7 +118,7 @@ class Attempts:
                 _stop_if_client_left(ex)
             deployment, probe = choice
             attempts += 1
-            result = await self._attempt(ex, deployment, probe, path, answer, relay, deadline, classify)
+            result = await self._attempt(ex, deployment, probe, path, answer, relay, classify)
             if not isinstance(result, Failure):
                 return result
             failure = result
@@ -133,7 +131,7 @@ class Attempts:
                 await self._record(ex, failure)  # counted now, so that the hold made again leaves room for it
                 await self._budgets.reserve_again(ex, reroute)
 
-    def _wait(self, route: Route, attempts: int, deadline: float) -> float | None:
+    def _wait(self, route: Route, attempts: int) -> float | None:
         """How long to wait before the next attempt when nothing untried is up; None: not worth waiting."""
         backoff = self._routing.settings.backoff
         wait = 0.0
@@ -144,27 +142,26 @@ class Attempts:
             if down.probing:
                 return None
             wait = max(wait, down.back_at - time.time())
-        if wait > backoff.max or time.perf_counter() + wait >= deadline:
+        if wait > backoff.max:
             return None
         return wait
 
     # ---- one attempt ----
 
     async def _attempt(self, ex: Exchange, deployment: Upstream, probe: bool, path: str, answer: Answer,
-                       relay: Relay | None, deadline: float, classify: Classifier) -> T | Failure:
+                       relay: Relay | None, classify: Classifier) -> T | Failure:
         router = self._routing.router
         ex.upstream = deployment
         ex.attempts += 1
         started = time.perf_counter()
         if ex.upstream_started is None:
             ex.upstream_started = started
-        timeout = None if ex.attempts == 1 else with_total(deployment, deadline - started)
         router.started(deployment)
         try:
             if relay is not None:
-                got = await self._stream(ex, deployment, probe, path, timeout, relay, started, deadline, classify)
+                got = await self._stream(ex, deployment, probe, path, relay, started, classify)
             else:
-                got = await self._whole(ex, deployment, path, timeout, started)
+                got = await self._whole(ex, deployment, path, started)
         except (UpstreamTimeout, UpstreamUnavailable) as err:
             got = classify.of_error(err)
         finally:
@@ -185,24 +182,22 @@ class Attempts:
             got.deployment, got.number, got.started, got.ended = deployment, ex.attempts, started, time.perf_counter()
         return got
 
-    async def _whole(self, ex: Exchange, deployment: Upstream, path: str, timeout: aiohttp.ClientTimeout | None,
-                     started: float) -> Whole:
+    async def _whole(self, ex: Exchange, deployment: Upstream, path: str, started: float) -> Whole:
         body = request_body(ex, deployment)
-        async with self._upstreams.open(deployment, "POST", path, body, ex.client_headers(), timeout) as resp:
+        async with self._upstreams.open(deployment, "POST", path, body, ex.client_headers()) as resp:
             whole = Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers))
         self._routing.router.measured(deployment, time.perf_counter() - started)
         return whole
 
-    async def _stream(self, ex: Exchange, deployment: Upstream, probe: bool, path: str,
-                      timeout: aiohttp.ClientTimeout | None, relay: Relay, started: float, deadline: float,
+    async def _stream(self, ex: Exchange, deployment: Upstream, probe: bool, path: str, relay: Relay, started: float,
                       classify: Classifier) -> T | Whole | Failure:
         """Committed with the first bytes of a 200 event stream; until then a failure, or a whole error answer."""
         timeouts = self._routing.settings.timeouts
         body = request_body(ex, deployment)
         accepted = False
         try:
-            async with asyncio.timeout(min(timeouts.first_token, deadline - started)) as first_token:
-                async with self._upstreams.open(deployment, "POST", path, body, ex.client_headers(), timeout) as resp:
+            async with asyncio.timeout(timeouts.first_token) as first_token:
+                async with self._upstreams.open(deployment, "POST", path, body, ex.client_headers()) as resp:
                     if resp.status != 200 or resp.content_type != "text/event-stream":
                         return Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers))
                     accepted = True

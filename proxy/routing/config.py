@@ -39,7 +39,7 @@ class Timeouts(_Section):
     first_token: Duration = 60.0
     # Streams, once they flow: the longest silence between two reads (a stalled stream is cut and said so).
     between_chunks: Duration = 60.0
-    total: Duration = 600.0  # one client request, every attempt and the whole stream included
+    total: Duration = 600.0  # one attempt, a whole stream included (a retry gets its own)
 
 
 class Cooldown(_Section):

@@ -69,24 +69,16 @@ class UpstreamClient:
     @asynccontextmanager
     async def open(
         self, upstream: Upstream, method: str, path: str, body: bytes | None, client_headers: Mapping[str, str],
-        timeout: aiohttp.ClientTimeout | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request and yield the response with its body still unread. `timeout`: the upstream's own,
-        unless the caller has less time left."""
+        """Send a request and yield the response with its body still unread."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         headers = forward_headers(client_headers, upstream)
         url = upstream.base_url + path
         with translate_errors(upstream):
             async with self._session.request(
-                method, url, data=body, headers=headers, timeout=timeout or upstream.timeout, allow_redirects=False
+                method, url, data=body, headers=headers, timeout=upstream.timeout, allow_redirects=False
             ) as response:
                 yield response
-
-
-def with_total(upstream: Upstream, seconds: float) -> aiohttp.ClientTimeout:
-    """The upstream's timeout with `seconds` left for the whole request."""
-    timeout = upstream.timeout
-    return aiohttp.ClientTimeout(total=max(seconds, 0.001), connect=timeout.connect, sock_read=timeout.sock_read)
 
 
 async def read_body(upstream: Upstream, response: aiohttp.ClientResponse) -> bytes:

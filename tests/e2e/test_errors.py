@@ -126,15 +126,17 @@ async def test_streamed_request_to_a_failing_upstream_gets_the_json_error(proxy:
     assert caught.value.status_code == 500
 
 
-async def test_a_cut_stream_is_recorded_as_incomplete_and_estimated(proxy: RunningProxy) -> None:
+async def test_a_cut_stream_ends_with_an_error_event_and_is_recorded_truncated(proxy: RunningProxy) -> None:
+    """Issue 10 (5): on 0d52d64 the stream just ended, and neither the SDK nor curl could tell."""
+    chunks = []
     async with openai.AsyncOpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0) as sdk:
         stream = await sdk.chat.completions.create(**CHAT, stream=True, extra_headers={"x-fake-fault": "cut"})
-        try:
-            [chunk async for chunk in stream]
-        except openai.APIError:
-            pass  # the SDK may or may not notice the missing [DONE]
+        with pytest.raises(openai.APIError) as caught:
+            async for chunk in stream:
+                chunks.append(chunk)
+    assert chunks and caught.value.code == "upstream_stream_cut"
     record = (await proxy.ledger.recent(1))[0]
-    assert record["error"] in ("upstream_stream_incomplete", "upstream_unreachable")
+    assert (record["error"], record["truncated"], record["status"]) == ("upstream_stream_cut", True, 200)
     assert record["usage_source"] == "estimated"
     assert record["completion_tokens"] > 0
 

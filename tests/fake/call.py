@@ -2,9 +2,10 @@
 
 import asyncio
 import hashlib
+import random
 import time
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,12 @@ from tests.fake import wire
 from tests.fake.content import Generated, OutputShape, generate, reply_length
 from tests.fake.tokens import token_pieces
 
-# Faults, by header `x-fake-fault: NAME` or by model `fake-NAME`.
-ERROR_FAULTS = frozenset({"400", "429", "500", "503"})
-FAULTS = frozenset({*ERROR_FAULTS, "timeout", "cut", "no-usage", "garbage"})
+# Faults, by header `x-fake-fault: NAME`, by model `fake-NAME`, or by the fake's own FaultPlan.
+# cut and stall take a count: `cut:3` drops the connection after 3 stream events, `stall:3` goes silent after them.
+ERROR_FAULTS = frozenset({"400", "context", "429", "500", "502", "503"})
+FAULTS = frozenset({*ERROR_FAULTS, "timeout", "cut", "stall", "error-event", "reset", "no-usage", "garbage"})
+COUNTED_FAULTS = frozenset({"cut", "stall", "error-event"})
+STALL_SECONDS = 3600.0  # longer than any client waits; ended when the client hangs up
 # Models whose answer is a poor one, whatever was asked: what a cascade must catch and escalate.
 CANNED_REPLIES = {
     "fake-empty": "",
@@ -45,6 +49,42 @@ class RecordedRequest:
     body: Any  # the parsed JSON; None when there was none or it was not JSON
 
 
+def split_fault(fault: str) -> tuple[str, int | None]:
+    """`cut:3` -> ("cut", 3); `cut` -> ("cut", None); a name or count it does not know raises ValueError."""
+    name, _, count = fault.partition(":")
+    if name not in FAULTS or (count and (name not in COUNTED_FAULTS or not count.isdigit())):
+        raise ValueError(f"fault {fault!r}: expected one of {sorted(FAULTS)} ({', '.join(sorted(COUNTED_FAULTS))} "
+                         "may take :N events)")
+    return name, int(count) if count else None
+
+
+@dataclass(slots=True)
+class FaultPlan:
+    """Faults this fake plays on its own, whatever a request asks (a proxy forwards one request's headers to
+    every deployment alike): the script first, one entry per request (None: no fault), then `rate` of the
+    requests at random (seeded: the same run plays the same faults) with a fault among `choices`."""
+
+    script: deque[str | None]
+    rate: float = 0.0
+    choices: tuple[str, ...] = ("500",)
+    rng: random.Random = field(default_factory=random.Random)
+    latency_s: float = 0.0
+    retry_after: str | None = None  # the Retry-After of its 429s and 503s
+
+    def next(self) -> str | None:
+        if self.script:
+            return self.script.popleft()
+        return self.rng.choice(self.choices) if self.rate and self.rng.random() < self.rate else None
+
+    @classmethod
+    def of(cls, *, script: Iterable[str | None] = (), rate: float = 0.0, choices: Iterable[str] = ("500",),
+           seed: int = 0, latency_ms: int = 0, retry_after: str | None = None) -> "FaultPlan":
+        for fault in (*script, *choices):
+            if fault is not None:
+                split_fault(fault)
+        return cls(deque(script), rate, tuple(choices), random.Random(seed), latency_ms / 1000, retry_after)
+
+
 @dataclass(slots=True)
 class UpstreamState:
     seed: int
@@ -53,6 +93,7 @@ class UpstreamState:
     recorded: list[RecordedRequest] | None
     fault_hits: Counter[tuple[str, str]] = field(default_factory=Counter)
     served: int = 0
+    plan: FaultPlan | None = None
 
 
 STATE = web.AppKey("fake_upstream_state", UpstreamState)
@@ -79,14 +120,16 @@ class Knobs:
     @classmethod
     def of(cls, headers: Mapping[str, str], model: str) -> "Knobs":
         fault = headers.get("x-fake-fault")
-        if fault is not None and fault not in FAULTS:  # a typo must not pass for a request that went well
-            raise ValueError(f"x-fake-fault: {fault!r} is none of {sorted(FAULTS)}")
+        if fault is not None:
+            split_fault(fault)  # a typo must not pass for a request that went well
         fault = fault or (model.removeprefix("fake-") if model.startswith("fake-") else None)
+        if fault is not None and fault.partition(":")[0] not in FAULTS:
+            fault = None  # a fake-* model that names no fault: served as a model
         return cls(
             words=int(headers["x-fake-words"]) if "x-fake-words" in headers else None,
             latency_s=_seconds(headers, "x-fake-latency-ms"),
             chunk_delay_s=_seconds(headers, "x-fake-chunk-delay-ms"),
-            fault=fault if fault in FAULTS else None,
+            fault=fault,
             cached_tokens=int(headers.get("x-fake-cached-tokens", 0)),
             cache_write_tokens=int(headers.get("x-fake-cache-write-tokens", 0)),
             anthropic_usage=headers.get("x-fake-anthropic-usage") == "1",
@@ -103,7 +146,8 @@ class Call:
     knobs: Knobs
     request_id: str
     started: float
-    fault: str | None = None  # the knob's fault, unless x-fake-fault-times has used it up
+    fault: str | None = None  # the knob's fault (unless x-fake-fault-times has used it up), or the plan's
+    fault_after: int | None = None  # cut:N, stall:N: the events sent before it
 
     @property
     def model(self) -> str:
@@ -147,11 +191,13 @@ def error_response(call: Call, status: int, body: bytes, headers: Mapping[str, s
 
 async def send_json(call: Call, payload: dict[str, Any]) -> web.StreamResponse:
     body = orjson.dumps(payload)
-    if call.fault != "cut":
+    if call.fault not in COUNTED_FAULTS:
         return web.Response(body=body, content_type="application/json", headers=call.headers())
     response = web.StreamResponse(headers={**call.headers(), "Content-Type": "application/json"})
     response.content_length = len(body)
     await response.prepare(call.request)
+    if call.fault == "stall":
+        await asyncio.sleep(STALL_SECONDS)
     await response.write(body[: len(body) // 2])
     return hang_up(call, response)
 
@@ -159,12 +205,20 @@ async def send_json(call: Call, payload: dict[str, Any]) -> web.StreamResponse:
 async def send_stream(call: Call, events: list[bytes]) -> web.StreamResponse:
     response = web.StreamResponse(headers={**call.headers(), "Content-Type": "text/event-stream; charset=utf-8"})
     await response.prepare(call.request)
-    cut = call.fault == "cut"
-    for n, event in enumerate(events[: len(events) // 2] if cut else events):  # half: before any finish
+    broken = call.fault in COUNTED_FAULTS
+    if broken:  # by default a cut comes after half the events (before any finish_reason), a stall before any
+        default = len(events) // 2 if call.fault == "cut" else 0
+        events = events[: default if call.fault_after is None else min(call.fault_after, len(events) - 1)]
+    for n, event in enumerate(events):
         if n and call.knobs.chunk_delay_s:
             await asyncio.sleep(call.knobs.chunk_delay_s)
         await response.write(event)
-    if cut:
+    if call.fault == "stall":
+        await asyncio.sleep(STALL_SECONDS)
+    if call.fault == "error-event":  # as OpenAI ends a stream that failed on its side
+        message = "The server had an error while processing your request. Sorry about that!"
+        await response.write(b"data: " + wire.error_body(message, "server_error") + b"\n\n")
+    elif broken:
         return hang_up(call, response)
     await response.write_eof()
     return response

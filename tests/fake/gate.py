@@ -11,7 +11,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from tests.fake import wire
-from tests.fake.call import ERROR_FAULTS, STATE, Call, Knobs, RecordedRequest, UpstreamState, error_response
+from tests.fake.call import (ERROR_FAULTS, STATE, Call, Knobs, RecordedRequest, UpstreamState, error_response,
+                             split_fault)
 
 TIMEOUT_FAULT_SECONDS = 3600.0  # longer than any client waits; the sleep ends when the client hangs up
 GARBAGE_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -31,17 +32,25 @@ def endpoint(handler: EndpointHandler, *required: str, reads_body: bool = True) 
         body = parse_body(raw)
         body_dict = body if isinstance(body, dict) else {}
         knobs = Knobs.of(request.headers, str(body_dict.get("model", "")))
-        if knobs.latency_s:
-            await asyncio.sleep(knobs.latency_s)
+        plan_fault = state.plan.next() if state.plan is not None and knobs.fault is None else None
+        latency = knobs.latency_s + (state.plan.latency_s if state.plan is not None else 0.0)
+        if latency:
+            await asyncio.sleep(latency)
         state.served += 1
         request_id = "req_" + hashlib.blake2b(f"{state.seed}:{state.served}".encode(), digest_size=16).hexdigest()
         call = Call(request, state, body_dict, knobs, request_id, started)
         rejection = auth_error(call) or (body_error(call, body, required) if reads_body else None)
         if rejection is not None:
             return rejection
-        call.fault = fault_due(call, raw)
+        fault = plan_fault or fault_due(call, raw)
+        if fault is not None:
+            call.fault, call.fault_after = split_fault(fault)
         if call.fault in ERROR_FAULTS:
             return fault_error(call)
+        if call.fault == "reset":
+            assert request.transport is not None
+            request.transport.abort()  # no status, no headers: the connection just drops
+            return web.Response()
         if call.fault == "timeout":
             await asyncio.sleep(TIMEOUT_FAULT_SECONDS)
         if call.fault == "garbage":
@@ -142,23 +151,30 @@ def fault_due(call: Call, raw: bytes) -> str | None:
 def fault_error(call: Call) -> web.Response:
     if call.fault == "429":
         return rate_limited(call)
+    if call.fault == "context":
+        message = ("This model's maximum context length is 128000 tokens. However, your messages resulted in 131072 "
+                   "tokens. Please reduce the length of the messages.")
+        body = wire.error_body(message, "invalid_request_error", "messages", "context_length_exceeded")
+        return error_response(call, 400, body)
     if call.fault == "400":
         message = "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 instead."
         body = wire.error_body(message, "invalid_request_error", "temperature", "decimal_above_max_value")
         return error_response(call, 400, body)
-    if call.fault == "503":
+    if call.fault in ("502", "503"):
         message = (
             "That model is currently overloaded with other requests. You can retry your request, or contact us "
             "through our help center at help.openai.com if the error persists. (Please include the request ID "
             f"{call.request_id} in your message.)"
         )
-        return error_response(call, 503, wire.error_body(message, "server_error"))
+        headers = {"retry-after": call.state.plan.retry_after} if call.state.plan and call.state.plan.retry_after else {}
+        return error_response(call, int(call.fault), wire.error_body(message, "server_error"), headers)
     message = "The server had an error while processing your request. Sorry about that!"
     return error_response(call, 500, wire.error_body(message, "server_error"))
 
 
 def rate_limited(call: Call) -> web.Response:
-    retry_after = call.knobs.retry_after
+    plan = call.state.plan
+    retry_after = plan.retry_after if plan is not None and plan.retry_after else call.knobs.retry_after
     message = (
         f"Rate limit reached for {call.model} in organization org-fakeupstream on tokens per min (TPM): "
         f"Limit 30000, Used 30000, Requested 1000. Please try again in {retry_after}s. "

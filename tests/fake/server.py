@@ -9,7 +9,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from tests.fake.app import FAKE_API_KEY, make_fake_app
-from tests.fake.call import STATE, RecordedRequest
+from tests.fake.call import STATE, FaultPlan, RecordedRequest
 from tests.fake.content import TEXT, generate, reply_length
 from tests.fake.endpoints import asks_concise, last_user_text
 from tests.fake.tokens import count, load_encodings
@@ -50,6 +50,18 @@ class FakeUpstream:
         length, prompt = reply_length(words, asks_concise(messages)), last_user_text(messages)
         reply = generate(seed=self.seed, prompt=prompt, index=0, length=length, shape=TEXT, model=model, budget=None)
         return reply.text
+
+    def faults(self, *, script: Iterable[str | None] = (), rate: float = 0.0, choices: Iterable[str] = ("500",),
+               seed: int = 0, latency_ms: int = 0, retry_after: str | None = None) -> None:
+        """Faults this instance plays whatever a request asks (see FaultPlan): `script` first, then `rate` of the
+        requests with one of `choices`; latency_ms before every answer; retry_after on its 429s and 503s."""
+        self.app[STATE].plan = FaultPlan.of(script=script, rate=rate, choices=choices, seed=seed,
+                                            latency_ms=latency_ms, retry_after=retry_after)
+
+    @property
+    def served(self) -> int:
+        """Requests that reached an endpoint (a fault or an answer), since the start."""
+        return self.app[STATE].served
 
     @staticmethod
     def token_count(text: str, model: str = "gpt-4o") -> int:
