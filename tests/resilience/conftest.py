@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import UPSTREAM_KEY_ENV, RunningProxy, StartProxy
+from tests.conftest import UPSTREAM_KEY_ENV, RunningProxy, StartProxy, merged
 from tests.fake_upstream import FakeUpstream
 
 MODEL = "gpt-4o"
@@ -39,7 +39,7 @@ def deployment(name: str, fake: FakeUpstream | str, models: tuple[str, ...] = (M
 
 def routed(fake: FakeUpstream, *deployments: dict, **routing: Any) -> dict:
     """The proxy's config: the deployments of gpt-4o first, the `fake` fixture serving every other model."""
-    return {"upstreams": [*deployments, deployment("catch-all", fake, ("*",))], "routing": {**QUICK, **routing}}
+    return {"upstreams": [*deployments, deployment("catch-all", fake, ("*",))], "routing": merged(QUICK, routing)}
 
 
 StartRouted = Callable[..., Any]
@@ -48,7 +48,7 @@ StartRouted = Callable[..., Any]
 @pytest.fixture
 def start_routed(start_proxy: StartProxy, fake: FakeUpstream) -> StartRouted:
     async def start(*deployments: dict, changes: dict | None = None, **routing: Any) -> RunningProxy:
-        return await start_proxy(**routed(fake, *deployments, **routing), **(changes or {}))
+        return await start_proxy(**{**routed(fake, *deployments, **routing), **(changes or {})})
 
     return start
 
