@@ -125,6 +125,7 @@ def _configured_models(config: Config) -> frozenset[str]:
     """Models the config names are worth their own metric label even when unpriced."""
     named = {model for policy in config.policies for model in getattr(policy, "models_named", tuple)()}
     named |= {pattern for upstream in config.upstreams for pattern in upstream.models if "*" not in pattern}
+    named |= {model for entry in config.routing.fallbacks for model in (entry.from_, *entry.to)}
     return frozenset(named)
 
 

@@ -55,6 +55,7 @@ async def test_every_dashboard_query_returns_data_and_the_totals_match_the_ledge
         await _assert_spend_matches(prometheus, proxy)
         await _assert_policies_match(prometheus, rows)
         await _assert_budgets_match(prometheus, rows)
+        await _assert_attempts_match(prometheus, rows)
 
         async def unpriced_alert_fires() -> bool:
             return "ThriftgateUnpricedModelTraffic" in await prometheus.firing_alerts()
@@ -105,6 +106,19 @@ async def _assert_policies_match(prometheus: Prometheus, rows: list[dict]) -> No
         ("same-answer",): looked_up["same-answer", "exact-hit"]}
     errors = await _by(prometheus, "sum by (policy, hook) (thriftgate_policy_errors_total)", "policy", "hook")
     assert errors == {("fragile", "on_response"): treated["fragile"]}
+
+
+async def _assert_attempts_match(prometheus: Prometheus, rows: list[dict]) -> None:
+    """Every upstream attempt is counted once (the request's row says how many it made), and every fallback."""
+    requests = [row for row in rows if row["parent_id"] is None]
+    attempts = await prometheus.scalar("sum(thriftgate_upstream_attempts_total)")
+    assert attempts == sum(row["attempt"] for row in requests) > len(requests) / 2
+    retried = [row for row in rows if row["parent_id"] is not None]
+    assert retried and all(row["attempt"] >= 1 and row["status"] >= 500 for row in retried)
+    fallbacks = await _by(prometheus, "sum by (from, to, reason) (thriftgate_fallbacks_total)", "from", "to", "reason")
+    assert fallbacks == Counter((row["requested_model"], row["model"], row["fallback"]) for row in requests
+                                if row["fallback"])
+    assert await prometheus.scalar('min(thriftgate_upstream_up{upstream="fake"})') == 1
 
 
 async def _assert_budgets_match(prometheus: Prometheus, rows: list[dict]) -> None:

@@ -45,6 +45,7 @@ ROUND: tuple[Request, ...] = (
     ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "three rivers"}, {}),
     ("POST", "/v1/chat/completions", {"model": "llama-3.1-70b", **CHAT}, {}),  # no price
     ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {"x-fake-fault": "500"}),
+    ("POST", "/v1/chat/completions", {"model": "fake-503", **CHAT}, {}),  # always fails; WORKLOAD falls back
     ("GET", "/v1/models", None, {}),  # passed through
 )
 
@@ -66,7 +67,8 @@ class _FragilePolicy:
 # A policy type for tests only (monkeypatch it into proxy.policies.registry.REGISTRY): no real type fails on purpose.
 FRAGILE = SimpleNamespace(Settings=_FragileSettings, Policy=_FragilePolicy)
 
-# Policies and budgets for the savings and budget dashboards, and POLICY_ROUND, which exercises them: a
+# Policies, budgets and a fallback for the savings, budget and health dashboards, and POLICY_ROUND, which
+# exercises them (ROUND has the fallback): a
 # concise policy with a holdout (estimated savings once both arms have 20 requests: 60 a round make
 # fewer than 20 in either arm over two rounds a one-in-10^12 draw), a route and a cascade (exact savings;
 # one cascade escalates), an exact cache (lookups, hits), a policy that fails, a day and a month budget
@@ -79,6 +81,7 @@ WORKLOAD = {
         {"name": "fragile", "type": "fragile", "match": {"tags": ["fragile"]}},
         {"name": "same-answer", "type": "exact_cache", "match": {"tags": ["repeat"]}},
     ],
+    "routing": {"fallbacks": [{"from": "fake-503", "to": ["gpt-4o-mini"]}]},
     "budgets": [
         {"scope": "global", "usd": 1000, "window": "day"},
         {"scope": "model:gpt-4o*", "usd": 500, "window": "month"},
