@@ -7,6 +7,8 @@ Run from the repository root (it starts `python -m tests.fake_upstream` and `pyt
   floor           bench/floor_forwarder.py: one bare aiohttp hop, the least any aiohttp proxy can cost
   thriftgate      counting, pricing, metrics and ledger on; access log off
   thriftgate-log  the same with the access log on (stdout to a file); not in the default set
+  thriftgate-routed  thriftgate with routing configured (two weighted deployments of the model, retries, a
+                  fallback) and no faults: what resilience costs when nothing fails
   litellm         LiteLLM's proxy, one worker, from --litellm-python's venv; skipped when that is absent
 Each target is measured at concurrency 1 and 32, streamed and not, for --seconds after --warmup: requests/s,
 p50/p99 latency and time to first byte, the proxy process's CPU ms per request (utime+stime from /proc, its
@@ -34,9 +36,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ((1, False), (1, True), (32, False), (32, True))  # (concurrency, streamed)
-DEFAULT_TARGETS = "direct,floor,thriftgate,litellm"
+DEFAULT_TARGETS = "direct,floor,thriftgate,thriftgate-routed,litellm"
 PROXY_CPUS, LOAD_CPUS = ({1}, {0}) if (os.cpu_count() or 1) >= 2 else (None, None)
 MEMORY_REQUESTS = 100_000
+# The load generator's model served by two deployments (both the fake), with retries and a fallback configured.
+ROUTED = {
+    "upstreams": [
+        {"name": "primary", "base_url": "UPSTREAM/v1", "api_key_env": None, "models": ["gpt-4o-mini"], "weight": 3},
+        {"name": "secondary", "base_url": "UPSTREAM/v1", "api_key_env": None, "models": ["gpt-4o-mini"]},
+        {"name": "fake", "base_url": "UPSTREAM/v1", "api_key_env": None},
+    ],
+    "routing": {"retries": 2, "fallbacks": [{"from": "gpt-4o-mini", "to": ["gpt-4o"]}]},
+}
 
 
 # ---- processes ----
@@ -155,7 +166,8 @@ def start_target(name: str, procs: Processes, upstream_port: int, litellm_python
             "server": {"host": "127.0.0.1", "port": port, "access_log": name == "thriftgate-log"},
             "upstreams": [{"name": "fake", "base_url": upstream + "/v1", "api_key_env": None}],
             "ledger": {"path": str(work / f"{name}-ledger.db")},
-        }))
+            **(ROUTED if name == "thriftgate-routed" else {}),
+        }).replace("UPSTREAM", upstream))
         # the access log goes to a file, as a log shipper would read it
         proc = procs.start(name, [sys.executable, "-m", "proxy", "serve", "--config", str(config)], PROXY_CPUS,
                            stdout=f"{name}.access.log")
@@ -315,6 +327,11 @@ def print_targets(results: dict, targets: list[str]) -> None:
         for c, s in SCENARIOS:
             x = tg[c, s].cpu_ms / results["floor", c, s].cpu_ms
             checks.append((f"CPU/request <= 2x floor, c={c} {'stream' if s else 'whole'}: {x:.2f}x", x <= 2))
+    if "thriftgate-routed" in targets:
+        for c, s in SCENARIOS:
+            x = results["thriftgate-routed", c, s].cpu_ms / tg[c, s].cpu_ms
+            checks.append((f"CPU/request with routing <= 1.10x without, c={c} {'stream' if s else 'whole'}: {x:.2f}x",
+                           x <= 1.10))
     if "litellm" in targets:
         for s in (False, True):
             x = tg[32, s].rps / results["litellm", 32, s].rps

@@ -49,7 +49,7 @@ def make_app(
 ) -> web.Application:
     """metrics_dir: the PROMETHEUS_MULTIPROC_DIR of `serve --workers N`, whose /metrics adds up every worker.
     config_path: the file `POST /admin/reload` and SIGHUP (with handle_sighup) read again.
-    clock: unix time for budget windows (tests move it across a window's end)."""
+    clock: unix time for budget windows and routing's cooldowns and minutes (tests move it across a window's end)."""
     prices = PriceTable.load(
         list(config.pricing.files or [default_pricing_path()]),
         {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
@@ -69,7 +69,7 @@ def make_app(
     auth = Auth(config.auth, store)
     budgets = build_budgets(config, store=store, keys_possible=auth.keys_possible, prices=prices, metrics=metrics,
                             clock=clock)
-    routing = Routing(config, upstreams, open_health_store(config.store), metrics)
+    routing = Routing(config, upstreams, open_health_store(config.store), metrics, clock=clock)
     attempts = Attempts(routing, upstreams, recorder, settler, prices, metrics, budgets)
     lookups = build_lookups(config, upstreams=upstreams, prices=prices, tokens=tokens, metrics=metrics, clock=clock,
                             models=local_models)  # local_models: loaded embedding models to share (tests)

@@ -14,10 +14,11 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 
 async def upstreams(request: web.Request) -> web.Response:
-    return web.json_response(report(request.app[ROUTING], time.time()))
+    return web.json_response(report(request.app[ROUTING]))
 
 
-def report(routing: Routing, now: float) -> dict:
+def report(routing: Routing) -> dict:
+    now = routing.clock()
     health, loads = routing.health, routing.router.loads
     rows = []
     for config in routing.upstreams:

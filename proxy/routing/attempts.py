@@ -65,7 +65,7 @@ class Attempts:
         model may be served (the pipeline's price rules) before its budget is reserved."""
         routing = self._routing
         route = routing.route(ex.model)
-        allowed = allowed_fallbacks(ex, lambda model: routing.route(model) is not None) if fallbacks else frozenset()
+        allowed = allowed_fallbacks(ex, routing.route) if fallbacks else frozenset()
         chain = route.fallbacks if allowed is None or allowed else ()
         classify = routing.classifier  # a reload meanwhile changes the next request's, not this one's
         position = 0
@@ -112,7 +112,7 @@ class Attempts:
                     tried = ()
                     choice = await router.pick(route)
             if choice is None:
-                return failure or nothing_up(route.model, router.unavailable(route))
+                return failure or nothing_up(route.model, router.unavailable(route), self._routing.clock())
             if failure is not None:
                 await self._record(ex, failure)
                 _stop_if_client_left(ex)
@@ -141,7 +141,7 @@ class Attempts:
         if down is not None:
             if down.probing:
                 return None
-            wait = max(wait, down.back_at - time.time())
+            wait = max(wait, down.back_at - self._routing.clock())
         if wait > backoff.max:
             return None
         return wait
@@ -172,7 +172,8 @@ class Attempts:
                 if failure.retryable or failure.reason is not None:
                     got = failure
             if isinstance(got, Whole):  # the answer: a success, or an error no retry or fallback applies to
-                await self._answered(deployment, probe)
+                if probe or deployment.name in self._routing.health.states:
+                    await self._answered(deployment, probe)
                 self._metrics.upstream_attempt(deployment.name, "ok" if got.status < 400 else "client_error")
                 result = answer(ex, got)
                 if ex.usage is not None:
@@ -207,7 +208,8 @@ class Attempts:
                     first_token.reschedule(None)
                     self._routing.router.measured(deployment, time.perf_counter() - started)
                     keep_reading_within(deployment, resp, timeouts.between_chunks)
-                    await self._answered(deployment, probe)
+                    if probe or deployment.name in self._routing.health.states:
+                        await self._answered(deployment, probe)
                     result = await relay(ex, resp, first)
         except TimeoutError:
             if not first_token.expired():
@@ -226,7 +228,8 @@ class Attempts:
             self._routing.router.used(deployment, ex.usage.total_tokens)
 
     async def _answered(self, deployment: Upstream, probe: bool) -> None:
-        """It answered: a probe puts it back in rotation, and any answer ends a run of failures."""
+        """It answered: a probe puts it back in rotation, and any answer ends a run of failures (callers on the
+        hot path check first that there is anything to tell)."""
         if probe or deployment.name in self._routing.health.states:
             await self._routing.health.succeeded(deployment.name, probe=probe)
 
@@ -239,7 +242,7 @@ class Attempts:
         if failure.outcome == "client_error":  # it answered, whatever it thought of the request
             await self._answered(deployment, probe)
         elif counted or failure.retry_after:
-            rest_until = time.time() + failure.retry_after if failure.retry_after else 0.0
+            rest_until = self._routing.clock() + failure.retry_after if failure.retry_after else 0.0
             await self._routing.health.failed(deployment.name, probe=probe, rest_until=rest_until)
 
     async def _record(self, ex: Exchange, failure: Failure) -> None:

@@ -16,7 +16,7 @@ MAX_NAMED = 16
 MECHANISM = "fallback"
 
 
-def allowed_fallbacks(ex: Exchange, serves: Callable[[str], bool]) -> frozenset[str] | None:
+def allowed_fallbacks(ex: Exchange, route: Callable[[str], object | None]) -> frozenset[str] | None:
     """The models this request accepts as fallbacks; None: every configured one."""
     value = ex.request.headers.get(FALLBACKS_HEADER)
     if value is None:
@@ -27,7 +27,7 @@ def allowed_fallbacks(ex: Exchange, serves: Callable[[str], bool]) -> frozenset[
     if len(names) > MAX_NAMED:
         raise BadRequest(f"The {FALLBACKS_HEADER} header names more than {MAX_NAMED} models.",
                          param=FALLBACKS_HEADER, code="invalid_header")
-    unknown = [name for name in names if not serves(name)]
+    unknown = [name for name in names if route(name) is None]
     if unknown:
         raise BadRequest(
             f"The {FALLBACKS_HEADER} header names models no upstream serves: {', '.join(unknown)}. Give 'none', or "

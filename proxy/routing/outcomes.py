@@ -85,9 +85,9 @@ class Classifier:
         return Failure("client_error", f"upstream_{status}", status, reason, retryable, 0.0, whole)
 
 
-def nothing_up(model: str, down: Unavailable) -> Failure:
+def nothing_up(model: str, down: Unavailable, now: float) -> Failure:
     """Every deployment of the model is out of rotation: ours, in OpenAI's shape, saying when to come back."""
-    wait = max(math.ceil(down.back_at - time.time()), 1)
+    wait = max(math.ceil(down.back_at - now), 1)
     at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(down.back_at))
     headers = {"Retry-After": str(wait)}
     if down.reason == "rate_limited":

@@ -20,6 +20,7 @@ from proxy.store.health import CooldownRule, HealthStore
 class Routing:
     def __init__(self, config: Config, upstreams: UpstreamClient, store: HealthStore, metrics: Metrics, *,
                  clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # unix time: shared by replicas for cooldowns, per minute for rpm and tpm
         self.health = Health(store, metrics, clock=clock)
         self.router = Router(self.health, clock=clock)
         self._upstreams = upstreams
