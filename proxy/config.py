@@ -63,6 +63,7 @@ class PriceOverride(Section):
     output: float | str = 0
     cached_input: float | str | None = None
     cache_write: float | str | None = None
+    cache_write_1h: float | str | None = None
     reasoning: float | str | None = None
 
 

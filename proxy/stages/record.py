@@ -59,6 +59,7 @@ def spend_record(ex: Exchange) -> SpendRecord:
         key_id=ex.key_id, team=ex.team, user=ex.user,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
         reasoning_tokens=usage.reasoning_tokens, cost_nanos=ex.cost_nanos, usage_source=usage.source,
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
