@@ -11,13 +11,6 @@ import orjson
 from proxy.errors import BadRequest
 from proxy.accounting.usage import Usage
 
-# The priced endpoints; any other /v1/* path is passed through unpriced.
-ENDPOINT_BY_PATH = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/responses": "responses",
-}
 STREAMABLE = frozenset({"chat", "completions", "responses"})
 MAX_OUTPUT_FIELDS = {
     "chat": ("max_completion_tokens", "max_tokens"),

@@ -32,7 +32,7 @@ class MatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: tuple[str, ...] | None = None  # globs on the requested model
-    endpoints: tuple[Literal["chat", "completions", "responses", "embeddings"], ...] | None = None
+    endpoints: tuple[Literal["chat", "completions", "responses", "embeddings", "messages", "count_tokens"], ...] | None = None
     teams: tuple[str, ...] | None = None
     keys: tuple[str, ...] | None = None
     tags: tuple[str, ...] | None = None  # any of these in the x-thriftgate-tags header

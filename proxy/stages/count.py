@@ -1,6 +1,7 @@
 """The count stage: tokens of a request's prompt, and usage estimated when the upstream gave none."""
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from proxy.accounting.tokens import ModelTokenizer
@@ -21,13 +22,19 @@ def prompt_tokens(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any]
     return 0
 
 
-def estimate_usage(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any] | None, output: list[str]) -> Usage:
-    """Usage counted locally, flagged as estimated; a body the counter cannot read counts as 0."""
+def estimate_usage(tokenizer: ModelTokenizer, dialect: Any, body: dict[str, Any] | None, output: list[str],
+                   reported: Usage | None = None) -> Usage:
+    """Usage counted locally, flagged as estimated; a body the counter cannot read counts as 0.
+
+    `reported`: what a stream cut short had reported at its start (Anthropic's message_start): its input
+    counts are exact and kept, its output count is only a floor."""
+    completion = tokenizer.completion_output("".join(output)) if output else 0
+    if reported is not None:
+        return replace(reported, completion_tokens=max(reported.completion_tokens, completion), estimated=True)
     prompt = 0
     if body is not None:
         try:
-            prompt = prompt_tokens(tokenizer, endpoint, body)
+            prompt = dialect.prompt_tokens(tokenizer, body)
         except ValueError as exc:
             log.warning("could not count the prompt: %s", exc)
-    completion = tokenizer.completion_output("".join(output)) if output else 0
     return Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True)

@@ -10,7 +10,6 @@ from proxy.exchange import Exchange
 from proxy.accounting.ledger import Ledger, SpendRecord
 from proxy.lookup.trace import ledger_column
 from proxy.accounting.metrics import Metrics
-from proxy.openai_wire import last_user_text
 from proxy.accounting.usage import Usage
 
 access_log = logging.getLogger("thriftgate.access")
@@ -46,7 +45,7 @@ class Recorder:
             if line[column] is not None:
                 line[column] = orjson.Fragment(line[column])  # an object, not a string of JSON
         if prompt:
-            line["prompt"] = last_user_text(ex.endpoint, ex.body)
+            line["prompt"] = ex.dialect.last_user_text(ex.body)
         return orjson.dumps(line).decode()
 
 
