@@ -30,6 +30,7 @@ from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
 from proxy.accounting.tokens import TokenCounter
+from proxy.accounting.usage import Usage
 from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
 from proxy.dialects.providers import Passthrough, upstream_path
 
@@ -190,9 +191,10 @@ class Pipeline:
         return web.Response(status=ex.status, body=body, headers=headers)
 
     def _answer_locally(self, ex: Exchange, body: bytes) -> web.Response:
-        """The leg answered without the upstream (Anthropic's count_tokens on an OpenAI upstream)."""
+        """The leg answered without the upstream (Anthropic's count_tokens on an OpenAI upstream): an estimate."""
         ex.status = 200
         read_answer(ex, body)
+        ex.usage = Usage(estimated=True)
         self._settler.settle(ex)
         return web.Response(body=body, content_type="application/json", headers=self._answer_headers(ex))
 

@@ -13,7 +13,10 @@ the answer back into the client's dialect:
   upstream. Status 529 (Anthropic's "overloaded") reaches an OpenAI client as 503, OpenAI's status
   for the same thing, and a 503 reaches an Anthropic client as 529; every other status is kept.
 - Local: Anthropic's count_tokens against an OpenAI upstream, which has no such endpoint: answered
-  by the proxy's own estimate.
+  by the proxy's own estimate (flagged in the ledger like any estimate: the count is free either way).
+
+Translations: OpenAI chat <-> Anthropic Messages, both ways (chat_request/chat_answer,
+messages_request/messages_answer). The other OpenAI endpoints reach an Anthropic upstream as a 400.
 """
 
 from collections.abc import Callable, Mapping
@@ -26,6 +29,8 @@ from proxy.dialects import anthropic, openai
 from proxy.dialects.anthropic import API_VERSION
 from proxy.dialects.chat_answer import ChatStream, chat_completion
 from proxy.dialects.chat_request import messages_body
+from proxy.dialects.messages_answer import MessagesStream, message
+from proxy.dialects.messages_request import chat_body
 from proxy.errors import BadRequest, ProxyError
 
 Price = Callable[[Usage], int | None]
@@ -68,7 +73,7 @@ class Translated:
         try:
             native = orjson.loads(body)
             translated = self._translate_answer(native)
-        except (orjson.JSONDecodeError, AttributeError, TypeError):
+        except (ValueError, LookupError, AttributeError, TypeError):  # not JSON, or not an answer of its kind
             ex.error_code = "upstream_invalid_answer"
             message = f"The upstream '{self._upstream}' answered with a body that is not a {self._native.wire} answer."
             return self._rendered(ex, ProxyError(message, code="upstream_invalid_answer"), 502)
@@ -111,11 +116,9 @@ class OpenAIProvider:
         if ex.dialect.wire == self.wire:
             return Passthrough(upstream_path(ex), ex.forward_body())
         if ex.dialect is anthropic.COUNT_TOKENS:
-            count = ex.prompt_tokens()
-            return Local(orjson.dumps({"input_tokens": count}))
-        raise BadRequest(f"The model '{ex.model}' is served by the OpenAI upstream '{self._name}', which does not "
-                         f"speak Anthropic's Messages API; route it to an Anthropic upstream.",
-                         param="model", code="untranslatable_request")
+            return Local(orjson.dumps({"input_tokens": ex.prompt_tokens()}))
+        return Translated(self._name, openai.CHAT, "/chat/completions", chat_body(ex.body, upstream=self._name),
+                          message, lambda ex, price: MessagesStream())
 
     def credentials(self, client_headers: Mapping[str, str], api_key: str | None) -> dict[str, str]:
         if api_key:
