@@ -68,7 +68,7 @@ def make_app(
     lookups = build_lookups(config, upstreams=upstreams, prices=prices, tokens=tokens, metrics=metrics, clock=clock,
                             models=local_models)  # local_models: loaded embedding models to share (tests)
     services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder, budgets),
-                        lookups=lookups)
+                        lookups=lookups, upstreams=upstreams)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
     pipeline = Pipeline(

@@ -21,6 +21,7 @@ from proxy.accounting.tokens import TokenCounter
 if TYPE_CHECKING:
     from proxy.lookup.service import Lookups
     from proxy.policies.side_calls import SideCalls
+    from proxy.stages.upstream import UpstreamClient
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
 Count = Annotated[int, Field(ge=0)]
@@ -77,3 +78,4 @@ class Services:
     tokens: TokenCounter
     side_calls: "SideCalls"
     lookups: "Lookups | None" = None  # embedders and stored answers, for the lookup policies
+    upstreams: "UpstreamClient | None" = None  # which upstream (and provider) serves a model

@@ -42,12 +42,22 @@ FAULTS = frozenset({*ERRORS, "timeout", "cut", "garbage", "stream-error"})
 
 def make_fake_anthropic_app(*, seed: int = 0, api_keys: tuple[str, ...] = (FAKE_ANTHROPIC_KEY,),
                             record: bool = True) -> web.Application:
-    app = web.Application(middlewares=[record_requests])
+    app = web.Application(middlewares=[record_requests, _invalid_urls])
     app[STATE] = UpstreamState(seed=seed, models=MODELS, api_keys=frozenset(api_keys), recorded=[] if record else None)
     app[CACHE] = PromptCache()
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     return app
+
+
+@web.middleware
+async def _invalid_urls(request: web.Request, handler) -> web.StreamResponse:
+    """A path or method the API does not have: Anthropic's 404, not aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        body = wire.error_body("not_found_error", "Not Found", "req_011notfound")
+        return web.Response(status=404, body=body, content_type="application/json")
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
