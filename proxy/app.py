@@ -18,7 +18,7 @@ from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError
 from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
-from proxy import dialects
+from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.hooks import build_chain
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
@@ -28,7 +28,7 @@ from proxy.control.reload import Reloader, install_sighup, reload_route
 from proxy.accounting.savings import HoldoutStats
 from proxy.stages.settle import Settler
 from proxy.policies.side_calls import SideCalls
-from proxy.store import open_store
+from proxy.store.backends import open_store
 from proxy.accounting.tokens import TokenCounter
 from proxy.stages.upstream import UpstreamClient
 from proxy.lookup import admin as lookup_admin
@@ -96,7 +96,7 @@ def make_app(
     app[LOOKUPS] = lookups
     app.cleanup_ctx.append(running_lookups)  # after the upstreams start; drains cache writes before they close
 
-    for path, dialect in dialects.INGRESS.items():
+    for path, dialect in INGRESS.items():
         app.router.add_post(path, pipeline.priced(dialect))
     app.router.add_route("*", "/v1/{tail:.*}", pipeline.passthrough)
     app.router.add_get("/healthz", healthz)
@@ -150,7 +150,7 @@ async def openai_shaped_errors(request: web.Request, handler) -> web.StreamRespo
 
 
 def _in_dialect(request: web.Request, err: ProxyError) -> web.Response:
-    return dialects.for_request(request.path, request.headers).error_response(err)
+    return for_request(request.path, request.headers).error_response(err)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from proxy import config as config_module
+from proxy import config_loading
 from proxy.accounting import reports
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
@@ -97,7 +98,7 @@ def _positive_int(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = config_module.load(args.config)
+    config = config_loading.load(args.config)
     server = config.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
@@ -175,7 +176,7 @@ def _configure_logging(config: config_module.Config) -> logging.handlers.QueueLi
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = config_module.load(args.file)
+    config = config_loading.load(args.file)
     from proxy.accounting.pricing import PriceTable, default_pricing_path
 
     files = list(config.pricing.files or [default_pricing_path()])
@@ -189,7 +190,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _spend(args: argparse.Namespace) -> int:
     from proxy.store import SPEND_DIMENSIONS
 
-    store = config_module.load(args.config).store
+    store = config_loading.load(args.config).store
     if args.source == "fleet" or (args.source is None and not args.ledger and store.backend == "redis"
                                   and args.by in SPEND_DIMENSIONS):
         return _fleet_spend(args, store)
@@ -199,7 +200,8 @@ def _spend(args: argparse.Namespace) -> int:
 
 def _fleet_spend(args: argparse.Namespace, store: config_module.StoreConfig) -> int:
     from proxy.accounting.ledger import parse_since
-    from proxy.store import StoreUnavailable, read_fleet_spend
+    from proxy.store import StoreUnavailable
+    from proxy.store.backends import read_fleet_spend
 
     now = time.time()
     try:
@@ -222,7 +224,7 @@ def _savings(args: argparse.Namespace) -> int:
 def _ledger_report(args: argparse.Namespace, query, table) -> int:
     from proxy.accounting.ledger import open_readonly, parse_since
 
-    path = args.ledger or config_module.load(args.config).ledger.path
+    path = args.ledger or config_loading.load(args.config).ledger.path
     if not Path(path).exists():
         print(f"thriftgate: no ledger at {path}", file=sys.stderr)
         return 1

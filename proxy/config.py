@@ -7,6 +7,7 @@ only the names of the environment variables that hold them.
 import fnmatch
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,11 @@ _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 class ConfigError(ValueError):
     """A configuration mistake; str() is a ready-to-print message naming file and key."""
+
+
+# (the `policies` entries, the source's name) -> the typed policy settings; raises ConfigError.
+# Handed in by the composition roots (proxy.config_loading): the policy types sit above this module.
+PolicyParser = Callable[[Any, str], tuple[Any, ...]]
 
 
 class Section(BaseModel):
@@ -103,7 +109,7 @@ class Config(Section):
     # Output tokens a budget reserves for a request that sets no max_tokens (see docs/budgets.md).
     budgets_default_max_output_tokens: Annotated[int, Field(gt=0)] = 4096
     embedders: dict[str, EmbedderConfig] = {}  # by name, for lookup policies (docs/lookup.md)
-    # Typed per policy type by proxy.policies.parse (each type owns its settings model).
+    # Typed per policy type by the PolicyParser handed to validate (each type owns its settings model).
     policies: tuple[Any, ...] = ()
 
     @field_validator("upstreams", mode="before")
@@ -156,7 +162,7 @@ class UpstreamMatcher:
         return found
 
 
-def load(path: str | Path | None) -> Config:
+def load(path: str | Path | None, *, parse_policies: PolicyParser) -> Config:
     """Read and validate a YAML config; None gives the embedded defaults."""
     if path is None:
         return Config()
@@ -169,23 +175,17 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
-    return validate(data, source=str(path))
+    return validate(data, source=str(path), parse_policies=parse_policies)
 
 
-def validate(data: dict[str, Any], *, source: str = "<config>") -> Config:
-    # Imported here: policy modules import the exchange, which imports this module.
-    from proxy import policies
-
+def validate(data: dict[str, Any], *, source: str = "<config>", parse_policies: PolicyParser) -> Config:
     data = dict(data)
     raw_policies = data.pop("policies", None)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
-    try:
-        parsed = policies.parse(raw_policies, source)
-    except policies.PolicyConfigError as exc:
-        raise ConfigError(str(exc)) from None
+    parsed = parse_policies(raw_policies, source)
     _check_models_are_served(config, parsed, source)
     _check_anthropic_keys(config, source)
     if missing := check_embedders(config.embedders, {u.name for u in config.upstreams}, parsed, source):

@@ -3,16 +3,18 @@
 import itertools
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from proxy.accounting.tokens import TokenCounter
-from proxy.stages.upstream import Upstream
 from proxy.accounting.usage import Usage
+from proxy.upstream_types import Upstream
+
+# (model, dialect, body) -> the prompt's tokens for that model: stages.count.prompt_counter makes one.
+PromptCounter = Callable[[str, Any, dict[str, Any]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,7 @@ class Exchange:
     upstream: Upstream | None = None
     prompt_cache: Any = None  # a prompt_cache policy's plan: breakpoints an Anthropic upstream's leg places
     tags: frozenset[str] = frozenset()  # from the x-thriftgate-tags header
-    tokens: TokenCounter | None = None  # set by the pipeline so stages can count the prompt
+    count_prompt: PromptCounter | None = None  # set by the pipeline so stages can count the prompt
     _prompt_count: tuple[str, int, int] | None = None  # (model, body edits, count)
     body_edits: int = 0
 
@@ -108,8 +110,8 @@ class Exchange:
         memo = self._prompt_count
         if memo is not None and memo[0] == self.model and memo[1] == self.body_edits:
             return memo[2]
-        assert self.tokens is not None and self.body is not None
-        count = self.dialect.prompt_tokens(self.tokens.for_model(self.model), self.body)
+        assert self.count_prompt is not None and self.body is not None
+        count = self.count_prompt(self.model, self.dialect, self.body)
         self._prompt_count = (self.model, self.body_edits, count)
         return count
 

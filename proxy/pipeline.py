@@ -17,7 +17,8 @@ import time
 
 from aiohttp import web
 
-from proxy import dialects
+from proxy.dialects.base import Dialect
+from proxy.dialects.ingress import for_request
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
@@ -26,6 +27,7 @@ from proxy.exchange import Exchange
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
+from proxy.stages.count import prompt_counter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
@@ -58,7 +60,7 @@ class Pipeline:
         self._max_body = config.server.max_body_bytes
         self._reject_unpriced = config.pricing.unpriced == "reject"
         self._settler = settler
-        self._tokens = tokens
+        self._count_prompt = prompt_counter(tokens)
         self._prices = prices
         self._upstreams = upstreams
         self._recorder = recorder
@@ -69,14 +71,14 @@ class Pipeline:
 
     # ---- entry points ----
 
-    def priced(self, dialect: dialects.Dialect):
+    def priced(self, dialect: Dialect):
         async def handler(request: web.Request) -> web.StreamResponse:
             return await self._handle(Exchange(request, dialect.endpoint, dialect), self._priced)
 
         return handler
 
     async def passthrough(self, request: web.Request) -> web.StreamResponse:
-        dialect = dialects.for_request(request.path, request.headers)
+        dialect = for_request(request.path, request.headers)
         return await self._handle(Exchange(request, "passthrough", dialect), self._pass_through)
 
     def replace_policies(self, policies: PolicyChain) -> None:
@@ -119,7 +121,7 @@ class Pipeline:
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
-        ex.tokens = self._tokens
+        ex.count_prompt = self._count_prompt
         if policies:
             await policies.on_request(ex)
             if ex.early_response is not None:

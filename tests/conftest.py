@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import make_app
 from proxy.appkeys import LEDGER, METRICS
-from proxy.config import load, validate
+from proxy.config_loading import load, validate
 from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics
 from tests.fake_upstream import FakeUpstream, fake_anthropic

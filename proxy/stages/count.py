@@ -4,8 +4,9 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from proxy.accounting.tokens import ModelTokenizer
+from proxy.accounting.tokens import ModelTokenizer, TokenCounter
 from proxy.accounting.usage import Usage
+from proxy.exchange import PromptCounter
 
 log = logging.getLogger("thriftgate.count")
 
@@ -20,6 +21,12 @@ def prompt_tokens(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any]
     if endpoint == "responses":
         return tokenizer.responses_input(body.get("input") or "", body.get("instructions"), body.get("tools"))
     return 0
+
+
+def prompt_counter(tokens: TokenCounter) -> PromptCounter:
+    """What the pipeline hands each exchange to count its prompt (Exchange.prompt_tokens memoises it):
+    the client's dialect counts its own body, with the tokenizer of the model that answers."""
+    return lambda model, dialect, body: dialect.prompt_tokens(tokens.for_model(model), body)
 
 
 def estimate_usage(tokenizer: ModelTokenizer, dialect: Any, body: dict[str, Any] | None, output: list[str],

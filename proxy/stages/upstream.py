@@ -7,8 +7,6 @@ when the request is sent and while its answer is read.
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -16,6 +14,7 @@ from multidict import CIMultiDict
 from proxy.config import UpstreamConfig, UpstreamMatcher
 from proxy.dialects.providers import PROVIDERS
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.upstream_types import Upstream
 
 # Marks requests this proxy sent, so a misconfigured upstream pointing back at us fails fast.
 HOP_HEADER = "x-thriftgate-hop"
@@ -29,31 +28,22 @@ _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "se
 _NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "x-api-key"}
 
 
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    name: str
-    base_url: str
-    api_key: str | None  # resolved once at start-up from the configured env var
-    timeout: aiohttp.ClientTimeout
-    provider: Any  # proxy.dialects.providers: the upstream's dialect, its credentials, each attempt's leg
-
-    @classmethod
-    def from_config(cls, config: UpstreamConfig) -> "Upstream":
-        return cls(
-            name=config.name,
-            base_url=config.base_url,
-            api_key=config.api_key,
-            provider=PROVIDERS[config.provider](config),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
-            ),
-        )
+def upstream_from_config(config: UpstreamConfig) -> Upstream:
+    return Upstream(
+        name=config.name,
+        base_url=config.base_url,
+        api_key=config.api_key,
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
+        ),
+        provider=PROVIDERS[config.provider](config),
+    )
 
 
 class UpstreamClient:
     def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
         self._matcher = UpstreamMatcher(upstreams)
-        self._by_name = {u.name: Upstream.from_config(u) for u in upstreams}
+        self._by_name = {u.name: upstream_from_config(u) for u in upstreams}
         self.default = self._by_name[upstreams[0].name]
         self._session: aiohttp.ClientSession | None = None
 

@@ -63,7 +63,7 @@ class _FragilePolicy:
         raise RuntimeError("a policy bug, on purpose")
 
 
-# A policy type for tests only (monkeypatch it into proxy.policies.REGISTRY): no real type fails on purpose.
+# A policy type for tests only (monkeypatch it into proxy.policies.registry.REGISTRY): no real type fails on purpose.
 FRAGILE = SimpleNamespace(Settings=_FragileSettings, Policy=_FragilePolicy)
 
 # Policies and budgets for the savings and budget dashboards, and POLICY_ROUND, which exercises them: a

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, load, validate
+from proxy.config import ConfigError
+from proxy.config_loading import load, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 ISSUE_EXAMPLE = """
