@@ -14,7 +14,6 @@ from proxy.openai_wire import RequestFacts
 from proxy.accounting.tokens import ModelTokenizer
 from proxy.accounting.usage import Usage
 from proxy.errors import ProxyError
-from proxy.stages import count
 
 # Reasoning-era chat models refuse `max_tokens`; `max_completion_tokens` is accepted by all.
 _FIELD_WHEN_UNSET = {"chat": "max_completion_tokens", "completions": "max_tokens", "responses": "max_output_tokens"}
@@ -27,6 +26,7 @@ class OpenAIDialect:
         self.endpoint = endpoint
         self.max_output_fields = wire.MAX_OUTPUT_FIELDS[endpoint]
         self.output_field_when_unset = _FIELD_WHEN_UNSET.get(endpoint)
+        self._count = _COUNTERS[endpoint]
 
     def __repr__(self) -> str:
         return f"OpenAIDialect({self.endpoint!r})"
@@ -48,7 +48,7 @@ class OpenAIDialect:
         return True
 
     def prompt_tokens(self, tokenizer: ModelTokenizer, body: dict[str, Any]) -> int:
-        return count.prompt_tokens(tokenizer, self.endpoint, body)
+        return self._count(tokenizer, body)
 
     def last_user_text(self, body: dict[str, Any]) -> str:
         return wire.last_user_text(self.endpoint, body)
@@ -111,6 +111,16 @@ class OpenAIDialect:
             return str(error.get("code") or error.get("type") or "server_error"), str(error.get("message") or "")
         except (orjson.JSONDecodeError, AttributeError):
             return "server_error", body[:200].decode(errors="replace")
+
+
+# The prompt's tokens, by endpoint (accounting/tokens.py knows each format's framing).
+_COUNTERS = {
+    "chat": lambda tokens, body: tokens.chat(body.get("messages") or [], body.get("tools"), body.get("functions")),
+    "completions": lambda tokens, body: tokens.prompt(body.get("prompt") or ""),
+    "embeddings": lambda tokens, body: tokens.embedding_input(body.get("input") or ""),
+    "responses": lambda tokens, body: tokens.responses_input(body.get("input") or "", body.get("instructions"),
+                                                             body.get("tools")),
+}
 
 
 def _into_messages(body: dict[str, Any], instruction: str) -> bool:

@@ -1,4 +1,5 @@
-"""The count stage: tokens of a request's prompt, and usage estimated when the upstream gave none."""
+"""The count stage: tokens of a request's prompt (each dialect counts its own bodies), and usage estimated
+when the upstream gave none."""
 
 import logging
 from dataclasses import replace
@@ -9,18 +10,6 @@ from proxy.accounting.usage import Usage
 from proxy.exchange import PromptCounter
 
 log = logging.getLogger("thriftgate.count")
-
-
-def prompt_tokens(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any]) -> int:
-    if endpoint == "chat":
-        return tokenizer.chat(body.get("messages") or [], body.get("tools"), body.get("functions"))
-    if endpoint == "completions":
-        return tokenizer.prompt(body.get("prompt") or "")
-    if endpoint == "embeddings":
-        return tokenizer.embedding_input(body.get("input") or "")
-    if endpoint == "responses":
-        return tokenizer.responses_input(body.get("input") or "", body.get("instructions"), body.get("tools"))
-    return 0
 
 
 def prompt_counter(tokens: TokenCounter) -> PromptCounter:
