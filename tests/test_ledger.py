@@ -78,10 +78,10 @@ async def test_spend_groups_sums_and_orders_by_cost(ledger):
     ledger.add(record(3, model="dear", cost_nanos=None))
     rows = await ledger.spend(by="model")
     assert rows == [
-        {"model": "dear", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10, "cached_prompt_tokens": 4, "cache_write_tokens": 0,
-         "reasoning_tokens": 2, "cost_nanos": 900, "unpriced_requests": 1},
-        {"model": "cheap", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2, "cache_write_tokens": 0,
-         "reasoning_tokens": 1, "cost_nanos": 100, "unpriced_requests": 0},
+        {"model": "dear", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10, "cached_prompt_tokens": 4,
+         "cache_write_tokens": 0, "reasoning_tokens": 2, "cost_nanos": 900, "unpriced_requests": 1},
+        {"model": "cheap", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2,
+         "cache_write_tokens": 0, "reasoning_tokens": 1, "cost_nanos": 100, "unpriced_requests": 0},
     ]
     assert [row["model"] for row in await ledger.spend(by="model", since=NOW + 2)] == ["dear"]
     assert [row["model"] for row in await ledger.spend(by="model", until=NOW + 2)] == ["cheap"]
@@ -95,8 +95,8 @@ async def test_spend_groups_sums_and_orders_by_cost(ledger):
 async def test_spend_by_each_key(ledger, by, value):
     ledger.add(record(1))
     assert await ledger.spend(by=by) == [
-        {by: value, "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2, "cache_write_tokens": 0,
-         "reasoning_tokens": 1, "cost_nanos": 1000, "unpriced_requests": 0}
+        {by: value, "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2,
+         "cache_write_tokens": 0, "reasoning_tokens": 1, "cost_nanos": 1000, "unpriced_requests": 0}
     ]
 
 

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from proxy import openai_wire as wire
-from proxy.openai_wire import RequestFacts
+from proxy.openai_wire import RequestFacts, parse_body
 from proxy.accounting.tokens import ModelTokenizer
 from proxy.accounting.usage import Usage
 from proxy.dialects.anthropic_tokens import prompt_parts
@@ -45,17 +45,7 @@ class MessagesDialect:
 
     # ---- the request ----
 
-    @staticmethod
-    def parse(raw: bytes) -> dict[str, Any]:
-        if not raw:
-            raise BadRequest("The request body is empty; expected a JSON object.")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"The request body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequest(f"The request body must be a JSON object, got {type(body).__name__}.")
-        return body
+    parse = staticmethod(parse_body)  # a JSON object, else a 400 saying what it is
 
     def facts(self, body: dict[str, Any]) -> RequestFacts:
         model = body.get("model")

@@ -8,7 +8,7 @@ arrive; the usage chunk (with cost_usd) goes out only to a client that asked for
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from proxy import openai_wire as wire
 from proxy.accounting.money import format_usd
 from proxy.accounting.usage import Usage
 from proxy.dialects.anthropic import MESSAGES
+from proxy.dialects.translated_stream import TranslatedStream, parsed
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
                   "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
@@ -58,47 +59,19 @@ def chat_completion(message: dict[str, Any]) -> dict[str, Any]:
     return completion
 
 
-class ChatStream:
-    """Anthropic's SSE events in, chat chunks out; reads usage on the way (the SseRelay's interface)."""
+class ChatStream(TranslatedStream):
+    """Anthropic's SSE events in, chat chunks out."""
 
     def __init__(self, *, include_usage: bool, price: Callable[[Usage], int | None] | None) -> None:
+        super().__init__()
         self._include_usage = include_usage
         self._price = price
-        self._pending = b""
-        self._sent: list[bytes] = []
-        self._texts: list[str] = []
         self._head: dict[str, Any] = {}
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
-        self._finish: str | None = None
-        self.usage: Usage | None = None
-        self.partial_usage: Usage | None = None
-        self.first_text_at: float | None = None
-        self.done = False
 
-    def feed(self, data: bytes) -> bytes:
-        events, used = wire.split_events(self._pending + data)
-        self._pending = (self._pending + data)[used:]
-        out = [chunk for event in events for chunk in self._translate(event)]
-        self._sent.extend(out)
-        return b"".join(out)
-
-    def remainder(self) -> bytes:
-        self._pending = b""  # half an event cannot be translated; the stream is reported incomplete
-        return b""
-
-    def events(self) -> Iterator[bytes]:
-        return iter(self._sent)
-
-    def output_text(self) -> list[str]:
-        return self._texts
-
-    def _translate(self, event: bytes) -> list[bytes]:
-        data = wire.event_data(event)
-        try:
-            chunk = orjson.loads(data) if data else None
-        except orjson.JSONDecodeError:
-            chunk = None
-        if not isinstance(chunk, dict):
+    def _translate(self, data: bytes | None) -> list[bytes]:
+        chunk = parsed(data)
+        if chunk is None:
             return []
         kind = chunk.get("type")
         reported = MESSAGES.stream_usage(chunk, self.partial_usage)
@@ -114,9 +87,9 @@ class ChatStream:
         if kind == "content_block_delta":
             return self._delta(chunk)
         if kind == "message_delta":
-            self._finish = FINISH_REASONS.get((chunk.get("delta") or {}).get("stop_reason"), "stop")
             self.usage = self.partial_usage
-            return [self._chunk({}, self._finish)]
+            finish = FINISH_REASONS.get((chunk.get("delta") or {}).get("stop_reason"), "stop")
+            return [self._chunk({}, finish)]
         if kind == "message_stop":
             self.done = True
             return [*self._usage_chunk(), _DONE]

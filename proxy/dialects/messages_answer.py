@@ -8,7 +8,6 @@ whole usage (OpenAI reports it only at the end, so message_start says 0 input to
 """
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -16,6 +15,7 @@ import orjson
 from proxy import openai_wire as wire
 from proxy.accounting.usage import Usage
 from proxy.dialects.openai import CHAT
+from proxy.dialects.translated_stream import TranslatedStream, parsed
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
@@ -53,49 +53,21 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
-class MessagesStream:
-    """OpenAI chat chunks in, Anthropic events out; reads usage on the way (the SseRelay's interface)."""
+class MessagesStream(TranslatedStream):
+    """OpenAI chat chunks in, Anthropic events out."""
 
     def __init__(self) -> None:
-        self._pending = b""
-        self._sent: list[bytes] = []
-        self._texts: list[str] = []
+        super().__init__()
         self._started = False
         self._open: tuple[str, int] | None = None  # the open block: ("text", -1) or ("tool", call index)
         self._blocks = 0
         self._stop_reason = "end_turn"
-        self.usage: Usage | None = None
-        self.partial_usage: Usage | None = None
-        self.first_text_at: float | None = None
-        self.done = False
 
-    def feed(self, data: bytes) -> bytes:
-        buffer = self._pending + data
-        events, used = wire.split_events(buffer)
-        self._pending = buffer[used:]
-        out = [translated for event in events for translated in self._translate(event)]
-        self._sent.extend(out)
-        return b"".join(out)
-
-    def remainder(self) -> bytes:
-        self._pending = b""
-        return b""
-
-    def events(self) -> Iterator[bytes]:
-        return iter(self._sent)
-
-    def output_text(self) -> list[str]:
-        return self._texts
-
-    def _translate(self, event: bytes) -> list[bytes]:
-        data = wire.event_data(event)
+    def _translate(self, data: bytes | None) -> list[bytes]:
         if data == wire.DONE:
             return self._finish()
-        try:
-            chunk = orjson.loads(data) if data else None
-        except orjson.JSONDecodeError:
-            chunk = None
-        if not isinstance(chunk, dict):
+        chunk = parsed(data)
+        if chunk is None:
             return []
         if isinstance(chunk.get("error"), dict):
             error = chunk["error"]

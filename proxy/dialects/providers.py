@@ -59,7 +59,8 @@ class Translated:
     local = None
 
     def __init__(self, upstream: str, native: Any, path: str, body: dict[str, Any],
-                 answer: Callable[[dict[str, Any]], dict[str, Any]], stream: Callable[[Any, Price | None], Any]) -> None:
+                 answer: Callable[[dict[str, Any]], dict[str, Any]],
+                 stream: Callable[[Any, Price | None], Any]) -> None:
         self._upstream = upstream
         self._native = native  # the provider's dialect: reads usage and errors in its format
         self._translate_answer = answer
@@ -157,7 +158,8 @@ class AnthropicProvider:
                           lambda ex, price: ChatStream(include_usage=include_usage, price=price))
 
     def credentials(self, client_headers: Mapping[str, str], api_key: str | None) -> dict[str, str]:
-        return {"x-api-key": api_key or "", "anthropic-version": client_headers.get("anthropic-version") or self._version}
+        version = client_headers.get("anthropic-version") or self._version
+        return {"x-api-key": api_key or "", "anthropic-version": version}
 
     def forwards(self, lowered_name: str) -> bool:
         return not lowered_name.startswith(self._FOREIGN)

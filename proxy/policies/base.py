@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from proxy.stages.upstream import UpstreamClient
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
+Endpoint = Literal["chat", "completions", "responses", "embeddings", "messages", "count_tokens"]
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -33,7 +34,7 @@ class MatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: tuple[str, ...] | None = None  # globs on the requested model
-    endpoints: tuple[Literal["chat", "completions", "responses", "embeddings", "messages", "count_tokens"], ...] | None = None
+    endpoints: tuple[Endpoint, ...] | None = None
     teams: tuple[str, ...] | None = None
     keys: tuple[str, ...] | None = None
     tags: tuple[str, ...] | None = None  # any of these in the x-thriftgate-tags header

@@ -32,8 +32,9 @@ MODELS = frozenset({"claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "claude-h
                     "claude-opus-4-5", "claude-opus-4-8", "claude-sonnet-5", "claude-haiku-5-5"})
 CACHE = web.AppKey("fake_anthropic_cache", PromptCache)
 ERRORS = {"400": (400, "invalid_request_error", "messages.0.content: Input should be a valid list"),
-          "429": (429, "rate_limit_error", "This request would exceed your organization's rate limit of 50 requests "
-                                           "per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits."),
+          "429": (429, "rate_limit_error", "This request would exceed your organization's rate limit of 50 "
+                                           "requests per minute. For details, refer to: "
+                                           "https://docs.claude.com/en/api/rate-limits."),
           "500": (500, "api_error", "Internal server error"),
           "503": (529, "overloaded_error", "Overloaded"),
           "529": (529, "overloaded_error", "Overloaded")}
