@@ -1,13 +1,16 @@
 """The official anthropic SDK through thriftgate to the fake Anthropic provider (and, translated, to the fake OpenAI)."""
 
 import asyncio
+import hashlib
 from decimal import Decimal
 
 import aiohttp
 import anthropic
 import orjson
 import pytest
+from openai import AsyncOpenAI
 
+from proxy.accounting.reports import spend_table
 from tests.conftest import RunningProxy, both_upstreams
 
 # USD per 1M tokens, copied by hand from config/pricing.yaml (claude-sonnet-4-5, gpt-4o-mini).
@@ -117,7 +120,7 @@ async def test_tools_whole_streamed_and_a_tool_result_sent_back(proxy, claude) -
 
 async def test_bytes_pass_through_unchanged_with_the_proxy_key_replaced(start_proxy, fake, claude) -> None:
     proxy = await start_proxy(upstreams=both_upstreams(fake, claude), auth={"required": True, "keys": [
-        {"id": "coder", "team": "agents", "sha256": __import__("hashlib").sha256(b"tg-agent-key").hexdigest()}]})
+        {"id": "coder", "team": "agents", "sha256": hashlib.sha256(b"tg-agent-key").hexdigest()}]})
     raw = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": QUESTION, "future_field": [1, 2]})
     headers = {"x-api-key": "tg-agent-key", "anthropic-version": "2023-06-01", "anthropic-beta": "some-beta-2026-01-01",
                "content-type": "application/json"}
@@ -254,3 +257,22 @@ async def test_what_openai_cannot_take_is_a_400_naming_the_field(proxy, fake) ->
             await sdk.messages.create(model="gpt-4o-mini", max_tokens=2000, messages=QUESTION,
                                       thinking={"type": "enabled", "budget_tokens": 1024})
     assert fake.requests == []
+
+
+async def test_spend_splits_input_into_uncached_cache_reads_and_writes_for_both_providers(proxy) -> None:
+    async with client(proxy) as sdk:
+        claude = await sdk.messages.create(model="claude-sonnet-4-5", max_tokens=50, system=SYSTEM, messages=QUESTION,
+                                           extra_headers={"x-fake-cached-tokens": "60",
+                                                          "x-fake-cache-write-tokens": "50"})
+    async with AsyncOpenAI(base_url=proxy.base_url, api_key="sk-client", max_retries=0) as sdk:
+        gpt = await sdk.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, extra_headers={
+            "x-fake-cached-tokens": "4", "x-fake-cache-write-tokens": "2"})
+    table = spend_table("model", await proxy.ledger.spend(by="model"))
+    header, *lines = table.splitlines()
+    assert header.split()[:7] == ["model", "requests", "input_tok", "uncached_in", "cache_read", "cache_write",
+                                  "output_tok"]
+    rows = {line.split()[0]: line.split()[2:7] for line in lines}
+    assert rows["claude-sonnet-4-5"] == [str(claude.usage.input_tokens + 110), str(claude.usage.input_tokens), "60",
+                                         "50", str(claude.usage.output_tokens)]
+    assert rows["gpt-4o-mini"] == [str(gpt.usage.prompt_tokens), str(gpt.usage.prompt_tokens - 6), "4", "2",
+                                   str(gpt.usage.completion_tokens)]
