@@ -193,3 +193,16 @@ async def test_other_openai_endpoints_cannot_reach_claude(proxy, claude) -> None
         body = await response.json()
     assert response.status == 400 and body["error"]["code"] == "untranslatable_request"
     assert claude.requests == []
+
+
+async def test_a_route_sends_an_openai_stream_to_claude_and_prices_the_saving(start_proxy, fake, claude) -> None:
+    proxy = await start_proxy(upstreams=both_upstreams(fake, claude), policies=[
+        {"name": "to-haiku", "type": "route", "to": "claude-haiku-4-5"}])
+    async with client(proxy) as sdk:
+        stream = await sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert len(text.split()) == 40 and fake.requests == []
+    assert claude.requests[0].body["model"] == "claude-haiku-4-5" and claude.requests[0].body["stream"] is True
+    record = (await proxy.ledger.recent(1))[0]
+    assert (record["requested_model"], record["model"], record["upstream"]) == ("gpt-4o", "claude-haiku-4-5", "claude")
+    assert record["usage_source"] == "upstream" and orjson.loads(record["policies"])["to-haiku"]["mechanism"] == "routing"
