@@ -97,7 +97,7 @@ class Pipeline:
                 ex.client_disconnected = True
                 ex.status = ex.status or CLIENT_CLOSED_REQUEST
             raise
-        except Exception:  # a bug still gets an OpenAI-shaped answer and a ledger row
+        except Exception:  # a bug still gets an answer in the client's shape and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
