@@ -276,3 +276,22 @@ async def test_spend_splits_input_into_uncached_cache_reads_and_writes_for_both_
                                          "50", str(claude.usage.output_tokens)]
     assert rows["gpt-4o-mini"] == [str(gpt.usage.prompt_tokens), str(gpt.usage.prompt_tokens - 6), "4", "2",
                                    str(gpt.usage.completion_tokens)]
+
+
+async def test_budgets_and_policies_apply_to_the_messages_endpoint(start_proxy, fake, claude) -> None:
+    proxy = await start_proxy(upstreams=both_upstreams(fake, claude), policies=[
+        {"type": "concise"}, {"type": "cap", "max_tokens": 64}],
+        budgets=[{"scope": "user:capped", "usd": "0.000001", "window": "day"}])
+    async with client(proxy) as sdk:
+        answer = await sdk.messages.create(model="claude-sonnet-4-5", max_tokens=500, system="You know rivers.",
+                                           messages=QUESTION)
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            await sdk.messages.create(model="claude-sonnet-4-5", max_tokens=500, messages=QUESTION,
+                                      extra_headers={"x-thriftgate-user": "capped"})
+    sent = claude.requests[0].body
+    assert sent["system"] == "You know rivers.\n\nAnswer concisely." and sent["max_tokens"] == 64
+    assert len(answer.content[0].text.split()) == 10  # the fake answers a concise request in a quarter of the words
+    assert refused.value.body["error"]["type"] == "rate_limit_error" and "user:capped" in refused.value.message
+    assert int(refused.value.response.headers["retry-after"]) > 0 and len(claude.requests) == 1
+    record = (await proxy.ledger.recent(2))[1]
+    assert orjson.loads(record["policies"]).keys() == {"concise", "cap"}
