@@ -19,6 +19,9 @@ from proxy.lookup.config import EmbedderConfig, check_embedders
 from proxy.routing.config import RoutingConfig, fallback_errors
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
+ANTHROPIC_URL = "https://api.anthropic.com/v1"
+ANTHROPIC_API_VERSION = "2026-10-21"  # proxy.dialects.anthropic.API_VERSION (config imports no dialect)
+_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 class ConfigError(ValueError):
@@ -47,8 +50,13 @@ class ServerConfig(Section):
 class UpstreamConfig(Section):
     name: Annotated[str, Field(min_length=1)]
     base_url: Annotated[str, Field(pattern=r"^https?://")]
-    api_key_env: str | None = "OPENAI_API_KEY"
+    provider: Literal["openai", "anthropic"] = "openai"  # the API it speaks (docs/anthropic.md)
+    api_key_env: str | None = None  # default: OPENAI_API_KEY, or ANTHROPIC_API_KEY for provider anthropic
     models: tuple[str, ...] = ("*",)
+    # Anthropic only: the anthropic-version sent when the client sent none (an OpenAI client's request),
+    # and max_tokens for a translated request that set none (Anthropic requires it).
+    anthropic_version: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] = ANTHROPIC_API_VERSION
+    default_max_tokens: Annotated[int, Field(gt=0)] = 4096
     # Upstreams listing the same glob are deployments of those models (docs/routing.md): chosen by weight,
     # each with its own requests and tokens per minute, and the name it gives the model when it differs.
     weight: Annotated[float, Field(gt=0)] = 1.0
@@ -58,6 +66,13 @@ class UpstreamConfig(Section):
     # Override routing.timeouts for this upstream: connect, and the longest silence between two reads.
     connect_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     read_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_env_of_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key_env" not in data:
+            data = {**data, "api_key_env": _KEY_ENV.get(data.get("provider", "openai"))}
+        return data
 
     @field_validator("base_url")
     @classmethod
@@ -83,6 +98,7 @@ class PriceOverride(Section):
     output: float | str = 0
     cached_input: float | str | None = None
     cache_write: float | str | None = None
+    cache_write_1h: float | str | None = None
     reasoning: float | str | None = None
 
 
@@ -114,9 +130,14 @@ class Config(Section):
     @field_validator("upstreams", mode="before")
     @classmethod
     def _default_upstream(cls, value: Any) -> Any:
-        if value is None:
-            return (UpstreamConfig(name="openai", base_url=os.environ.get("OPENAI_BASE_URL", DEFAULT_UPSTREAM_URL)),)
-        return value
+        if value is not None:
+            return value
+        openai = UpstreamConfig(name="openai", base_url=os.environ.get("OPENAI_BASE_URL", DEFAULT_UPSTREAM_URL))
+        if not os.environ.get(_KEY_ENV["anthropic"]):
+            return (openai,)
+        # With an Anthropic key in the environment, Claude models go to Anthropic and the rest to OpenAI.
+        return (UpstreamConfig(name="anthropic", base_url=ANTHROPIC_URL, provider="anthropic", models=("claude-*",)),
+                openai)
 
     @field_validator("upstreams")
     @classmethod
@@ -181,6 +202,7 @@ def validate(data: dict[str, Any], *, source: str = "<config>", parse_policies: 
         raise ConfigError("\n".join(_describe(source, err, data) for err in exc.errors())) from None
     parsed = parse_policies(raw_policies, source)
     _check_models_are_served(config, parsed, source)
+    _check_anthropic_keys(config, source)
     matcher = config.upstream_matcher()
     if errors := fallback_errors(config.routing, lambda model: matcher.for_model(model) is not None, source):
         raise ConfigError("\n".join(errors))
@@ -204,6 +226,15 @@ def _check_models_are_served(config: Config, policies: tuple[Any, ...], source: 
             raise ConfigError(
                 f"{source}: budgets[{index}].downgrade_to: no upstream serves the model '{budget.downgrade_to}'"
             )
+
+
+def _check_anthropic_keys(config: Config, source: str) -> None:
+    """An Anthropic upstream is always called with its own key: a client's key is never passed on to it."""
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.provider == "anthropic" and not upstream.api_key:
+            where = f"${upstream.api_key_env} is not set" if upstream.api_key_env else "api_key_env is null"
+            raise ConfigError(f"{source}: upstreams[{index}] ({upstream.name}): an Anthropic upstream needs an API "
+                              f"key, and {where}")
 
 
 def _describe(source: str, err: Any, data: dict[str, Any]) -> str:

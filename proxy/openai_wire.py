@@ -11,13 +11,6 @@ import orjson
 from proxy.errors import BadRequest
 from proxy.accounting.usage import Usage
 
-# The priced endpoints; any other /v1/* path is passed through unpriced.
-ENDPOINT_BY_PATH = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/responses": "responses",
-}
 STREAMABLE = frozenset({"chat", "completions", "responses"})
 MAX_OUTPUT_FIELDS = {
     "chat": ("max_completion_tokens", "max_tokens"),
@@ -86,25 +79,33 @@ def ask_for_stream_usage(body: dict[str, Any]) -> None:
 
 
 def usage_from(obj: Any) -> Usage | None:
-    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic-style)."""
+    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic's Messages)."""
     if not isinstance(obj, dict):
         return None
     prompt = _int(obj.get("prompt_tokens", obj.get("input_tokens")))
     completion = _int(obj.get("completion_tokens", obj.get("output_tokens")))
-    prompt_details = obj.get("prompt_tokens_details") or obj.get("input_tokens_details") or {}
-    output_details = obj.get("completion_tokens_details") or obj.get("output_tokens_details") or {}
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = _int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0
+    prompt_details = _dict(obj.get("prompt_tokens_details") or obj.get("input_tokens_details"))
+    output_details = _dict(obj.get("completion_tokens_details") or obj.get("output_tokens_details"))
+    cached = _int(prompt_details.get("cached_tokens"))
+    written = _int(prompt_details.get("cache_write_tokens"))
+    # Anthropic's thinking, OpenAI's reasoning: hidden output, billed as output.
+    reasoning = _int(output_details.get("reasoning_tokens", output_details.get("thinking_tokens")))
     # Anthropic counts cache reads and writes apart from input tokens: fold them in.
     cache_read = _int(obj.get("cache_read_input_tokens"))
     cache_write = _int(obj.get("cache_creation_input_tokens"))
+    written_1h = _int(_dict(obj.get("cache_creation")).get("ephemeral_1h_input_tokens"))
     return Usage(
         prompt_tokens=prompt + cache_read + cache_write,
         completion_tokens=completion,
         cached_prompt_tokens=cached + cache_read,
-        cache_write_tokens=cache_write,
+        cache_write_tokens=written + cache_write,
+        cache_write_1h_tokens=written_1h,
         reasoning_tokens=reasoning,
     )
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value: Any) -> int:
@@ -226,19 +227,6 @@ def is_usage_only_chunk(chunk: dict[str, Any]) -> bool:
 
 def sse_event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-# A stream's last event, by endpoint: chat and completions end with [DONE]; the Responses API with one of these.
-RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-# How an upstream's own error event starts (chat and completions; the Responses API names it `event: error`).
-ERROR_EVENT_STARTS = (b'data: {"error"', b"event: error")
-
-
-def stream_error_event(endpoint: str, message: str, code: str) -> bytes:
-    """The event that ends a stream cut short, as OpenAI ends one: the SDKs raise it as an APIError."""
-    if endpoint == "responses":
-        return b"event: error\n" + sse_event({"type": "error", "code": code, "message": message, "param": None})
-    return sse_event({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
 
 
 # ---- Request features that policies match on ----

@@ -2,9 +2,11 @@
 
 authenticate -> parse -> policies -> route -> count -> reserve -> forward | stream -> settle -> record
 
-Each stage is a module of proxy/stages/ (parse is proxy/openai_wire.py; the policies are plugins in
-proxy/policies/, run by stages/hooks.py). Forward and stream run inside the attempt loop of
-proxy/routing/ (deployments, retries, fallbacks): it hands each answer back here to be relayed.
+Each stage is a module of proxy/stages/ (parse is the client's dialect, proxy/dialects/; the policies
+are plugins in proxy/policies/, run by stages/hooks.py). Forward and stream run inside the attempt loop of
+proxy/routing/ (deployments, retries, fallbacks), which hands each answer back here to be relayed. Each
+attempt takes a leg from its upstream's provider: the body it sends, and its answer turned back into the
+client's dialect.
 
 Count is lazy (`ex.prompt_tokens()`): it runs only when a policy's match or a budget asks for it.
 Settle, the policies' after-answer hooks and record run in a `finally`: every request is recorded once,
@@ -17,7 +19,8 @@ import time
 
 from aiohttp import web
 
-from proxy import openai_wire as wire
+from proxy.dialects.base import Dialect
+from proxy.dialects.ingress import for_request
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
@@ -31,10 +34,12 @@ from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
 from proxy.accounting.tokens import TokenCounter
+from proxy.accounting.usage import Usage
 from proxy.routing.attempts import Attempts
 from proxy.routing.outcomes import Whole
 from proxy.routing.service import Routing
 from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.dialects.providers import Passthrough, upstream_path
 
 log = logging.getLogger("thriftgate.pipeline")
 
@@ -75,14 +80,15 @@ class Pipeline:
 
     # ---- entry points ----
 
-    def priced(self, endpoint: str):
+    def priced(self, dialect: Dialect):
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(Exchange(request, endpoint), self._priced)
+            return await self._handle(Exchange(request, dialect.endpoint, dialect), self._priced)
 
         return handler
 
     async def passthrough(self, request: web.Request) -> web.StreamResponse:
-        return await self._handle(Exchange(request, "passthrough"), self._pass_through)
+        dialect = for_request(request.path, request.headers)
+        return await self._handle(Exchange(request, "passthrough", dialect), self._pass_through)
 
     def replace_policies(self, policies: PolicyChain) -> None:
         """Requests already in flight finish with the chain they started with."""
@@ -100,7 +106,7 @@ class Pipeline:
                 ex.client_disconnected = True
                 ex.status = ex.status or CLIENT_CLOSED_REQUEST
             raise
-        except Exception:  # a bug still gets an OpenAI-shaped answer and a ledger row
+        except Exception:  # a bug still gets an answer in the client's shape and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
@@ -121,8 +127,8 @@ class Pipeline:
         if self._auth is not None:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
-        ex.body = wire.parse_body(ex.raw_body)
-        facts = wire.request_facts(ex.endpoint, ex.body)
+        ex.body = ex.dialect.parse(ex.raw_body)
+        facts = ex.dialect.facts(ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
@@ -134,18 +140,17 @@ class Pipeline:
         self._route(ex)
         if self._budgets is not None:
             await self._budgets.reserve(ex, self._route)  # may downgrade the model and route again
-        if ex.stream and not ex.client_wants_usage and ex.endpoint != "responses":
-            wire.ask_for_stream_usage(ex.body)
+        if ex.stream and not ex.client_wants_usage and ex.dialect.ask_for_stream_usage(ex.body):
             ex.edit_body()
-        return await self._attempts.run(ex, _upstream_path(ex.request), self._answer_whole,
-                                        self._relay_events if ex.stream else None, reroute=self._route)
+        return await self._attempts.run(ex, self._answer_whole, self._relay_events if ex.stream else None,
+                                        reroute=self._route)
 
     async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
-        ex.upstream = self._upstreams.default
-        return await self._forward(ex, method=ex.request.method, priced=False)
+        ex.upstream = self._upstreams.default_for(ex.dialect.wire)
+        return await self._forward(ex)
 
     async def _read_body(self, request: web.Request) -> bytes:
         if HOP_HEADER in request.headers:
@@ -176,31 +181,42 @@ class Pipeline:
             self._unpriced_logged.add(ex.model)
             log.warning("model %r has no price: served, counted, and metered as unpriced", ex.model)
 
-    async def _forward(self, ex: Exchange, *, method: str = "POST", priced: bool = True) -> web.Response:
+    async def _forward(self, ex: Exchange) -> web.Response:
+        """An unpriced path, as it came, to the upstream that speaks the client's dialect (no retries)."""
+        leg = Passthrough(upstream_path(ex), ex.raw_body or None)
         ex.upstream_started = time.perf_counter()
-        body = ex.forward_body() if priced else (ex.raw_body or None)
-        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, ex.client_headers()) as resp:
-            whole = Whole(resp.status, await read_body(ex.upstream, resp), relayed_headers(resp.headers))
-        return self._answer_whole(ex, whole, priced)
+        async with self._upstreams.open(ex.upstream, ex.request.method, leg.path, leg.body, ex.client_headers()) as resp:
+            whole = Whole(resp.status, await read_body(ex.upstream, resp), relayed_headers(resp.headers), leg)
+        return self._answer_whole(ex, whole, priced=False)
 
     def _answer_whole(self, ex: Exchange, whole: Whole, priced: bool = True) -> web.Response:
+        if whole.leg.local is not None:
+            return self._answer_locally(ex, whole.body)
         ex.upstream_seconds = time.perf_counter() - ex.upstream_started
-        ex.status = whole.status
+        ex.status, body = whole.status, whole.body
         if whole.status >= 400:
             ex.error_code = ex.error_code or f"upstream_{whole.status}"
-        elif priced:
-            read_answer(ex, whole.body)
+        translated = whole.leg.answer(ex, whole.status, body)
+        if translated is not None:
+            ex.status, body = translated
+        elif priced and whole.status < 400:
+            read_answer(ex, body)
         self._settler.settle(ex)
         whole.headers.update(self._answer_headers(ex))
-        return web.Response(status=whole.status, body=whole.body, headers=whole.headers)
+        return web.Response(status=ex.status, body=body, headers=whole.headers)
 
-    async def _relay_events(self, ex: Exchange, resp, first: bytes) -> web.StreamResponse:
+    def _answer_locally(self, ex: Exchange, body: bytes) -> web.Response:
+        """The leg answered without the upstream (Anthropic's count_tokens on an OpenAI upstream): an estimate."""
+        ex.status = 200
+        read_answer(ex, body)
+        ex.usage = Usage(estimated=True)
+        self._settler.settle(ex)
+        return web.Response(body=body, content_type="application/json", headers=self._answer_headers(ex))
+
+    async def _relay_events(self, ex: Exchange, resp, first: bytes, leg) -> web.StreamResponse:
         """The stream, committed with its first bytes: relayed as it comes; cut short, it ends with an error event."""
-        relay = SseRelay(
-            ex.endpoint,
-            hide_usage_chunk=not ex.client_wants_usage,
-            price=(lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None,
-        )
+        price = (lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None
+        relay = leg.stream(ex, price) or SseRelay(ex.dialect, hide_usage_chunk=not ex.client_wants_usage, price=price)
         response = web.StreamResponse(status=200, headers=relayed_headers(resp.headers))
         response.headers.update(self._answer_headers(ex))
         await response.prepare(ex.request)
@@ -229,6 +245,7 @@ class Pipeline:
         finally:
             ex.upstream_seconds = time.perf_counter() - ex.upstream_started
             ex.usage, ex.first_token_at, ex.stream_events = relay.usage, relay.first_text_at, relay.events()
+            ex.partial_usage = relay.partial_usage
             if ex.usage is None:
                 ex.output_text = relay.output_text()  # to count what was generated
         return response
@@ -239,7 +256,7 @@ class Pipeline:
         ex.error_code = _CUT_SHORT.get(err.code or "", err.code)
         message = f"{err.message} The answer is incomplete: thriftgate ended the stream here."
         try:
-            await response.write(wire.stream_error_event(ex.endpoint, message, ex.error_code))
+            await response.write(ex.dialect.stream_error_event(message, ex.error_code))
             await response.write_eof()
         except ConnectionResetError:
             ex.client_disconnected = True
@@ -254,7 +271,7 @@ class Pipeline:
     def _refuse(self, ex: Exchange, err: ProxyError) -> web.Response:
         ex.status = err.status
         ex.error_code = err.code or err.type
-        response = err.response()
+        response = ex.dialect.error_response(err)
         response.headers["x-thriftgate-request-id"] = ex.request_id
         return response
 
@@ -294,7 +311,3 @@ def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
 
-
-def _upstream_path(request: web.Request) -> str:
-    """The upstream base URL already ends in /v1; the rest of the path and the query follow it."""
-    return request.rel_url.path_qs[3:]

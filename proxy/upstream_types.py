@@ -2,6 +2,7 @@
 built once at start-up from the config (stages.upstream.upstream_from_config), carried on the exchange."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -10,8 +11,9 @@ import aiohttp
 class Upstream:
     name: str
     base_url: str
-    authorization: str | None  # resolved once at start-up from the configured env var
-    timeout: aiohttp.ClientTimeout  # connect, the whole request, and (when configured) the silence between reads
+    api_key: str | None  # resolved once at start-up from the configured env var
+    timeout: aiohttp.ClientTimeout  # connect, one attempt as a whole, and (when configured) the silence between reads
+    provider: Any  # proxy.dialects.providers: the API it speaks, its credentials, each attempt's leg
     model: str | None = None  # the name this deployment gives the model it is asked for; None: the same
     weight: float = 1.0  # share of its models' requests, among the deployments that are up
     rpm: int | None = None  # its own requests per minute

@@ -54,6 +54,7 @@ class SpendRecord:
     policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour (Anthropic's 2x rate)
     attempt: int = 0  # upstream attempts made (the last is this row); on a failed attempt's row, its number
     parent_id: str | None = None  # on a failed attempt's own row: the request it was for
     fallback: str | None = None  # why the answering model is a fallback: unavailable | rate_limited | context_...
@@ -86,7 +87,7 @@ _SPEND_GROUPS = {
     "endpoint": "endpoint",
     "day": "date(ts, 'unixepoch')",  # UTC day
 }
-_SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
+_SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:

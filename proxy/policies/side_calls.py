@@ -57,8 +57,7 @@ class SideCalls:
         if self._budgets is not None:
             await self._budgets.reserve(child, self._route)
         try:
-            return await self._attempts.run(child, child.request.rel_url.path_qs[3:], self._take, reroute=self._route,
-                                            fallbacks=False)
+            return await self._attempts.run(child, self._take, reroute=self._route, fallbacks=False)
         except BaseException:
             await self._settle_budget(child)
             raise
@@ -84,14 +83,20 @@ class SideCalls:
         child.upstream = route.deployments[0]
 
     def _take(self, child: Exchange, whole: Whole) -> Attempt:
-        """The attempt loop's answer: settled, kept whole for the policy to judge."""
+        """The attempt loop's answer, read through its leg (translated when the provider speaks another dialect),
+        settled, kept whole for the policy to judge."""
         child.upstream_seconds = time.perf_counter() - child.upstream_started
         child.status = whole.status
         if child.status >= 400:
             child.error_code = child.error_code or f"upstream_{child.status}"
-        answer = read_answer(child, whole.body) if child.status < 400 else None
+        body = whole.body
+        translated = whole.leg.answer(child, child.status, body)
+        if translated is not None:
+            child.status, body = translated
+        elif child.status < 400:
+            read_answer(child, body)
         self._settler.settle(child)
-        return Attempt(child, whole.body, whole.headers, answer)
+        return Attempt(child, body, whole.headers, child.answer if child.status < 400 else None)
 
     async def _settle_budget(self, child: Exchange) -> None:
         if self._budgets is not None:
@@ -105,6 +110,7 @@ def _fork(ex: Exchange, model: str) -> Exchange:
     child.body = orjson.loads(orjson.dumps(ex.body))
     child.policy_marks, child.applied, child.savings, child.output_text = {}, [], [], []
     child.usage, child.cost_nanos, child.settled, child.early_response = None, None, False, None
+    child.answer, child.partial_usage = None, None
     child.reservation = None
     child.status, child.error_code, child.stream = 0, None, False
     child.attempts, child.upstream_started, child.upstream_seconds = 0, None, None

@@ -8,9 +8,9 @@ once read in full. Every attempt is counted (thriftgate_upstream_attempts_total)
 every failed attempt that another follows gets a ledger row of its own (`<request id>.<n>`, parent_id the
 request's); the last attempt is the request's own row.
 
-The seam for provider dialects: `request_body` (what is sent to the deployment) and the answer and relay
-callbacks (how its answer is read) run per attempt with the deployment in `ex.upstream`, so a fallback may
-cross providers.
+Each attempt takes a leg from its deployment's provider (proxy/dialects/providers.py): the path and body it
+sends, and how its answer is read back into the client's dialect. So a retry or a fallback may cross
+providers: gpt-4o on OpenAI, then claude-sonnet-4-5 on Anthropic, for an OpenAI client or an Anthropic one.
 """
 
 import asyncio
@@ -18,10 +18,11 @@ import copy
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
 
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
@@ -43,7 +44,7 @@ T = TypeVar("T")
 NO_CLIENT_RETRY = {"x-should-retry": "false"}
 
 Answer = Callable[[Exchange, Whole], T]
-Relay = Callable[[Exchange, aiohttp.ClientResponse, bytes], Awaitable[T]]
+Relay = Callable[[Exchange, aiohttp.ClientResponse, bytes, Any], Awaitable[T]]  # ..., first bytes, leg
 Reroute = Callable[[Exchange], None]  # checks the exchange's model may be served, and routes it
 
 
@@ -58,7 +59,7 @@ class Attempts:
         self._prices = prices
         self._metrics = metrics
 
-    async def run(self, ex: Exchange, path: str, answer: Answer, relay: Relay | None = None, *,
+    async def run(self, ex: Exchange, answer: Answer, relay: Relay | None = None, *,
                   reroute: Reroute = lambda ex: None, fallbacks: bool = True) -> T:
         """`answer` makes the result of a whole answer, `relay` that of a committed stream. A failure nothing
         saves is the last upstream answer relayed as it came, or a ProxyError. `reroute` checks a fallback
@@ -71,7 +72,7 @@ class Attempts:
         position = 0
         refused: ProxyError | None = None
         while True:
-            failure = await self._on_model(ex, route, path, answer, relay, reroute, classify)
+            failure = await self._on_model(ex, route, answer, relay, reroute, classify)
             if not isinstance(failure, Failure):
                 return failure
             while position < len(chain):
@@ -95,8 +96,8 @@ class Attempts:
 
     # ---- one model ----
 
-    async def _on_model(self, ex: Exchange, route: Route, path: str, answer: Answer, relay: Relay | None,
-                        reroute: Reroute, classify: Classifier) -> T | Failure:
+    async def _on_model(self, ex: Exchange, route: Route, answer: Answer, relay: Relay | None, reroute: Reroute,
+                        classify: Classifier) -> T | Failure:
         router = self._routing.router
         retries = self._routing.settings.retries
         tried: tuple[str, ...] = ()  # not to be picked again unless nothing else is up
@@ -118,7 +119,7 @@ class Attempts:
                 _stop_if_client_left(ex)
             deployment, probe = choice
             attempts += 1
-            result = await self._attempt(ex, deployment, probe, path, answer, relay, classify)
+            result = await self._attempt(ex, deployment, probe, answer, relay, classify)
             if not isinstance(result, Failure):
                 return result
             failure = result
@@ -148,8 +149,11 @@ class Attempts:
 
     # ---- one attempt ----
 
-    async def _attempt(self, ex: Exchange, deployment: Upstream, probe: bool, path: str, answer: Answer,
-                       relay: Relay | None, classify: Classifier) -> T | Failure:
+    async def _attempt(self, ex: Exchange, deployment: Upstream, probe: bool, answer: Answer, relay: Relay | None,
+                       classify: Classifier) -> T | Failure:
+        leg = leg_for(ex, deployment)
+        if leg.local is not None:  # answered without the upstream (a token count it has no endpoint for)
+            return answer(ex, Whole(200, leg.local, CIMultiDict(), leg))
         router = self._routing.router
         ex.upstream = deployment
         ex.attempts += 1
@@ -159,9 +163,9 @@ class Attempts:
         router.started(deployment)
         try:
             if relay is not None:
-                got = await self._stream(ex, deployment, probe, path, relay, started, classify)
+                got = await self._stream(ex, deployment, leg, probe, relay, started, classify)
             else:
-                got = await self._whole(ex, deployment, path, started)
+                got = await self._whole(ex, deployment, leg, started)
         except (UpstreamTimeout, UpstreamUnavailable) as err:
             got = classify.of_error(err)
         finally:
@@ -183,24 +187,22 @@ class Attempts:
             got.deployment, got.number, got.started, got.ended = deployment, ex.attempts, started, time.perf_counter()
         return got
 
-    async def _whole(self, ex: Exchange, deployment: Upstream, path: str, started: float) -> Whole:
-        body = request_body(ex, deployment)
-        async with self._upstreams.open(deployment, "POST", path, body, ex.client_headers()) as resp:
-            whole = Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers))
+    async def _whole(self, ex: Exchange, deployment: Upstream, leg: Any, started: float) -> Whole:
+        async with self._upstreams.open(deployment, "POST", leg.path, leg.body, ex.client_headers()) as resp:
+            whole = Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers), leg)
         self._routing.router.measured(deployment, time.perf_counter() - started)
         return whole
 
-    async def _stream(self, ex: Exchange, deployment: Upstream, probe: bool, path: str, relay: Relay, started: float,
+    async def _stream(self, ex: Exchange, deployment: Upstream, leg: Any, probe: bool, relay: Relay, started: float,
                       classify: Classifier) -> T | Whole | Failure:
         """Committed with the first bytes of a 200 event stream; until then a failure, or a whole error answer."""
         timeouts = self._routing.settings.timeouts
-        body = request_body(ex, deployment)
         accepted = False
         try:
             async with asyncio.timeout(timeouts.first_token) as first_token:
-                async with self._upstreams.open(deployment, "POST", path, body, ex.client_headers()) as resp:
+                async with self._upstreams.open(deployment, "POST", leg.path, leg.body, ex.client_headers()) as resp:
                     if resp.status != 200 or resp.content_type != "text/event-stream":
-                        return Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers))
+                        return Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers), leg)
                     accepted = True
                     first = await read_first(deployment, resp)
                     if not first:
@@ -210,7 +212,7 @@ class Attempts:
                     keep_reading_within(deployment, resp, timeouts.between_chunks)
                     if probe or deployment.name in self._routing.health.states:
                         await self._answered(deployment, probe)
-                    result = await relay(ex, resp, first)
+                    result = await relay(ex, resp, first, leg)
         except TimeoutError:
             if not first_token.expired():
                 raise
@@ -297,11 +299,14 @@ class Attempts:
         return self._routing.route(model)
 
 
-def request_body(ex: Exchange, deployment: Upstream) -> bytes:
-    """What the deployment is sent: the request as it stands, under the deployment's own name for the model."""
-    if deployment.model is None or ex.body is None:
-        return ex.forward_body()
-    return orjson.dumps({**ex.body, "model": deployment.model})
+def leg_for(ex: Exchange, deployment: Upstream) -> Any:
+    """The attempt's leg from the deployment's provider, under the deployment's own name for the model."""
+    leg = deployment.provider.leg(ex)
+    if deployment.model is not None and leg.local is None and leg.body is not None:
+        body = orjson.loads(leg.body)
+        body["model"] = deployment.model
+        leg.body = orjson.dumps(body)
+    return leg
 
 
 def _billed(ex: Exchange, failure: Failure) -> Usage | None:

@@ -9,6 +9,7 @@ deployment cooling down), `rate_limited` (429, every deployment resting or at it
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from multidict import CIMultiDict
@@ -18,16 +19,19 @@ from proxy.routing.router import Unavailable
 from proxy.upstream_types import Upstream
 
 CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+CONTEXT_MESSAGES = ("maximum context length", "prompt is too long")  # OpenAI's words, Anthropic's
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
 class Whole:
-    """A whole upstream answer (not streamed, or an error where a stream was asked for)."""
+    """A whole upstream answer (not streamed, or an error where a stream was asked for), with the leg that
+    reads it (proxy/dialects/providers.py: its `answer` translates it for the client, or keeps it)."""
 
     status: int
     body: bytes
     headers: CIMultiDict[str]
+    leg: Any
 
 
 @dataclass(slots=True)
@@ -121,5 +125,7 @@ def _context_window(body: bytes) -> bool:
         error = orjson.loads(body).get("error")
     except (orjson.JSONDecodeError, AttributeError):
         return False
-    return isinstance(error, dict) and (error.get("code") in CONTEXT_CODES
-                                         or "maximum context length" in str(error.get("message", "")))
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message", ""))
+    return error.get("code") in CONTEXT_CODES or any(words in message for words in CONTEXT_MESSAGES)

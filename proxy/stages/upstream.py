@@ -8,10 +8,12 @@ happens when it fails, is proxy/routing/'s business.
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+
 import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig
+from proxy.dialects.providers import PROVIDERS
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from proxy.routing.config import Timeouts
 from proxy.upstream_types import Upstream
@@ -25,19 +27,19 @@ _HOP_BY_HOP = frozenset(
 )
 # The proxy decompresses (it must read usage), so length and encoding no longer hold downstream.
 _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
-_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization"}
+_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "x-api-key"}
 
 
 def upstream_from_config(config: UpstreamConfig, timeouts: Timeouts) -> Upstream:
-    key = config.api_key
     return Upstream(
         name=config.name,
         base_url=config.base_url,
-        authorization=f"Bearer {key}" if key else None,
+        api_key=config.api_key,
         timeout=aiohttp.ClientTimeout(
             total=timeouts.total, connect=config.connect_timeout_seconds or timeouts.connect,
             sock_read=config.read_timeout_seconds,
         ),
+        provider=PROVIDERS[config.provider](config),
         model=config.model,
         weight=config.weight,
         rpm=config.rpm,
@@ -66,9 +68,13 @@ class UpstreamClient:
     def named(self, name: str) -> Upstream | None:
         return self.by_name.get(name)
 
+    def default_for(self, wire: str) -> Upstream:
+        """Where an unpriced path goes: the first upstream that speaks the client's dialect, else the first."""
+        return next((u for u in self.by_name.values() if u.provider.wire == wire), self.default)
+
     @asynccontextmanager
     async def open(
-        self, upstream: Upstream, method: str, path: str, body: bytes | None, client_headers: Mapping[str, str],
+        self, upstream: Upstream, method: str, path: str, body: bytes | None, client_headers: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request and yield the response with its body still unread."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
@@ -123,13 +129,12 @@ def translate_errors(upstream: Upstream) -> Iterator[None]:
 
 def forward_headers(client_headers: Mapping[str, str], upstream: Upstream) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
+    provider = upstream.provider
     for name, value in client_headers.items():
         lowered = name.lower()
-        if lowered not in _NOT_FORWARDED and not lowered.startswith("x-thriftgate-"):
+        if lowered not in _NOT_FORWARDED and not lowered.startswith("x-thriftgate-") and provider.forwards(lowered):
             headers.add(name, value)
-    authorization = upstream.authorization or client_headers.get("authorization")
-    if authorization:
-        headers["Authorization"] = authorization
+    headers.update(provider.credentials(client_headers, upstream.api_key))
     headers[HOP_HEADER] = "1"
     return headers
 
