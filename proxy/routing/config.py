@@ -71,7 +71,7 @@ RetryOn = int | Literal["connect", "timeout"]
 class RoutingConfig(_Section):
     strategy: Literal["weighted", "least_busy", "lowest_latency"] = "weighted"
     retries: Annotated[int, Field(ge=0, le=10)] = 2  # per model, only while nothing reached the client
-    retry_on: tuple[RetryOn, ...] = (429, 500, 502, 503, 504, "connect", "timeout")
+    retry_on: tuple[RetryOn, ...] = (429, 500, 502, 503, 504, 529, "connect", "timeout")  # 529: Anthropic overloaded
     backoff: Backoff = Backoff()
     cooldown: Cooldown = Cooldown()
     timeouts: Timeouts = Timeouts()

@@ -80,7 +80,7 @@ class Classifier:
     def of_answer(self, whole: Whole) -> Failure:
         status = whole.status
         retryable = status in self._statuses
-        retry_after = retry_after_seconds(whole.headers) if status in (429, 503) else 0.0
+        retry_after = retry_after_seconds(whole.headers) if status in (429, 503, 529) else 0.0
         if status == 429:
             return Failure("rate_limited", "upstream_429", 429, "rate_limited", retryable, retry_after, whole)
         if status >= 500:

@@ -1,11 +1,13 @@
 """Fallbacks: another model once the first cannot answer, for the reasons configured; the budget hold follows it,
 the saving (or its cost) is recorded, and a request may narrow the chain with x-thriftgate-fallbacks."""
 
+import openai
 import orjson
 import pytest
 
 from proxy.accounting.usage import Usage
 from proxy.appkeys import PRICES
+from tests.conftest import ANTHROPIC_KEY_ENV
 from tests.resilience.conftest import CHAT, MODEL, deployment, metric, post, rows
 
 MINI = "gpt-4o-mini"
@@ -137,3 +139,27 @@ async def test_a_cascade_try_goes_through_the_deployments(start_routed, primary,
     assert status == 200 and body["model"] == "gpt-4o-mini-2024-07-18"
     assert (headers["x-thriftgate-upstream"], headers["x-thriftgate-attempts"]) == ("b", "2")
     assert len(fake.requests) == 0  # accepted: gpt-4o itself was never asked
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fallback_crosses_providers(start_routed, primary, claude, stream) -> None:
+    """gpt-4o on its OpenAI deployment fails; claude-sonnet-4-5 on Anthropic answers the OpenAI client, translated."""
+    primary.faults(rate=1.0, choices=("503",))
+    claude_upstream = {"name": "claude", "base_url": claude.base_url, "provider": "anthropic",
+                       "api_key_env": ANTHROPIC_KEY_ENV, "models": ["claude-*"]}
+    proxy = await start_routed(claude_upstream, deployment("a", primary), fallbacks=[chain("claude-sonnet-4-5")],
+                               retries=0)
+    async with openai.AsyncOpenAI(base_url=proxy.base_url, api_key="sk-x", max_retries=0) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(**CHAT, stream=stream)
+        if stream:
+            text = "".join([chunk.choices[0].delta.content or "" async for chunk in raw.parse() if chunk.choices])
+        else:
+            text = raw.parse().choices[0].message.content
+    assert len(text.split()) == 40 and claude.requests[-1].path == "/v1/messages"
+    assert claude.requests[-1].body["model"] == "claude-sonnet-4-5"
+    assert (raw.headers["x-thriftgate-fallback"], raw.headers["x-thriftgate-upstream"]) == ("claude-sonnet-4-5",
+                                                                                           "claude")
+    answered = (await rows(proxy, raw.headers["x-thriftgate-request-id"]))[-1]
+    assert (answered["model"], answered["fallback"], answered["upstream"]) == ("claude-sonnet-4-5", "unavailable",
+                                                                              "claude")
+    assert answered["cost_nanos"] > 0 and answered["savings_nanos"] < 0  # dearer than gpt-4o on the same tokens
