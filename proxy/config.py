@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from proxy.control.config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
-from proxy.routing.config import RoutingConfig, fallback_errors
+from proxy.routing.config import RoutingConfig, fallback_errors, unreachable_names
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 ANTHROPIC_URL = "https://api.anthropic.com/v1"
@@ -204,7 +204,9 @@ def validate(data: dict[str, Any], *, source: str = "<config>", parse_policies: 
     _check_models_are_served(config, parsed, source)
     _check_anthropic_keys(config, source)
     matcher = config.upstream_matcher()
-    if errors := fallback_errors(config.routing, lambda model: matcher.for_model(model) is not None, source):
+    errors = unreachable_names(config.upstreams, source)
+    errors += fallback_errors(config.routing, lambda model: matcher.for_model(model) is not None, source)
+    if errors:
         raise ConfigError("\n".join(errors))
     if missing := check_embedders(config.embedders, {u.name for u in config.upstreams}, parsed, source):
         raise ConfigError(missing)

@@ -4,8 +4,9 @@ Importing only pydantic (like control/config.py), so the modules that use it nev
 config. Durations are seconds, or a number with a unit: 500ms, 5s, 2m.
 """
 
+import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -104,6 +105,24 @@ def fallback_errors(routing: RoutingConfig, serves: Callable[[str], bool], sourc
         loop = _loop_from(entry.from_, edges)
         if loop:
             errors.append(f"{source}: routing.fallbacks[{index}] ({entry.from_}): the chain loops: {' -> '.join(loop)}")
+    return errors
+
+
+def unreachable_names(upstreams: Sequence[Any], source: str) -> list[str]:
+    """A model an upstream names that an earlier upstream's other glob serves first: it would never reach this
+    one (deployments of a model list the same glob; docs/routing.md). Each names the entry and the fix."""
+    errors = []
+    for index, upstream in enumerate(upstreams):
+        for position, name in enumerate(upstream.models):
+            if set(name) & set("*?["):
+                continue
+            owner, glob = next((i, p) for i, u in enumerate(upstreams) for p in u.models if fnmatch.fnmatchcase(name, p))
+            if owner < index and glob not in upstream.models:
+                errors.append(
+                    f"{source}: upstreams[{index}] ({upstream.name}).models[{position}]: '{name}' is served first by "
+                    f"upstreams[{owner}] ({upstreams[owner].name}) through '{glob}': to make them deployments of one "
+                    f"model give both the same entry ('{name}' on both, or '{glob}' when neither renames the model), "
+                    "or move this upstream above it")
     return errors
 
 

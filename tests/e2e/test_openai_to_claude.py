@@ -170,7 +170,7 @@ async def test_anthropic_errors_reach_an_openai_client_in_its_shape_naming_the_u
     assert body["type"] == "upstream_error" and "The upstream 'claude' answered" in body["message"]
     if fault == "429":
         assert raised.value.response.headers["retry-after"] == "3" and body["code"] == "rate_limit_error"
-    record = (await proxy.ledger.recent(1))[0]
+    record = next(row for row in await proxy.ledger.recent(10) if row["parent_id"] is None)  # not a retried attempt
     assert record["status"] == status and record["error"] == f"upstream_{529 if fault == '529' else int(fault)}"
 
 

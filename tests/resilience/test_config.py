@@ -47,6 +47,8 @@ def upstream(name: str, *models: str, **extra) -> dict:
     ({"routing": {"timeouts": {"total": 0}}}, "routing.timeouts.total: Input should be greater than 0"),
     ({"routing": {"strategy": "fastest"}}, "routing.strategy: Input should be 'weighted', 'least_busy' or"),
     ({"routing": {"retries": 11}}, "routing.retries: Input should be less than or equal to 10"),
+    ({"upstreams": [upstream("a", "gpt-4o*"), upstream("azure", "gpt-4o", model="my-4o")]},
+     "t.yaml: upstreams[1] (azure).models[0]: 'gpt-4o' is served first by upstreams[0] (a) through 'gpt-4o*'"),
 ])
 def test_mistakes_are_refused_at_load_naming_the_entry(data: dict, message: str) -> None:
     assert message in refused(data)
@@ -71,6 +73,12 @@ def test_upstreams_listing_the_same_glob_are_deployments_of_its_models() -> None
     assert [d.name for d in found.route("o3-mini").deployments] == ["b"]
     assert [d.name for d in found.route("llama-3.1-8b").deployments] == ["local"]
     assert [d.name for d in found.route("gpt-4.1").deployments] == ["rest"]  # a catch-all: only what nothing lists
+
+
+def test_a_renaming_deployment_joins_those_listing_the_same_name() -> None:
+    found = deployments_of(upstream("a", "gpt-4o", "gpt-4o-mini"), upstream("azure", "gpt-4o", model="my-4o"))
+    assert [(d.name, d.model) for d in found.route("gpt-4o").deployments] == [("a", None), ("azure", "my-4o")]
+    assert [d.name for d in found.route("gpt-4o-mini").deployments] == ["a"]
 
 
 def test_one_upstream_per_model_routes_as_before() -> None:
