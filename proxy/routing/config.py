@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Reason = Literal["unavailable", "rate_limited", "context_window_exceeded"]
 REASONS: tuple[Reason, ...] = ("unavailable", "rate_limited", "context_window_exceeded")
@@ -64,6 +64,14 @@ class Fallback(_Section):
     from_: Annotated[str, Field(alias="from", min_length=1)]
     to: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)]
     on: Annotated[tuple[Reason, ...], Field(min_length=1)] = REASONS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_as_written(cls, data: Any) -> Any:
+        """YAML 1.1 reads the key `on` as true: `{from: a, to: [b], on: [...]}` means what it says."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
 
 
 RetryOn = int | Literal["connect", "timeout"]

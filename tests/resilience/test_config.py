@@ -128,3 +128,35 @@ async def test_the_admin_view_is_guarded_like_every_admin_read(start_routed, pri
         "rpm": 100, "tpm": None, "state": "up", "until": None, "failures_in_a_row": 0, "in_flight": 0,
         "latency_ms": None, "requests_this_minute": 1, "tokens_this_minute": None}
     assert a["latency_ms"] > 0
+
+
+ISSUE_EXAMPLE = """
+upstreams:
+  - {name: openai-a, base_url: https://api.openai.com/v1, api_key_env: OPENAI_KEY_A, models: ["gpt-4o*"], weight: 3}
+  - {name: openai-b, base_url: https://api.openai.com/v1, api_key_env: OPENAI_KEY_B, models: ["gpt-4o*"], weight: 1, rpm: 500}
+  - {name: local-vllm, base_url: http://vllm:8000/v1, models: ["llama-3.1-8b"]}
+  - {name: claude, base_url: https://api.anthropic.com/v1, provider: anthropic, api_key_env: CLAUDE_KEY, models: ["claude-*"]}
+routing:
+  strategy: weighted          # weighted | least_busy | lowest_latency
+  retries: 2                  # on another deployment of the same model, before any byte reached the client
+  retry_on: [429, 500, 502, 503, 504, connect, timeout]
+  cooldown: {after_failures: 3, within: 60s, for: 30s}     # a failing deployment sits out, then is probed
+  timeouts: {connect: 5s, first_token: 20s, between_chunks: 30s, total: 600s}
+  fallbacks:
+    - {from: "gpt-4o", to: ["gpt-4o-mini", "claude-sonnet-4-5"], on: [unavailable, rate_limited, context_window_exceeded]}
+"""
+
+
+def test_the_shape_a_litellm_user_writes_loads_as_written(tmp_path, monkeypatch) -> None:
+    """`on:` is YAML 1.1's true: the key still means what it says."""
+    from proxy.config_loading import load
+
+    monkeypatch.setenv("CLAUDE_KEY", "sk-ant-x")
+    path = tmp_path / "thriftgate.yaml"
+    path.write_text(ISSUE_EXAMPLE)
+    config = load(path)
+    [fallback] = config.routing.fallbacks
+    assert (fallback.from_, fallback.to, fallback.on) == (
+        "gpt-4o", ("gpt-4o-mini", "claude-sonnet-4-5"), ("unavailable", "rate_limited", "context_window_exceeded"))
+    assert (config.routing.cooldown.for_, config.routing.timeouts.first_token) == (30.0, 20.0)
+    assert [u.weight for u in config.upstreams[:2]] == [3.0, 1.0] and config.upstreams[1].rpm == 500
