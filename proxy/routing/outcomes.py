@@ -89,8 +89,10 @@ class Classifier:
         return Failure("client_error", f"upstream_{status}", status, reason, retryable, 0.0, whole)
 
 
-def nothing_up(model: str, down: Unavailable, now: float) -> Failure:
-    """Every deployment of the model is out of rotation: ours, in OpenAI's shape, saying when to come back."""
+def nothing_up(model: str, down: Unavailable | None, now: float) -> Failure:
+    """Every deployment of the model is out of rotation: ours, in OpenAI's shape, saying when to come back.
+    (None: one came back meanwhile, too late for this request.)"""
+    down = down or Unavailable("unavailable", now + 1)
     wait = max(math.ceil(down.back_at - now), 1)
     at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(down.back_at))
     headers = {"Retry-After": str(wait)}
