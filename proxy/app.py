@@ -96,9 +96,9 @@ def make_app(
     app[LOOKUPS] = lookups
     app.cleanup_ctx.append(running_lookups)  # after the upstreams start; drains cache writes before they close
 
-    for path, endpoint in ENDPOINT_BY_PATH.items():
-        app.router.add_post(path, pipeline.priced(endpoint))
-    app.router.add_route("*", "/v1/{tail:.*}", pipeline.passthrough)
+    for path in ENDPOINT_BY_PATH:
+        app.router.add_post(path, pipeline.priced(path))
+    app.router.add_route("*", "/v1/{tail:.*}", pipeline.any_v1_path)  # encoded, dotted, or passed through
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

@@ -18,6 +18,16 @@ from proxy.control.config import AuthConfig, BudgetConfig, StoreConfig, mask_sec
 from proxy.lookup.config import EmbedderConfig, check_embedders
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
+# OpenAI's API paths besides the priced endpoints: passed through unpriced (still authenticated, recorded
+# and counted against request budgets); any other path is refused.
+OPENAI_PASSTHROUGH_PATHS = (
+    "/v1/models", "/v1/models/*", "/v1/moderations",
+    "/v1/chat/completions/**", "/v1/responses/**", "/v1/conversations/**",
+    "/v1/files/**", "/v1/uploads/**", "/v1/batches/**", "/v1/fine_tuning/**",
+    "/v1/images/generations", "/v1/images/edits", "/v1/images/variations",
+    "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/translations",
+    "/v1/vector_stores/**", "/v1/assistants/**", "/v1/threads/**",
+)
 
 
 class ConfigError(ValueError):
@@ -41,6 +51,16 @@ class ServerConfig(Section):
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
     access_log: bool = True  # one JSON line per request on stdout: ids, team, models, tokens, cost, policies
     log_prompts: bool = False  # add the last user message to that line (off: prompts are the users' data)
+    # The /v1 paths passed through unpriced (`*` one segment, `**` any rest); others get a 404. [] passes none.
+    passthrough_paths: tuple[str, ...] = OPENAI_PASSTHROUGH_PATHS
+
+    @field_validator("passthrough_paths")
+    @classmethod
+    def _v1_paths(cls, globs: tuple[str, ...]) -> tuple[str, ...]:
+        for glob in globs:
+            if not re.fullmatch(r"/v1(/([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]*|\*))*(/\*\*)?", glob) or glob == "/v1":
+                raise ValueError(f"{glob!r}: expected a /v1/ path of names, '*' (one segment) and a last '**'")
+        return globs
 
 
 class UpstreamConfig(Section):

@@ -11,6 +11,7 @@ whatever happened to it.
 """
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -26,6 +27,7 @@ from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
 from proxy.stages.count import prompt_counter
+from proxy.stages.paths import PathRouter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
@@ -54,6 +56,7 @@ class Pipeline:
         budgets: Budgets | None = None,  # None: no budget, no key budget, no shared totals: nothing to do
     ) -> None:
         self._max_body = config.server.max_body_bytes
+        self._paths = PathRouter(wire.ENDPOINT_BY_PATH, config.server.passthrough_paths)
         self._reject_unpriced = config.pricing.unpriced == "reject"
         self._settler = settler
         self._count_prompt = prompt_counter(tokens)
@@ -67,14 +70,19 @@ class Pipeline:
 
     # ---- entry points ----
 
-    def priced(self, endpoint: str):
+    def priced(self, path: str):
+        """The handler of a priced endpoint's exact route."""
+
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(Exchange(request, endpoint), self._priced)
+            route = self._paths.priced(path, request.rel_url.raw_query_string)
+            ex = Exchange(request, route.endpoint, upstream_path=route.upstream_path)
+            return await self._handle(ex, self._priced)
 
         return handler
 
-    async def passthrough(self, request: web.Request) -> web.StreamResponse:
-        return await self._handle(Exchange(request, "passthrough"), self._pass_through)
+    async def any_v1_path(self, request: web.Request) -> web.StreamResponse:
+        """Every other /v1 path: decided on its normalised form (stages/paths.py)."""
+        return await self._handle(Exchange(request, "passthrough"), self._resolved)
 
     def replace_policies(self, policies: PolicyChain) -> None:
         """Requests already in flight finish with the chain they started with."""
@@ -107,6 +115,14 @@ class Pipeline:
 
     # ---- stages ----
 
+    async def _resolved(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
+        url = ex.request.rel_url
+        route = self._paths.resolve(ex.request.method, url.raw_path, url.raw_query_string)
+        ex.endpoint, ex.upstream_path = route.endpoint, route.upstream_path
+        if route.endpoint == "passthrough":
+            return await self._pass_through(ex, policies)
+        return await self._priced(ex, policies)
+
     async def _priced(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:
             await self._auth.authenticate(ex)
@@ -133,6 +149,10 @@ class Pipeline:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
         ex.upstream = self._upstreams.default
+        if ex.key_id is None and self._auth is not None and self._auth.keys_possible:
+            ex.upstream = dataclasses.replace(ex.upstream, authorization=None)  # its own key, never the proxy's
+        if self._budgets is not None:
+            await self._budgets.reserve_requests(ex)  # its cost is unknown: request limits only
         return await self._forward(ex, method=ex.request.method, priced=False)
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -166,7 +186,7 @@ class Pipeline:
     async def _forward(self, ex: Exchange, *, method: str = "POST", priced: bool = True) -> web.Response:
         ex.upstream_started = time.perf_counter()
         body = ex.forward_body() if priced else (ex.raw_body or None)
-        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, ex.client_headers()) as resp:
+        async with self._upstreams.open(ex.upstream, method, ex.upstream_path, body, ex.client_headers()) as resp:
             return await self._answer_whole(ex, resp, priced)
 
     async def _answer_whole(self, ex: Exchange, resp, priced: bool) -> web.Response:
@@ -188,7 +208,7 @@ class Pipeline:
             ex.edit_body()
         ex.upstream_started = time.perf_counter()
         async with self._upstreams.open(
-            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), ex.client_headers()
+            ex.upstream, "POST", ex.upstream_path, ex.forward_body(), ex.client_headers()
         ) as resp:
             if resp.status != 200 or resp.content_type != "text/event-stream":
                 return await self._answer_whole(ex, resp, priced=True)
@@ -266,7 +286,3 @@ def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
 
-
-def _upstream_path(request: web.Request) -> str:
-    """The upstream base URL already ends in /v1; the rest of the path and the query follow it."""
-    return request.rel_url.path_qs[3:]

@@ -81,9 +81,8 @@ class SideCalls:
 
     async def _send(self, child: Exchange) -> tuple[bytes, CIMultiDict[str]]:
         child.upstream_started = time.perf_counter()
-        path = child.request.rel_url.path_qs[3:]
         async with self._upstreams.open(
-            child.upstream, "POST", path, child.forward_body(), child.client_headers()
+            child.upstream, "POST", child.upstream_path, child.forward_body(), child.client_headers()
         ) as resp:
             body = await read_body(child.upstream, resp)
             child.status = resp.status
