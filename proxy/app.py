@@ -101,7 +101,9 @@ def make_app(
     app.router.add_route("*", "/v1/{tail:.*}", pipeline.any_v1_path)  # encoded, dotted, or passed through
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_page)
+    server = config.server
+    app.router.add_get("/metrics", auth.metrics_guard(server.metrics_auth, server.metrics_token,
+                                                      server.metrics_token_env)(metrics_page))
     admin.add_routes(app.router)
     lookup_admin.add_routes(app.router)
     app.router.add_routes([reload_route(RELOADER)])

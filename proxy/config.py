@@ -51,6 +51,10 @@ class ServerConfig(Section):
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
     access_log: bool = True  # one JSON line per request on stdout: ids, team, models, tokens, cost, policies
     log_prompts: bool = False  # add the last user message to that line (off: prompts are the users' data)
+    # /metrics shows every team's and model's spend: none (open, keep the port private), master_key, or
+    # token (a scrape token from metrics_token_env; the master key works too).
+    metrics_auth: Literal["none", "master_key", "token"] = "none"
+    metrics_token_env: str = "THRIFTGATE_METRICS_TOKEN"
     # The /v1 paths passed through unpriced (`*` one segment, `**` any rest); others get a 404. [] passes none.
     passthrough_paths: tuple[str, ...] = OPENAI_PASSTHROUGH_PATHS
 
@@ -61,6 +65,10 @@ class ServerConfig(Section):
             if not re.fullmatch(r"/v1(/([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]*|\*))*(/\*\*)?", glob) or glob == "/v1":
                 raise ValueError(f"{glob!r}: expected a /v1/ path of names, '*' (one segment) and a last '**'")
         return globs
+
+    @property
+    def metrics_token(self) -> str | None:
+        return os.environ.get(self.metrics_token_env) or None
 
 
 class UpstreamConfig(Section):
@@ -227,6 +235,8 @@ def masked_summary(config: Config) -> dict[str, Any]:
     mask_secrets(summary, config.auth, config.store)
     summary["policies"] = [policy.model_dump(mode="json", exclude_defaults=True) | {"name": policy.name}
                            for policy in config.policies]
+    token_state = "set" if config.server.metrics_token else "unset"
+    summary["server"]["metrics_token_env"] = f"{config.server.metrics_token_env} ({token_state})"
     for upstream, shown in zip(config.upstreams, summary["upstreams"]):
         if upstream.api_key_env:
             state = "set" if upstream.api_key else "unset"
