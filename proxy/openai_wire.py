@@ -3,6 +3,7 @@
 Nothing here does I/O; the pipeline feeds it bytes and gets facts back.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,16 @@ MAX_OUTPUT_FIELDS = {
 }
 
 DONE = b"[DONE]"
+MAX_MODEL_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def header_value(text: str) -> str:
+    """Client input echoed in a response header: anything but printable ASCII percent-encoded (UTF-8)."""
+    if _NOT_HEADER_SAFE.search(text) is None:
+        return text
+    return _NOT_HEADER_SAFE.sub(lambda found: "".join(f"%{byte:02X}" for byte in found[0].encode()), text)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -54,6 +65,10 @@ def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("you must provide a model parameter", param="model", code="missing_model")
+    if len(model) > MAX_MODEL_LENGTH or _CONTROL.search(model):
+        raise BadRequest(f"'model' must be at most {MAX_MODEL_LENGTH} characters without control characters "
+                         "(it names a model, and is echoed in a response header)", param="model",
+                         code="invalid_model")
     stream = body.get("stream", False)
     if stream is None:
         stream = False

@@ -263,7 +263,7 @@ class Pipeline:
     def _answer_headers(self, ex: Exchange) -> dict[str, str]:
         headers = {"x-thriftgate-request-id": ex.request_id}
         if ex.model:
-            headers["x-thriftgate-model"] = ex.model
+            headers["x-thriftgate-model"] = wire.header_value(ex.model)
         if ex.usage is not None:
             headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
             headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
@@ -272,7 +272,7 @@ class Pipeline:
         if ex.applied:
             headers["x-thriftgate-policies"] = ",".join(ex.applied)
         if ex.answer_headers:
-            headers.update(ex.answer_headers)
+            headers.update((name, wire.header_value(value)) for name, value in ex.answer_headers.items())
         if self._budgets is not None:
             headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
         return headers
