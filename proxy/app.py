@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
 from proxy.control import admin, ui
@@ -15,7 +16,7 @@ from proxy.stages.budget import build_budgets
 from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
 from proxy.config import Config
 from proxy.control.config import configured_teams
-from proxy.errors import NotFound, ProxyError
+from proxy.errors import NotFound, ProxyError, UnreadableBody
 from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
 from proxy.openai_wire import ENDPOINT_BY_PATH
@@ -143,6 +144,9 @@ async def openai_shaped_errors(request: web.Request, handler) -> web.StreamRespo
         return await handler(request)
     except ProxyError as err:
         return err.response()
+    except RequestPayloadError:  # an admin body that is not what its Content-Encoding says
+        request.content.feed_eof()  # the rest is unreadable too: aiohttp must not try to drain it
+        return UnreadableBody("The request body could not be decoded as its Content-Encoding says.").response()
     except web.HTTPNotFound:
         return NotFound(f"Unknown route: {request.method} {request.path}").response()
     except web.HTTPMethodNotAllowed as exc:

@@ -13,6 +13,7 @@ class ProxyError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    close_connection = False  # True: the request's framing is lost, the connection cannot be reused
 
     def __init__(
         self,
@@ -35,14 +36,22 @@ class ProxyError(Exception):
         )
 
     def response(self) -> web.Response:
-        return web.Response(
+        response = web.Response(
             status=self.status, body=self.body(), content_type="application/json", headers=self.headers
         )
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 class BadRequest(ProxyError):
     status = 400
     type = "invalid_request_error"
+
+
+class UnreadableBody(BadRequest):
+    code = "unreadable_body"
+    close_connection = True
 
 
 class Unauthorized(ProxyError):

@@ -16,12 +16,13 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from proxy import openai_wire as wire
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
+from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError, UnreadableBody
 from proxy.exchange import Exchange
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
@@ -164,6 +165,11 @@ class Pipeline:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large() from None
+        except RequestPayloadError:  # a body that is not what its Content-Encoding says
+            request.content.feed_eof()  # the rest is unreadable too: aiohttp must not try to drain it
+            encoding = request.headers.get("Content-Encoding", "")
+            raise UnreadableBody(f"The request body could not be decoded as its Content-Encoding ({encoding!r}) "
+                                 "says.", param="Content-Encoding") from None
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"The request body is larger than the limit of {self._max_body} bytes.")

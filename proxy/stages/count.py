@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 from proxy.accounting.tokens import ModelTokenizer, TokenCounter
+from proxy.errors import BadRequest
 from proxy.accounting.usage import Usage
 from proxy.exchange import PromptCounter
 
@@ -23,8 +24,16 @@ def prompt_tokens(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any]
 
 
 def prompt_counter(tokens: TokenCounter) -> PromptCounter:
-    """What the pipeline hands each exchange to count its prompt (Exchange.prompt_tokens memoises it)."""
-    return lambda model, endpoint, body: prompt_tokens(tokens.for_model(model), endpoint, body)
+    """What the pipeline hands each exchange to count its prompt (Exchange.prompt_tokens memoises it); a body
+    it cannot read is the client's mistake, whichever stage (a budget, a policy's match) asked first."""
+
+    def count(model: str, endpoint: str, body: dict[str, Any]) -> int:
+        try:
+            return prompt_tokens(tokens.for_model(model), endpoint, body)
+        except ValueError as exc:
+            raise BadRequest(f"The request cannot be counted: {exc}", code="invalid_type") from None
+
+    return count
 
 
 def estimate_usage(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any] | None, output: list[str]) -> Usage:

@@ -23,7 +23,7 @@ _HOP_BY_HOP = frozenset(
 )
 # The proxy decompresses (it must read usage), so length and encoding no longer hold downstream.
 _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
-_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization"}
+_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "content-encoding"}  # the body is read decoded
 
 
 def upstream_from_config(config: UpstreamConfig) -> Upstream:
