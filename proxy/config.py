@@ -46,7 +46,8 @@ class Section(BaseModel):
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 4100
-    max_body_bytes: Annotated[int, Field(gt=0)] = 32 * 1024 * 1024
+    # A long chat (a 1M-token context is ~4 MB of text) with a few images; larger bodies get a 413.
+    max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     # How long an in-flight request may take to finish after SIGTERM before the process exits.
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
     access_log: bool = True  # one JSON line per request on stdout: ids, team, models, tokens, cost, policies

@@ -40,6 +40,8 @@ log = logging.getLogger("thriftgate.pipeline")
 _UNPRICED_LOG_LIMIT = 1000
 TAGS_HEADER = "x-thriftgate-tags"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
+# A body larger than this is parsed and counted on a thread: the event loop keeps serving the small requests.
+_OFF_LOOP_BYTES = 256 * 1024
 
 
 class Pipeline:
@@ -128,18 +130,23 @@ class Pipeline:
         if self._auth is not None:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
-        ex.body = wire.parse_body(ex.raw_body)
+        big = len(ex.raw_body) > _OFF_LOOP_BYTES
+        ex.body = await asyncio.to_thread(wire.parse_body, ex.raw_body) if big else wire.parse_body(ex.raw_body)
         facts = wire.request_facts(ex.endpoint, ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
         ex.count_prompt = self._count_prompt
         if policies:
+            if big:
+                await asyncio.to_thread(ex.prompt_tokens)  # memoised for the policies' matches
             await policies.on_request(ex)
             if ex.early_response is not None:
                 return self._answer_early(ex)
         self._route(ex)
         if self._budgets is not None:
+            if big:
+                await asyncio.to_thread(ex.prompt_tokens)  # memoised (again, if a policy changed model or body)
             await self._budgets.reserve(ex, self._route)  # may downgrade the model and route again
         if ex.stream:
             return await self._stream(ex)
