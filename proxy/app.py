@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from proxy.control import admin, ui
 from proxy.stages.auth import Auth
 from proxy.stages.budget import build_budgets
-from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
+from proxy.appkeys import AUTH, BUDGETS, CONFIG, IN_FLIGHT, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
 from proxy.config import Config
 from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError, UnreadableBody
@@ -21,6 +21,7 @@ from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
 from proxy.openai_wire import ENDPOINT_BY_PATH
 from proxy.stages.hooks import build_chain
+from proxy.in_flight import InFlight
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
 from proxy.accounting.pricing import PriceTable, default_pricing_path
@@ -72,9 +73,10 @@ def make_app(
                         lookups=lookups)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
+    in_flight = InFlight()
     pipeline = Pipeline(
         config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain,
-        auth=auth, budgets=budgets,
+        in_flight=in_flight, auth=auth, budgets=budgets,
     )
     reloader = Reloader(config_path, config, pipeline, services, metrics, holdout)
 
@@ -91,6 +93,7 @@ def make_app(
     app[STORE] = store
     app[AUTH] = auth
     app[BUDGETS] = budgets
+    app[IN_FLIGHT] = in_flight
     if handle_sighup:
         app.on_startup.append(lambda app: _install_sighup(app[RELOADER]))
     app.cleanup_ctx.append(_running_services)

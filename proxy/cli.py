@@ -108,8 +108,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise config_module.ConfigError(f"--workers {args.workers}: {problem}")
     serve_one = functools.partial(_serve_process, config_path=Path(args.config) if args.config else None)
     if args.workers > 1:
+        from proxy import serving
         from proxy.workers import supervise
 
+        try:  # once here, rather than once in every worker
+            for sock in serving.bind(config.server.host, config.server.port, reuse_port=True):
+                sock.close()
+        except serving.CannotListen as exc:
+            print(f"thriftgate: {exc}", file=sys.stderr)
+            return 1
         _configure_logging(config)
         return supervise(config, args.workers, serve_one)
     serve_one(config)
@@ -120,28 +127,38 @@ def _serve_process(
     config: config_module.Config, metrics_dir: str | None = None, *, config_path: Path | None = None
 ) -> None:
     """One server process: the whole proxy, or with a metrics_dir one of the --workers sharing the port."""
-    from aiohttp import web
+    import asyncio
 
+    from proxy import serving
     from proxy.app import make_app
+    from proxy.appkeys import IN_FLIGHT
 
+    server = config.server
+    try:
+        sockets = serving.bind(server.host, server.port, reuse_port=metrics_dir is not None)  # workers share it
+    except serving.CannotListen as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     access_writer = _configure_logging(config)
     try:
         import uvloop
     except ImportError:
         uvloop = None
-    app = make_app(config, metrics_dir=metrics_dir, config_path=config_path, handle_sighup=True)
-    server = config.server
-    logging.getLogger("thriftgate").info(
-        "thriftgate listening on http://%s:%s/v1 -> %s", server.host, server.port,
-        ", ".join(f"{u.name}={u.base_url}" for u in config.upstreams),
-    )
-    try:
-        web.run_app(
-            app, host=server.host, port=server.port, access_log=None, print=None,
-            shutdown_timeout=server.shutdown_grace_seconds, loop=uvloop.new_event_loop() if uvloop else None,
-            reuse_port=metrics_dir is not None,  # workers share the port; the kernel spreads connections
+
+    def announce() -> None:
+        logging.getLogger("thriftgate").info(
+            "thriftgate listening on %s -> %s", ", ".join(f"http://{a}/v1" for a in serving.addresses(sockets)),
+            ", ".join(f"{u.name}={u.base_url}" for u in config.upstreams),
         )
+
+    try:
+        app = make_app(config, metrics_dir=metrics_dir, config_path=config_path, handle_sighup=True)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
+            runner.run(serving.serve(app, sockets, in_flight=app[IN_FLIGHT], grace=server.shutdown_grace_seconds,
+                                     announce=announce))
     finally:
+        for sock in sockets:
+            sock.close()
         if access_writer is not None:
             access_writer.stop()  # writes every queued line
 

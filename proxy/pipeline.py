@@ -24,6 +24,7 @@ from proxy.stages.budget import Budgets
 from proxy.config import Config
 from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError, UnreadableBody
 from proxy.exchange import Exchange
+from proxy.in_flight import InFlight
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
@@ -40,6 +41,8 @@ log = logging.getLogger("thriftgate.pipeline")
 _UNPRICED_LOG_LIMIT = 1000
 TAGS_HEADER = "x-thriftgate-tags"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
+SERVICE_UNAVAILABLE = 503  # a request this proxy cut because it was stopping, before its answer started
+CLIENT_DISCONNECTED = "client_disconnected"  # the ledger's label for a stream its client left part way
 # A body larger than this is parsed and counted on a thread: the event loop keeps serving the small requests.
 _OFF_LOOP_BYTES = 256 * 1024
 
@@ -55,6 +58,7 @@ class Pipeline:
         upstreams: UpstreamClient,
         recorder: Recorder,
         policies: PolicyChain,
+        in_flight: InFlight,
         auth: Auth | None = None,
         budgets: Budgets | None = None,  # None: no budget, no key budget, no shared totals: nothing to do
     ) -> None:
@@ -67,6 +71,7 @@ class Pipeline:
         self._upstreams = upstreams
         self._recorder = recorder
         self._policies = policies
+        self._in_flight = in_flight
         self._auth = auth
         self._budgets = budgets
         self._unpriced_logged: set[str] = set()
@@ -94,19 +99,28 @@ class Pipeline:
     async def _handle(self, ex: Exchange, run) -> web.StreamResponse:
         policies = self._policies
         try:
-            return await run(ex, policies)
+            with self._in_flight.tracked():
+                response = await run(ex, policies)
+            if not response.prepared and _client_gone(ex.request):
+                _client_left(ex, answer_started=False)  # the answer is ready (and paid for); the client is gone
+            return response
         except ProxyError as err:
             return self._refuse(ex, err)
         except asyncio.CancelledError:
-            # Servers built with handler_cancellation cancel us when the client hangs up.
-            if _client_gone(ex.request):
-                ex.client_disconnected = True
-                ex.status = ex.status or CLIENT_CLOSED_REQUEST
+            if self._in_flight.stopping:  # cut by this proxy: it is stopping and the grace is over
+                ex.error_code, ex.status = "proxy_shutdown", ex.status or SERVICE_UNAVAILABLE
+            elif _client_gone(ex.request):  # servers built with handler_cancellation cancel a handler whose client left
+                _client_left(ex, answer_started=ex.status != 0)  # a stream's status is set once it has started
+            raise
+        except ConnectionResetError:  # the client left before an answer could start
+            _client_left(ex, answer_started=False)
             raise
         except Exception:  # a bug still gets an OpenAI-shaped answer and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
+            if ex.client_disconnected and ex.error_code is None:
+                ex.error_code = CLIENT_DISCONNECTED  # a stream the client left part way
             try:
                 self._settler.settle(ex)
                 if self._budgets is not None:
@@ -293,6 +307,14 @@ class Pipeline:
 
 def _tags(header: str | None) -> frozenset[str]:
     return frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()
+
+
+def _client_left(ex: Exchange, *, answer_started: bool) -> None:
+    """A stream the client left part way keeps its status (and is labelled when recorded); a client that left
+    before its answer started gets nginx's 499, whatever the upstream answered."""
+    ex.client_disconnected = True
+    if not answer_started:
+        ex.status, ex.error_code = CLIENT_CLOSED_REQUEST, ex.error_code or "client_closed_request"
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -12,6 +12,7 @@ to this provider: start them with OPENAI_BASE_URL=http://<demo host>:<--upstream
 import argparse
 import asyncio
 import random
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from proxy import serving
 from proxy.config_loading import validate
 from proxy.demo.provider import SimulatedProvider
 
@@ -62,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_run(args))
     except KeyboardInterrupt:
         pass  # _run's cleanup already ran: the ledger is flushed
+    except serving.CannotListen as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -95,13 +100,13 @@ def _demo_proxy(args: argparse.Namespace, provider_url: str) -> web.Application:
 
 
 async def _serve(runners: list[web.AppRunner], app: web.Application, host: str, port: int) -> str:
+    sockets = serving.bind(host, port)  # before the app starts: a port in use is one line, nothing to undo
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     runners.append(runner)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    return f"http://{bound_host}:{bound_port}"
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
+    return f"http://{serving.addresses(sockets)[0]}"
 
 
 async def _drive(target: str, *, rps: float, duration: float, rng: random.Random) -> Counter[str]:
