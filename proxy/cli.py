@@ -140,6 +140,8 @@ def _serve_process(
         print(f"thriftgate: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     access_writer = _configure_logging(config)
+    for warning in config_module.warnings(config):
+        logging.getLogger("thriftgate").warning("%s", warning)
     try:
         import uvloop
     except ImportError:
@@ -200,6 +202,8 @@ def _check_config(args: argparse.Namespace) -> int:
     overrides = {m: o.model_dump(exclude_none=True) for m, o in config.pricing.overrides.items()}
     table = PriceTable.load(files, overrides)
     print(json.dumps(config_module.masked_summary(config), indent=2))
+    for warning in config_module.warnings(config):
+        print(f"# warning: {warning}", file=sys.stderr)
     print(f"# {args.file}: valid; {len(table.models)} priced models", file=sys.stderr)
     return 0
 

@@ -230,6 +230,25 @@ def _without_credentials(text: str) -> str:
     return re.sub(r"://[^/@\s'\"]*@", "://***@", text)
 
 
+def warnings(config: Config) -> list[str]:
+    """What is valid but probably not meant: printed by `check-config` and logged by `serve`."""
+    found = []
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.api_key_env and not upstream.api_key:
+            found.append(
+                f"upstreams[{index}] ({upstream.name}): ${upstream.api_key_env} (api_key_env) is not set: requests "
+                "go upstream with the client's own Authorization header; a request that has none (a client using "
+                "a thriftgate key) gets a 502 naming the variable. Set it, or api_key_env: null to pass clients' keys "
+                "on by design")
+    server = config.server
+    if server.metrics_auth == "token" and not server.metrics_token and not config.auth.master_key:
+        found.append(f"server.metrics_auth: token, but ${server.metrics_token_env} is not set: /metrics answers 403")
+    if server.metrics_auth == "master_key" and not config.auth.master_key:
+        found.append(f"server.metrics_auth: master_key, but ${config.auth.master_key_env} is not set: "
+                     "/metrics answers 403")
+    return found
+
+
 def masked_summary(config: Config) -> dict[str, Any]:
     """The resolved settings as plain data, with each secret shown only as set/unset."""
     summary = config.model_dump(mode="json", exclude={"policies"})

@@ -88,6 +88,14 @@ class UpstreamUnavailable(ProxyError):
     code = "upstream_unreachable"
 
 
+class UpstreamKeyMissing(ProxyError):
+    """The upstream's key comes from the proxy's environment, and it is not set."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_key_missing"
+
+
 class ServiceUnavailable(ProxyError):
     status = 503
     type = "server_error"

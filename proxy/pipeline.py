@@ -172,7 +172,7 @@ class Pipeline:
         ex.raw_body = await self._read_body(ex.request)
         ex.upstream = self._upstreams.default
         if ex.key_id is None and self._auth is not None and self._auth.keys_possible:
-            ex.upstream = dataclasses.replace(ex.upstream, authorization=None)  # its own key, never the proxy's
+            ex.upstream = dataclasses.replace(ex.upstream, authorization=None, key_env=None)  # its own key, never ours
         if self._budgets is not None:
             await self._budgets.reserve_requests(ex)  # its cost is unknown: request limits only
         return await self._forward(ex, method=ex.request.method, priced=False)

@@ -12,3 +12,4 @@ class Upstream:
     base_url: str
     authorization: str | None  # resolved once at start-up from the configured env var
     timeout: aiohttp.ClientTimeout
+    key_env: str | None = None  # that variable's name: a request that needs the key while it is unset is refused

@@ -11,7 +11,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig, UpstreamMatcher
-from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import UpstreamKeyMissing, UpstreamTimeout, UpstreamUnavailable
 from proxy.upstream_types import Upstream
 
 # Marks requests this proxy sent, so a misconfigured upstream pointing back at us fails fast.
@@ -32,6 +32,7 @@ def upstream_from_config(config: UpstreamConfig) -> Upstream:
         name=config.name,
         base_url=config.base_url,
         authorization=f"Bearer {key}" if key else None,
+        key_env=config.api_key_env,
         timeout=aiohttp.ClientTimeout(
             total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
         ),
@@ -67,6 +68,10 @@ class UpstreamClient:
         """Send a request and yield the response with its body still unread."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         headers = forward_headers(client_headers, upstream)
+        if "Authorization" not in headers and upstream.key_env:
+            raise UpstreamKeyMissing(
+                f"The upstream '{upstream.name}' needs an API key: ${upstream.key_env} (its api_key_env) is not set "
+                "in the proxy's environment, and the request carries no key of its own.")
         url = upstream.base_url + path
         with translate_errors(upstream):
             async with self._session.request(
