@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")
-    pricing_import.add_argument("file")
-    pricing_import.add_argument("--out", default="config/pricing.yaml")
+    pricing_import.add_argument("file", help="LiteLLM's model_prices_and_context_window.json, or a litellm wheel")
+    pricing_import.add_argument("--out", help="write the table here (never over the shipped one); default: stdout. "
+                                "Use it with pricing.files in the config")
     pricing_import.add_argument("--providers", nargs="*", help="only these LiteLLM providers")
     pricing_import.set_defaults(run=_pricing_import)
     return parser
@@ -268,8 +269,27 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _pricing_import(args: argparse.Namespace) -> int:
-    from proxy.accounting.pricing_import import import_file
+    from proxy.accounting.pricing import default_pricing_path
+    from proxy.accounting.pricing_import import PriceMapError, import_file
 
-    count = import_file(Path(args.file), Path(args.out), providers=set(args.providers) if args.providers else None)
-    print(f"wrote {count} models to {args.out}")
+    out = Path(args.out) if args.out and args.out != "-" else None
+    if out is not None and out.resolve() == default_pricing_path().resolve():
+        print(f"thriftgate: --out {args.out} is the shipped price table, which stays as shipped: write the "
+              "import elsewhere and list it in the config's pricing.files", file=sys.stderr)
+        return 2
+    try:
+        text, count = import_file(Path(args.file), providers=set(args.providers) if args.providers else None)
+    except PriceMapError as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        return 2
+    if out is None:
+        sys.stdout.write(text)
+        print(f"# {count} models", file=sys.stderr)
+        return 0
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"thriftgate: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {count} models to {out}", file=sys.stderr)
     return 0
