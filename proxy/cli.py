@@ -2,6 +2,7 @@
 
 import argparse
 import functools
+from importlib import metadata
 import json
 import logging
 import logging.handlers
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from proxy import config as config_module
 from proxy import config_loading
 from proxy.accounting import reports
+from proxy.accounting.ledger import SPEND_GROUPINGS
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
 from proxy.control.config import workers_problem
@@ -32,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thriftgate", description="Cost-control proxy for LLM APIs.")
+    parser.add_argument("--version", action="version", version=f"thriftgate {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy")
@@ -47,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
 
     spend = _ledger_command(commands, "spend", "spend from the ledger, as a table", since="24h")
-    spend.add_argument("--by", default="model", help="model, requested_model, team, key, user, upstream, endpoint, day")
+    spend.add_argument("--by", default="model", choices=SPEND_GROUPINGS, help="what to group by (default model)")
     spend.add_argument("--source", choices=("fleet", "ledger"),
                        help="fleet: every replica's daily totals in Redis (the default with store.backend: redis, "
                             "--by model, team, key or day); ledger: this replica's ledger file")
@@ -79,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     pricing_import.add_argument("--providers", nargs="*", help="only these LiteLLM providers")
     pricing_import.set_defaults(run=_pricing_import)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("thriftgate")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def _ledger_command(commands, name: str, help: str, *, since: str) -> argparse.ArgumentParser:

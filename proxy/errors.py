@@ -1,6 +1,8 @@
 """Errors the proxy itself raises, rendered in OpenAI's error shape by one function.
 
-Upstream errors are not ProxyErrors: they are relayed to the client as they came.
+Upstream errors are relayed to the client as they came when they are JSON; one that came as plain text
+(an HTML error page, a bare 404 from an upstream without that endpoint) is put in the same shape by
+`upstream_error_body`, naming the upstream, with its status kept.
 """
 
 from collections.abc import Mapping
@@ -42,6 +44,23 @@ class ProxyError(Exception):
         if self.close_connection:
             response.force_close()
         return response
+
+
+def upstream_error_body(upstream: str, status: int, body: bytes) -> bytes | None:
+    """None for an upstream error in JSON (relayed as it came); a plain-text one in OpenAI's shape."""
+    try:
+        if isinstance(orjson.loads(body), dict):
+            return None
+    except orjson.JSONDecodeError:
+        pass
+    text = " ".join(body.decode("utf-8", "replace").split())[:_QUOTED_TEXT]
+    said = f": {text}" if text else " with an empty body"
+    error = ProxyError(f"The upstream '{upstream}' answered {status}{said}", code=f"upstream_{status}")
+    error.type = "upstream_error"
+    return error.body()
+
+
+_QUOTED_TEXT = 300
 
 
 class BadRequest(ProxyError):

@@ -22,7 +22,8 @@ from proxy import openai_wire as wire
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError, UnreadableBody
+from proxy.errors import (BadRequest, LoopDetected, PayloadTooLarge, ProxyError, UnreadableBody,
+                          upstream_error_body)
 from proxy.exchange import Exchange
 from proxy.in_flight import InFlight
 from proxy.stages.hooks import PolicyChain
@@ -223,6 +224,8 @@ class Pipeline:
         headers = relayed_headers(resp.headers)
         if resp.status >= 400:
             ex.error_code = f"upstream_{resp.status}"
+            if (wrapped := upstream_error_body(ex.upstream.name, resp.status, body)) is not None:
+                body, headers["Content-Type"] = wrapped, "application/json"  # plain text, put in OpenAI's shape
         elif priced:
             read_answer(ex, body)
         self._settler.settle(ex)

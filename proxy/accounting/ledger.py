@@ -85,6 +85,7 @@ _SPEND_GROUPS = {
 # Unpriced: a request to a model that did work (tokens) and has no price. Not a refusal (no model yet, or a
 # cost of 0: nothing used) nor a pass-through (priced by nobody, by design). Metrics.observe counts the same.
 _UNPRICED = "cost_nanos IS NULL AND endpoint <> 'passthrough' AND model <> ''"
+SPEND_GROUPINGS = tuple(_SPEND_GROUPS)  # what `spend --by` and /admin/spend?by= take
 _SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
 
 
