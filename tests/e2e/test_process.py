@@ -188,3 +188,11 @@ def test_pricing_import_of_something_else_is_one_line(tmp_path: Path, content: b
     [line] = result.stderr.strip().splitlines()  # on 0d52d64: a traceback
     assert line.startswith(f"thriftgate: {source}: ") and "Traceback" not in result.stderr
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_version_and_spend_by_choices(tmp_path: Path) -> None:
+    version = thriftgate("--version")
+    assert version.returncode == 0 and version.stdout.startswith("thriftgate ")  # on 0d52d64: no such option
+    bad = thriftgate("spend", "--ledger", str(tmp_path / "none.db"), "--by", "foo")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr  # on 0d52d64: a traceback
+    assert "invalid choice: 'foo'" in bad.stderr and "'team'" in bad.stderr
