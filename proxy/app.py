@@ -19,7 +19,7 @@ from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError, UnreadableBody
 from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
-from proxy.openai_wire import ENDPOINT_BY_PATH
+from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.hooks import build_chain
 from proxy.in_flight import InFlight
 from proxy.pipeline import Pipeline
@@ -70,7 +70,7 @@ def make_app(
     lookups = build_lookups(config, upstreams=upstreams, prices=prices, tokens=tokens, metrics=metrics, clock=clock,
                             models=local_models)  # local_models: loaded embedding models to share (tests)
     services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder, budgets),
-                        lookups=lookups)
+                        lookups=lookups, upstreams=upstreams)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
     in_flight = InFlight()
@@ -100,7 +100,7 @@ def make_app(
     app[LOOKUPS] = lookups
     app.cleanup_ctx.append(running_lookups)  # after the upstreams start; drains cache writes before they close
 
-    for path in ENDPOINT_BY_PATH:
+    for path in INGRESS:
         app.router.add_post(path, pipeline.priced(path))
     app.router.add_route("*", "/v1/{tail:.*}", pipeline.any_v1_path)  # encoded, dotted, or passed through
     app.router.add_get("/healthz", healthz)
@@ -142,20 +142,27 @@ async def _running_services(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def openai_shaped_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Routing errors (404, 405) in OpenAI's error shape, like everything else the proxy refuses."""
+    """Routing errors (404, 405) in the client's error shape (OpenAI's, or Anthropic's for its clients)."""
     try:
         return await handler(request)
     except ProxyError as err:
-        return err.response()
+        return _in_dialect(request, err)
     except RequestPayloadError:  # an admin body that is not what its Content-Encoding says
         request.content.feed_eof()  # the rest is unreadable too: aiohttp must not try to drain it
-        return UnreadableBody("The request body could not be decoded as its Content-Encoding says.").response()
+        return _in_dialect(request, UnreadableBody("The request body could not be decoded as its Content-Encoding says."))
     except web.HTTPNotFound:
-        return NotFound(f"Unknown route: {request.method} {request.path}").response()
+        return _in_dialect(request, NotFound(f"Unknown route: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:
         err = ProxyError(f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed")
         err.status, err.type, err.headers = 405, "invalid_request_error", {"Allow": ",".join(exc.allowed_methods)}
-        return err.response()
+        return _in_dialect(request, err)
+
+
+def _in_dialect(request: web.Request, err: ProxyError) -> web.Response:
+    response = for_request(request.path, request.headers).error_response(err)
+    if err.close_connection:
+        response.force_close()
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,8 +1,10 @@
-"""Errors the proxy itself raises, rendered in OpenAI's error shape by one function.
+"""Errors the proxy itself raises, rendered in OpenAI's error shape by one function (`response`); the
+client's dialect renders them in its own shape (proxy/dialects: Anthropic's for its clients).
 
-Upstream errors are relayed to the client as they came when they are JSON; one that came as plain text
-(an HTML error page, a bare 404 from an upstream without that endpoint) is put in the same shape by
-`upstream_error_body`, naming the upstream, with its status kept.
+Upstream errors are relayed to the client as they came (translated into the client's dialect when the
+upstream speaks another one); one that came as plain text (an HTML error page, a bare 404 from an upstream
+without that endpoint) is put in the client's error shape by `upstream_text_error`, naming the upstream,
+with its status kept.
 """
 
 from collections.abc import Mapping
@@ -38,16 +40,14 @@ class ProxyError(Exception):
         )
 
     def response(self) -> web.Response:
-        response = web.Response(
+        return web.Response(
             status=self.status, body=self.body(), content_type="application/json", headers=self.headers
         )
-        if self.close_connection:
-            response.force_close()
-        return response
 
 
-def upstream_error_body(upstream: str, status: int, body: bytes) -> bytes | None:
-    """None for an upstream error in JSON (relayed as it came); a plain-text one in OpenAI's shape."""
+def upstream_text_error(upstream: str, status: int, body: bytes) -> "ProxyError | None":
+    """None for an upstream error in JSON (relayed as it came); for a plain-text one, the error to render in
+    the client's shape instead, naming the upstream, its status kept."""
     try:
         if isinstance(orjson.loads(body), dict):
             return None
@@ -56,8 +56,8 @@ def upstream_error_body(upstream: str, status: int, body: bytes) -> bytes | None
     text = " ".join(body.decode("utf-8", "replace").split())[:_QUOTED_TEXT]
     said = f": {text}" if text else " with an empty body"
     error = ProxyError(f"The upstream '{upstream}' answered {status}{said}", code=f"upstream_{status}")
-    error.type = "upstream_error"
-    return error.body()
+    error.status, error.type = status, "upstream_error"
+    return error
 
 
 _QUOTED_TEXT = 300

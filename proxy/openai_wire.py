@@ -12,13 +12,6 @@ import orjson
 from proxy.errors import BadRequest
 from proxy.accounting.usage import Usage
 
-# The priced endpoints; any other /v1/* path is passed through unpriced.
-ENDPOINT_BY_PATH = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/responses": "responses",
-}
 STREAMABLE = frozenset({"chat", "completions", "responses"})
 MAX_OUTPUT_FIELDS = {
     "chat": ("max_completion_tokens", "max_tokens"),
@@ -32,6 +25,14 @@ MAX_MODEL_LENGTH = 256
 MAX_NESTING = 254  # what orjson writes
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def model_name_problem(model: str) -> str | None:
+    """What is wrong with a model name any dialect accepts (it is echoed in a response header), or None."""
+    if len(model) > MAX_MODEL_LENGTH or _CONTROL.search(model):
+        return (f"'model' must be at most {MAX_MODEL_LENGTH} characters without control characters "
+                "(it names a model, and is echoed in a response header)")
+    return None
 
 
 def header_value(text: str) -> str:
@@ -73,10 +74,8 @@ def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("you must provide a model parameter", param="model", code="missing_model")
-    if len(model) > MAX_MODEL_LENGTH or _CONTROL.search(model):
-        raise BadRequest(f"'model' must be at most {MAX_MODEL_LENGTH} characters without control characters "
-                         "(it names a model, and is echoed in a response header)", param="model",
-                         code="invalid_model")
+    if problem := model_name_problem(model):
+        raise BadRequest(problem, param="model", code="invalid_model")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -99,6 +98,9 @@ def _check_shape(endpoint: str, body: dict[str, Any]) -> None:
         messages = body.get("messages")
         if messages is not None:
             _check_list_of_objects(messages, "messages", _check_message)
+        for field in ("tools", "functions"):
+            if body.get(field) is not None:
+                _check_list_of_objects(body[field], field, _no_check)
     elif endpoint == "responses":
         given = body.get("input")
         if given is not None and not isinstance(given, str):
@@ -167,25 +169,33 @@ def ask_for_stream_usage(body: dict[str, Any]) -> None:
 
 
 def usage_from(obj: Any) -> Usage | None:
-    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic-style)."""
+    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic's Messages)."""
     if not isinstance(obj, dict):
         return None
     prompt = _int(obj.get("prompt_tokens", obj.get("input_tokens")))
     completion = _int(obj.get("completion_tokens", obj.get("output_tokens")))
-    prompt_details = obj.get("prompt_tokens_details") or obj.get("input_tokens_details") or {}
-    output_details = obj.get("completion_tokens_details") or obj.get("output_tokens_details") or {}
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = _int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0
+    prompt_details = _dict(obj.get("prompt_tokens_details") or obj.get("input_tokens_details"))
+    output_details = _dict(obj.get("completion_tokens_details") or obj.get("output_tokens_details"))
+    cached = _int(prompt_details.get("cached_tokens"))
+    written = _int(prompt_details.get("cache_write_tokens"))
+    # Anthropic's thinking, OpenAI's reasoning: hidden output, billed as output.
+    reasoning = _int(output_details.get("reasoning_tokens", output_details.get("thinking_tokens")))
     # Anthropic counts cache reads and writes apart from input tokens: fold them in.
     cache_read = _int(obj.get("cache_read_input_tokens"))
     cache_write = _int(obj.get("cache_creation_input_tokens"))
+    written_1h = _int(_dict(obj.get("cache_creation")).get("ephemeral_1h_input_tokens"))
     return Usage(
         prompt_tokens=prompt + cache_read + cache_write,
         completion_tokens=completion,
         cached_prompt_tokens=cached + cache_read,
-        cache_write_tokens=cache_write,
+        cache_write_tokens=written + cache_write,
+        cache_write_1h_tokens=written_1h,
         reasoning_tokens=reasoning,
     )
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value: Any) -> int:

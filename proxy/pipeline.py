@@ -2,8 +2,9 @@
 
 authenticate -> parse -> policies -> route -> count -> reserve -> forward | stream -> settle -> record
 
-Each stage is a module of proxy/stages/ (parse is proxy/openai_wire.py; the policies are plugins in
-proxy/policies/, run by stages/hooks.py).
+Each stage is a module of proxy/stages/ (parse is the client's dialect, proxy/dialects/; the policies
+are plugins in proxy/policies/, run by stages/hooks.py). Each attempt to an upstream takes a leg from
+the upstream's provider: the body it sends, and its answer turned back into the client's dialect.
 
 Count is lazy (`ex.prompt_tokens()`): it runs only when a policy's match or a budget asks for it.
 Settle, the policies' after-answer hooks and record run in a `finally`: every request is recorded once,
@@ -18,12 +19,12 @@ import time
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from proxy import openai_wire as wire
+from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
 from proxy.errors import (BadRequest, LoopDetected, PayloadTooLarge, ProxyError, UnreadableBody,
-                          upstream_error_body)
+                          upstream_text_error)
 from proxy.exchange import Exchange
 from proxy.in_flight import InFlight
 from proxy.stages.hooks import PolicyChain
@@ -35,7 +36,10 @@ from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
 from proxy.accounting.tokens import TokenCounter
+from proxy.accounting.usage import Usage
 from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.dialects.providers import Passthrough, upstream_path
+from proxy.openai_wire import header_value
 
 log = logging.getLogger("thriftgate.pipeline")
 
@@ -64,7 +68,7 @@ class Pipeline:
         budgets: Budgets | None = None,  # None: no budget, no key budget, no shared totals: nothing to do
     ) -> None:
         self._max_body = config.server.max_body_bytes
-        self._paths = PathRouter(wire.ENDPOINT_BY_PATH, config.server.passthrough_paths)
+        self._paths = PathRouter(INGRESS, config.server.passthrough_paths)
         self._reject_unpriced = config.pricing.unpriced == "reject"
         self._settler = settler
         self._count_prompt = prompt_counter(tokens)
@@ -80,18 +84,19 @@ class Pipeline:
     # ---- entry points ----
 
     def priced(self, path: str):
-        """The handler of a priced endpoint's exact route."""
+        """The handler of a priced endpoint's exact route (dialects/ingress.py)."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
             route = self._paths.priced(path, request.rel_url.raw_query_string)
-            ex = Exchange(request, route.endpoint, upstream_path=route.upstream_path)
+            ex = Exchange(request, route.dialect.endpoint, route.dialect, upstream_path=route.upstream_path)
             return await self._handle(ex, self._priced)
 
         return handler
 
     async def any_v1_path(self, request: web.Request) -> web.StreamResponse:
         """Every other /v1 path: decided on its normalised form (stages/paths.py)."""
-        return await self._handle(Exchange(request, "passthrough"), self._resolved)
+        dialect = for_request(request.path, request.headers)  # the shape of its errors, until it is resolved
+        return await self._handle(Exchange(request, "passthrough", dialect), self._resolved)
 
     def replace_policies(self, policies: PolicyChain) -> None:
         """Requests already in flight finish with the chain they started with."""
@@ -116,7 +121,7 @@ class Pipeline:
         except ConnectionResetError:  # the client left before an answer could start
             _client_left(ex, answer_started=False)
             raise
-        except Exception:  # a bug still gets an OpenAI-shaped answer and a ledger row
+        except Exception:  # a bug still gets an answer in the client's shape and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
@@ -136,9 +141,11 @@ class Pipeline:
     async def _resolved(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         url = ex.request.rel_url
         route = self._paths.resolve(ex.request.method, url.raw_path, url.raw_query_string)
-        ex.endpoint, ex.upstream_path = route.endpoint, route.upstream_path
-        if route.endpoint == "passthrough":
+        ex.upstream_path = route.upstream_path
+        if route.dialect is None:
+            ex.dialect = for_request(route.path, ex.request.headers)  # which provider's API it is
             return await self._pass_through(ex, policies)
+        ex.dialect, ex.endpoint = route.dialect, route.dialect.endpoint
         return await self._priced(ex, policies)
 
     async def _priced(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
@@ -146,8 +153,8 @@ class Pipeline:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
         big = len(ex.raw_body) > _OFF_LOOP_BYTES
-        ex.body = await asyncio.to_thread(wire.parse_body, ex.raw_body) if big else wire.parse_body(ex.raw_body)
-        facts = wire.request_facts(ex.endpoint, ex.body)
+        ex.body = await asyncio.to_thread(ex.dialect.parse, ex.raw_body) if big else ex.dialect.parse(ex.raw_body)
+        facts = ex.dialect.facts(ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
@@ -171,9 +178,9 @@ class Pipeline:
         if self._auth is not None:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
-        ex.upstream = self._upstreams.default
+        ex.upstream = self._upstreams.default_for(ex.dialect.wire)
         if ex.key_id is None and self._auth is not None and self._auth.keys_possible:
-            ex.upstream = dataclasses.replace(ex.upstream, authorization=None, key_env=None)  # its own key, never ours
+            ex.upstream = dataclasses.replace(ex.upstream, api_key=None, key_env=None)  # its own key, never ours
         if self._budgets is not None:
             await self._budgets.reserve_requests(ex)  # its cost is unknown: request limits only
         return await self._forward(ex, method=ex.request.method, priced=False)
@@ -212,44 +219,53 @@ class Pipeline:
             log.warning("model %r has no price: served, counted, and metered as unpriced", ex.model)
 
     async def _forward(self, ex: Exchange, *, method: str = "POST", priced: bool = True) -> web.Response:
+        leg = ex.upstream.provider.leg(ex) if priced else Passthrough(upstream_path(ex), ex.raw_body or None)
+        if leg.local is not None:
+            return self._answer_locally(ex, leg.local)
         ex.upstream_started = time.perf_counter()
-        body = ex.forward_body() if priced else (ex.raw_body or None)
-        async with self._upstreams.open(ex.upstream, method, ex.upstream_path, body, ex.client_headers()) as resp:
-            return await self._answer_whole(ex, resp, priced)
+        async with self._upstreams.open(ex.upstream, method, leg.path, leg.body, ex.client_headers()) as resp:
+            return await self._answer_whole(ex, resp, leg, priced)
 
-    async def _answer_whole(self, ex: Exchange, resp, priced: bool) -> web.Response:
+    async def _answer_whole(self, ex: Exchange, resp, leg, priced: bool) -> web.Response:
         body = await read_body(ex.upstream, resp)
         ex.upstream_seconds = time.perf_counter() - ex.upstream_started
         ex.status = resp.status
         headers = relayed_headers(resp.headers)
         if resp.status >= 400:
             ex.error_code = f"upstream_{resp.status}"
-            if (wrapped := upstream_error_body(ex.upstream.name, resp.status, body)) is not None:
-                body, headers["Content-Type"] = wrapped, "application/json"  # plain text, put in OpenAI's shape
+        translated = leg.answer(ex, resp.status, body)
+        if translated is not None:
+            ex.status, body = translated
+        elif resp.status >= 400:
+            if (err := upstream_text_error(ex.upstream.name, resp.status, body)) is not None:
+                body, headers["Content-Type"] = ex.dialect.error_response(err).body, "application/json"
         elif priced:
             read_answer(ex, body)
         self._settler.settle(ex)
         headers.update(self._answer_headers(ex))
-        return web.Response(status=resp.status, body=body, headers=headers)
+        return web.Response(status=ex.status, body=body, headers=headers)
+
+    def _answer_locally(self, ex: Exchange, body: bytes) -> web.Response:
+        """The leg answered without the upstream (Anthropic's count_tokens on an OpenAI upstream): an estimate."""
+        ex.status = 200
+        read_answer(ex, body)
+        ex.usage = Usage(estimated=True)
+        self._settler.settle(ex)
+        return web.Response(body=body, content_type="application/json", headers=self._answer_headers(ex))
 
     async def _stream(self, ex: Exchange) -> web.StreamResponse:
-        if not ex.client_wants_usage and ex.endpoint != "responses":
-            wire.ask_for_stream_usage(ex.body)
+        if not ex.client_wants_usage and ex.dialect.ask_for_stream_usage(ex.body):
             ex.edit_body()
+        leg = ex.upstream.provider.leg(ex)
         ex.upstream_started = time.perf_counter()
-        async with self._upstreams.open(
-            ex.upstream, "POST", ex.upstream_path, ex.forward_body(), ex.client_headers()
-        ) as resp:
+        async with self._upstreams.open(ex.upstream, "POST", leg.path, leg.body, ex.client_headers()) as resp:
             if resp.status != 200 or resp.content_type != "text/event-stream":
-                return await self._answer_whole(ex, resp, priced=True)
-            return await self._relay_events(ex, resp)
+                return await self._answer_whole(ex, resp, leg, priced=True)
+            return await self._relay_events(ex, resp, leg)
 
-    async def _relay_events(self, ex: Exchange, resp) -> web.StreamResponse:
-        relay = SseRelay(
-            ex.endpoint,
-            hide_usage_chunk=not ex.client_wants_usage,
-            price=(lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None,
-        )
+    async def _relay_events(self, ex: Exchange, resp, leg) -> web.StreamResponse:
+        price = (lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None
+        relay = leg.stream(ex, price) or SseRelay(ex.dialect, hide_usage_chunk=not ex.client_wants_usage, price=price)
         response = web.StreamResponse(status=200, headers=relayed_headers(resp.headers))
         response.headers.update(self._answer_headers(ex))
         await response.prepare(ex.request)
@@ -270,6 +286,7 @@ class Pipeline:
         finally:
             ex.upstream_seconds = time.perf_counter() - ex.upstream_started
             ex.usage, ex.first_token_at, ex.stream_events = relay.usage, relay.first_text_at, relay.events()
+            ex.partial_usage = relay.partial_usage
             if ex.usage is None:
                 ex.output_text = relay.output_text()  # to count what was generated
         if not (relay.done or ex.client_disconnected or ex.error_code):
@@ -286,14 +303,16 @@ class Pipeline:
     def _refuse(self, ex: Exchange, err: ProxyError) -> web.Response:
         ex.status = err.status
         ex.error_code = err.code or err.type
-        response = err.response()
+        response = ex.dialect.error_response(err)
         response.headers["x-thriftgate-request-id"] = ex.request_id
+        if err.close_connection:
+            response.force_close()
         return response
 
     def _answer_headers(self, ex: Exchange) -> dict[str, str]:
         headers = {"x-thriftgate-request-id": ex.request_id}
         if ex.model:
-            headers["x-thriftgate-model"] = wire.header_value(ex.model)
+            headers["x-thriftgate-model"] = header_value(ex.model)
         if ex.usage is not None:
             headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
             headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
@@ -302,7 +321,7 @@ class Pipeline:
         if ex.applied:
             headers["x-thriftgate-policies"] = ",".join(ex.applied)
         if ex.answer_headers:
-            headers.update((name, wire.header_value(value)) for name, value in ex.answer_headers.items())
+            headers.update((name, header_value(value)) for name, value in ex.answer_headers.items())
         if self._budgets is not None:
             headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
         return headers

@@ -54,6 +54,7 @@ class SpendRecord:
     policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour (Anthropic's 2x rate)
 
 
 # The table is derived from SpendRecord, so adding a field is all it takes to add a column.
@@ -86,7 +87,7 @@ _SPEND_GROUPS = {
 # cost of 0: nothing used) nor a pass-through (priced by nobody, by design). Metrics.observe counts the same.
 _UNPRICED = "cost_nanos IS NULL AND endpoint <> 'passthrough' AND model <> ''"
 SPEND_GROUPINGS = tuple(_SPEND_GROUPS)  # what `spend --by` and /admin/spend?by= take
-_SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
+_SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:

@@ -12,6 +12,7 @@ names it. What goes upstream is the normalised path, re-encoded, and the client'
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from proxy.errors import BadRequest, NotFound
@@ -23,7 +24,8 @@ _SAFE = "/:@!$&'()*+,;=-._~"  # what a path segment may hold unencoded (RFC 3986
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    endpoint: str  # a priced endpoint (chat, embeddings...) or "passthrough"
+    dialect: Any  # a priced endpoint's (dialects/ingress.py), or None: passed through
+    path: str  # normalised, decoded
     upstream_path: str  # what follows the upstream's base URL (which ends in /v1): path, then ?query
 
 
@@ -67,25 +69,25 @@ def compile_globs(globs: Iterable[str]) -> re.Pattern | None:
 
 
 class PathRouter:
-    """Built once from the priced paths and the pass-through allow-list."""
+    """Built once from the priced paths (path -> the dialect spoken there) and the pass-through allow-list."""
 
-    def __init__(self, priced: Mapping[str, str], passthrough_globs: Iterable[str]) -> None:
+    def __init__(self, priced: Mapping[str, Any], passthrough_globs: Iterable[str]) -> None:
         self._priced = dict(priced)
         self._allowed = compile_globs(passthrough_globs)
 
     def priced(self, endpoint_path: str, raw_query: str) -> Route:
         """A request that matched a priced route exactly: its canonical path goes upstream."""
-        return Route(self._priced[endpoint_path], _upstream_path(endpoint_path, raw_query))
+        return Route(self._priced[endpoint_path], endpoint_path, _upstream_path(endpoint_path, raw_query))
 
     def resolve(self, method: str, raw_path: str, raw_query: str) -> Route:
         path = normalise(raw_path)
-        endpoint = self._priced.get(path)
-        if endpoint is not None and method == "POST":
-            return Route(endpoint, _upstream_path(path, raw_query))
+        dialect = self._priced.get(path)
+        if dialect is not None and method == "POST":
+            return Route(dialect, path, _upstream_path(path, raw_query))
         if self._allowed is None or not self._allowed.fullmatch(path):
             raise NotFound(f"Unknown route: {method} {path} (this proxy passes through only the API paths "
                            "listed in server.passthrough_paths).")
-        return Route("passthrough", _upstream_path(path, raw_query))
+        return Route(None, path, _upstream_path(path, raw_query))
 
 
 def _upstream_path(path: str, raw_query: str) -> str:

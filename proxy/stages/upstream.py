@@ -7,10 +7,12 @@ when the request is sent and while its answer is read.
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+
 import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig, UpstreamMatcher
+from proxy.dialects.providers import PROVIDERS
 from proxy.errors import UpstreamKeyMissing, UpstreamTimeout, UpstreamUnavailable
 from proxy.upstream_types import Upstream
 
@@ -23,19 +25,20 @@ _HOP_BY_HOP = frozenset(
 )
 # The proxy decompresses (it must read usage), so length and encoding no longer hold downstream.
 _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
-_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "content-encoding"}  # the body is read decoded
+# The body goes decoded (aiohttp decoded it), so its content-encoding stays here too.
+_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "x-api-key", "content-encoding"}
 
 
 def upstream_from_config(config: UpstreamConfig) -> Upstream:
-    key = config.api_key
     return Upstream(
         name=config.name,
         base_url=config.base_url,
-        authorization=f"Bearer {key}" if key else None,
+        api_key=config.api_key,
         key_env=config.api_key_env,
         timeout=aiohttp.ClientTimeout(
             total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
         ),
+        provider=PROVIDERS[config.provider](config),
     )
 
 
@@ -61,6 +64,10 @@ class UpstreamClient:
     def named(self, name: str) -> Upstream | None:
         return self._by_name.get(name)
 
+    def default_for(self, wire: str) -> Upstream:
+        """Where an unpriced path goes: the first upstream that speaks the client's dialect, else the first."""
+        return next((u for u in self._by_name.values() if u.provider.wire == wire), self.default)
+
     @asynccontextmanager
     async def open(
         self, upstream: Upstream, method: str, path: str, body: bytes | None, client_headers: Mapping[str, str]
@@ -68,7 +75,7 @@ class UpstreamClient:
         """Send a request and yield the response with its body still unread."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         headers = forward_headers(client_headers, upstream)
-        if "Authorization" not in headers and upstream.key_env:
+        if upstream.api_key is None and upstream.key_env and not (headers.get("Authorization") or headers.get("x-api-key")):
             raise UpstreamKeyMissing(
                 f"The upstream '{upstream.name}' needs an API key: ${upstream.key_env} (its api_key_env) is not set "
                 "in the proxy's environment, and the request carries no key of its own.")
@@ -105,13 +112,12 @@ def translate_errors(upstream: Upstream) -> Iterator[None]:
 
 def forward_headers(client_headers: Mapping[str, str], upstream: Upstream) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
+    provider = upstream.provider
     for name, value in client_headers.items():
         lowered = name.lower()
-        if lowered not in _NOT_FORWARDED and not lowered.startswith("x-thriftgate-"):
+        if lowered not in _NOT_FORWARDED and not lowered.startswith("x-thriftgate-") and provider.forwards(lowered):
             headers.add(name, value)
-    authorization = upstream.authorization or client_headers.get("authorization")
-    if authorization:
-        headers["Authorization"] = authorization
+    headers.update(provider.credentials(client_headers, upstream.api_key))
     headers[HOP_HEADER] = "1"
     return headers
 

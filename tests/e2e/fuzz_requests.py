@@ -21,13 +21,24 @@ VALID_BODIES: dict[str, tuple[str, dict[str, Any]]] = {
                                         "best_of": 1}),
     "embeddings": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["a", "b"],
                                       "encoding_format": "float", "dimensions": 8}),
+    "messages": ("/v1/messages", {
+        "model": "claude-sonnet-4-5", "max_tokens": 20, "system": "Be brief.", "stream": False,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Summarise the rivers of Europe."}]},
+                     {"role": "assistant", "content": "The Danube"}, {"role": "user", "content": "go on"}],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
+    "count_tokens": ("/v1/messages/count_tokens", {
+        "model": "claude-sonnet-4-5", "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [{"role": "user", "content": "hi"}]}),
+    "chat_to_claude": ("/v1/chat/completions", {
+        "model": "claude-sonnet-4-5", "max_tokens": 20, "stream_options": {"include_usage": True},
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]}),
     "responses": ("/v1/responses", {
         "model": "gpt-4o-mini", "instructions": "Be brief.", "max_output_tokens": 20,
         "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
         "text": {"format": {"type": "json_object"}}}),
 }
 # Fields the proxy or a policy reads somewhere, added where the request has none.
-READ_FIELDS = ("model", "stream", "stream_options", "n", "best_of", "max_tokens", "max_completion_tokens",
+READ_FIELDS = ("model", "stream", "system", "thinking", "metadata", "stop_sequences", "top_k", "stream_options", "n", "best_of", "max_tokens", "max_completion_tokens",
                "max_output_tokens", "messages", "prompt", "input", "instructions", "tools", "functions",
                "tool_choice", "response_format", "text", "temperature", "user", "dimensions", "encoding_format")
 
@@ -56,6 +67,8 @@ CONTENT_TYPES = ("application/json", "text/plain", "application/x-www-form-urlen
                  "application/json; charset=latin-1", "")
 AUTHORIZATIONS = ("", "Bearer", "Bearer ", f"Bearer {KEY}", "Bearer tg-not-a-key", "Bearer sk-client",
                   "Basic !!!", "Basic " + "YTpi", "Token abc", "Bearer " + "k" * 3000)
+ANTHROPIC_VALUES = ("2023-06-01", "2026-10-21", "1999-01-01", "", "x" * 300, "tg-fuzz-key-0123456789abcdefghijklmno",
+                    "prompt-caching-2024-07-31,nonsense")
 USERS = ("alice", "", "u" * 129, "ünï", "a,b;c=d")
 TAGS = ("cheap", "a,b,,c", " , ", "t" * 500, ",".join(f"t{i}" for i in range(200)))
 PATH_VARIANTS = ("{p}", "/v1/./{t}", "/v1//{t}", "/v1/x/../{t}", "/v1/{te}", "{p}/", "{p}?a=%0d%0a&b=1",
@@ -152,7 +165,7 @@ def _headers(rng: random.Random) -> tuple[dict[str, str], str]:
     headers = {"Content-Type": "application/json"}
     notes = []
     for _ in range(rng.randint(0, 3)):
-        kind = rng.randrange(6)
+        kind = rng.randrange(7)
         if kind == 0:
             headers["Content-Encoding"] = rng.choice(CONTENT_ENCODINGS)
         elif kind == 1:
@@ -163,8 +176,10 @@ def _headers(rng: random.Random) -> tuple[dict[str, str], str]:
             headers["x-thriftgate-user"] = rng.choice(USERS)
         elif kind == 4:
             headers["x-thriftgate-tags"] = rng.choice(TAGS)
-        else:
+        elif kind == 5:
             headers["x-thriftgate-hop"] = "1"
+        else:
+            headers[rng.choice(("anthropic-version", "x-api-key", "anthropic-beta"))] = rng.choice(ANTHROPIC_VALUES)
         notes.append(f"{list(headers)[-1]}")
     return {k: v for k, v in headers.items() if v != ""}, ",".join(notes)
 

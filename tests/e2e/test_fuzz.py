@@ -11,7 +11,7 @@ import pytest
 from yarl import URL
 
 from proxy.control.keys import key_hash
-from tests.conftest import RunningProxy, StartProxy
+from tests.conftest import RunningProxy, StartProxy, both_upstreams
 from tests.e2e.fuzz_requests import KEY, FuzzRequest, requests
 
 SEED = 10
@@ -22,8 +22,9 @@ CONCURRENCY = 8
 # not in OpenAI's shape, and still a 400 naming the encoding.
 
 
-def fuzz_config() -> dict:
+def fuzz_config(fake, claude) -> dict:
     return {
+        "upstreams": both_upstreams(fake, claude),
         "auth": {"keys": [{"id": "fuzz", "team": "fuzzers", "sha256": key_hash(KEY)}]},
         "budgets": [{"scope": "global", "usd": 1000, "window": "day"},
                     {"scope": "global", "tokens_per_minute": 10**9, "requests_per_minute": 10**6},
@@ -54,16 +55,21 @@ async def send(session: aiohttp.ClientSession, proxy: RunningProxy, request: Fuz
         return 0, b"", False
 
 
-def is_openai_error(body: bytes) -> bool:
+def is_error_shaped(body: bytes) -> bool:
+    """OpenAI's error shape, or Anthropic's ({"type": "error", "error": {"type", "message"}}) for its clients."""
     try:
-        error = json.loads(body)["error"]
+        document = json.loads(body)
+        error = document["error"]
     except (ValueError, KeyError, TypeError):
         return False
-    return isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error)
+    if not isinstance(error, dict):
+        return False
+    return {"message", "type", "param", "code"} <= set(error) or (
+        document.get("type") == "error" and {"type", "message"} <= set(error))
 
 
-async def test_no_malformed_request_gets_a_500(start_proxy: StartProxy, fake) -> None:
-    proxy = await start_proxy(**fuzz_config())
+async def test_no_malformed_request_gets_a_500(start_proxy: StartProxy, fake, claude) -> None:
+    proxy = await start_proxy(**fuzz_config(fake, claude))
     slots = asyncio.Semaphore(CONCURRENCY)
     statuses: Counter[int] = Counter()
     server_errors, unshaped = [], []
@@ -72,9 +78,9 @@ async def test_no_malformed_request_gets_a_500(start_proxy: StartProxy, fake) ->
         async with slots:
             status, body, parser_refusal = await send(session, proxy, request)
         statuses[status] += 1
-        if status == 500 or (status > 500 and not is_openai_error(body)):  # 502-508 are deliberate answers
+        if status == 500 or (status > 500 and not is_error_shaped(body)):  # 502-508 are deliberate answers
             server_errors.append(f"{status} {request.what}: {body[:200]!r}")
-        elif (status >= 400 and request.target.startswith("/v1") and not is_openai_error(body)
+        elif (status >= 400 and request.target.startswith("/v1") and not is_error_shaped(body)
               and not (parser_refusal and status == 400 and "Content-Encoding" in request.headers)):
             unshaped.append(f"{status} {request.what}: {body[:120]!r}")
 

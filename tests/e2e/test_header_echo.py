@@ -4,7 +4,7 @@ kept-alive connection stays in step."""
 import aiohttp
 import pytest
 
-from tests.conftest import RunningProxy
+from tests.conftest import RunningProxy, both_upstreams
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -38,3 +38,15 @@ async def test_a_model_name_beyond_ascii_is_echoed_percent_encoded(proxy: Runnin
             assert response.status == 200
             raw = dict(response.raw_headers)[b"x-thriftgate-model"]
     assert raw == b"fake-%C3%BCn%C3%AFcode"
+
+
+async def test_an_anthropic_client_gets_the_same_400(start_proxy, fake, claude) -> None:
+    proxy = await start_proxy(upstreams=both_upstreams(fake, claude))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(proxy.base_url + "/messages", json={
+                "model": "claude-sonnet-4-5\r\nX-Injected: 1", "max_tokens": 5, "messages": MESSAGES},
+                headers={"anthropic-version": "2023-06-01"}) as response:
+            assert response.status == 400
+            body = await response.json()
+    assert body["type"] == "error" and body["error"]["message"].startswith("model: ")  # Anthropic's shape
+    assert claude.requests == []

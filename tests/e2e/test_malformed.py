@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import StartProxy
+from tests.conftest import StartProxy, both_upstreams
 from tests.e2e.raw_http import raw_request
 
 JSON = {"Content-Type": "application/json"}
@@ -30,19 +30,21 @@ def deep(depth: int) -> object:
     ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [None]}]}, "messages[0].content[0]"),
     ({"model": "gpt-4o-mini", "messages": {"role": "user"}}, "messages"),
+    ({"model": "gpt-4o-mini", "messages": HI, "tools": 1.5}, "tools"),
+    ({"model": "claude-sonnet-4-5", "messages": HI, "tools": [None]}, "tools[0]"),  # translated to Anthropic
     ({"model": "gpt-4o-mini", "input": [None]}, "input[0]"),
     ({"model": "text-embedding-3-small", "input": [1.5]}, "input[0]"),
     ({"model": "text-embedding-3-small", "input": {"text": "x"}}, "input"),
 ])
-async def test_a_malformed_structure_is_a_400_naming_it(start_proxy: StartProxy, fake, config: dict, body: dict,
-                                                        param: str) -> None:
-    proxy = await start_proxy(**config)
+async def test_a_malformed_structure_is_a_400_naming_it(start_proxy: StartProxy, fake, claude, config: dict,
+                                                        body: dict, param: str) -> None:
+    proxy = await start_proxy(upstreams=both_upstreams(fake, claude), **config)
     path = "/v1/embeddings" if body["model"].startswith("text-") else (
         "/v1/responses" if "input" in body else "/v1/chat/completions")
     answer = await raw_request(proxy.port, "POST", path, body=json.dumps(body).encode(), headers=JSON)
     assert answer.status == 400, answer.body  # on 0d52d64: 500 with budgets or lookups on for several of them
     assert answer.json()["error"]["param"] == param
-    assert fake.requests == []
+    assert fake.requests == [] and claude.requests == []
 
 
 @pytest.mark.parametrize("config", [{}, EVERYTHING_ON], ids=["plain", "everything-on"])

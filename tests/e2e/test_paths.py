@@ -8,7 +8,8 @@ import pytest
 from proxy.control.keys import key_hash
 from proxy.errors import BadRequest
 from proxy.stages.paths import PathRouter, normalise
-from proxy.openai_wire import ENDPOINT_BY_PATH
+from proxy.dialects import openai
+from proxy.dialects.ingress import INGRESS
 from tests.budgets.test_budgets import request_cost, usd
 from tests.conftest import StartProxy
 from tests.e2e.raw_http import raw_request
@@ -39,11 +40,11 @@ def test_paths_that_leave_v1_or_hide_a_separator_are_refused(raw: str) -> None:
 
 
 def test_the_normalised_path_goes_upstream_re_encoded_with_the_query_as_it_came() -> None:
-    router = PathRouter(ENDPOINT_BY_PATH, ["/v1/models/*"])
+    router = PathRouter(INGRESS, ["/v1/models/*"])
     route = router.resolve("POST", "/v1/chat%2Fcompletions", "a=%26b")
-    assert (route.endpoint, route.upstream_path) == ("chat", "/chat/completions?a=%26b")
+    assert (route.dialect, route.upstream_path) == (openai.CHAT, "/chat/completions?a=%26b")
     route = router.resolve("GET", "/v1/x/..//models/a%20b", "")
-    assert (route.endpoint, route.upstream_path) == ("passthrough", "/models/a%20b")
+    assert (route.dialect, route.upstream_path) == (None, "/models/a%20b")
 
 
 async def test_an_encoded_path_is_priced_and_budgeted_as_its_endpoint(
