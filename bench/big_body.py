@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy import pipeline
+from proxy.stages import request_body
 from proxy.app import make_app
 from proxy.config_loading import validate
 from tests.fake_upstream import FakeUpstream
@@ -44,7 +44,7 @@ async def round_trip(url: str, big: bytes) -> tuple[float, list[float]]:
 
 
 async def measure(mb: float, rounds: int, off_loop_bytes: int, upstream: str, ledger: Path) -> dict:
-    pipeline._OFF_LOOP_BYTES = off_loop_bytes
+    request_body.OFF_LOOP_BYTES = off_loop_bytes
     config = validate({
         "server": {"access_log": False, "max_body_bytes": int((mb + 1) * 1024 * 1024)},
         "upstreams": [{"name": "fake", "base_url": upstream, "api_key_env": None}],
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    shipped = pipeline._OFF_LOOP_BYTES
+    shipped = request_body.OFF_LOOP_BYTES
     with FakeUpstream() as fake, tempfile.TemporaryDirectory() as tmp:
         for label, threshold in (("on a thread (shipped)", shipped), ("on the event loop", 1 << 40)):
             row = asyncio.run(measure(args.mb, args.rounds, threshold, fake.base_url, Path(tmp) / f"{threshold}.db"))

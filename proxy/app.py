@@ -149,7 +149,8 @@ async def openai_shaped_errors(request: web.Request, handler) -> web.StreamRespo
         return _in_dialect(request, err)
     except RequestPayloadError:  # an admin body that is not what its Content-Encoding says
         request.content.feed_eof()  # the rest is unreadable too: aiohttp must not try to drain it
-        return _in_dialect(request, UnreadableBody("The request body could not be decoded as its Content-Encoding says."))
+        return _in_dialect(request, UnreadableBody("The request body could not be decoded as its Content-Encoding "
+                                                   "says."))
     except web.HTTPNotFound:
         return _in_dialect(request, NotFound(f"Unknown route: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:

@@ -57,7 +57,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         try:
             orjson.dumps(body)
         except orjson.JSONEncodeError:
-            raise BadRequest(f"The JSON body nests deeper than {MAX_NESTING} levels.", code="too_deeply_nested") from None
+            raise BadRequest(f"The JSON body nests deeper than {MAX_NESTING} levels.",
+                             code="too_deeply_nested") from None
     return body
 
 

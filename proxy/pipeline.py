@@ -17,14 +17,12 @@ import logging
 import time
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.errors import (BadRequest, LoopDetected, PayloadTooLarge, ProxyError, UnreadableBody,
-                          upstream_text_error)
+from proxy.errors import BadRequest, ProxyError, upstream_text_error
 from proxy.exchange import Exchange
 from proxy.in_flight import InFlight
 from proxy.stages.hooks import PolicyChain
@@ -37,7 +35,8 @@ from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
 from proxy.accounting.tokens import TokenCounter
 from proxy.accounting.usage import Usage
-from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.stages import outcome, request_body
+from proxy.stages.upstream import UpstreamClient, iter_body, read_body, relayed_headers
 from proxy.dialects.providers import Passthrough, upstream_path
 from proxy.openai_wire import header_value
 
@@ -45,11 +44,6 @@ log = logging.getLogger("thriftgate.pipeline")
 
 _UNPRICED_LOG_LIMIT = 1000
 TAGS_HEADER = "x-thriftgate-tags"
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
-SERVICE_UNAVAILABLE = 503  # a request this proxy cut because it was stopping, before its answer started
-CLIENT_DISCONNECTED = "client_disconnected"  # the ledger's label for a stream its client left part way
-# A body larger than this is parsed and counted on a thread: the event loop keeps serving the small requests.
-_OFF_LOOP_BYTES = 256 * 1024
 
 
 class Pipeline:
@@ -107,26 +101,25 @@ class Pipeline:
         try:
             with self._in_flight.tracked():
                 response = await run(ex, policies)
-            if not response.prepared and _client_gone(ex.request):
-                _client_left(ex, answer_started=False)  # the answer is ready (and paid for); the client is gone
+            if not response.prepared and outcome.client_gone(ex.request):
+                outcome.client_left(ex, answer_started=False)  # the answer is ready (and paid for); the client is gone
             return response
         except ProxyError as err:
             return self._refuse(ex, err)
         except asyncio.CancelledError:
             if self._in_flight.stopping:  # cut by this proxy: it is stopping and the grace is over
-                ex.error_code, ex.status = "proxy_shutdown", ex.status or SERVICE_UNAVAILABLE
-            elif _client_gone(ex.request):  # servers built with handler_cancellation cancel a handler whose client left
-                _client_left(ex, answer_started=ex.status != 0)  # a stream's status is set once it has started
+                outcome.cut_at_shutdown(ex)
+            elif outcome.client_gone(ex.request):  # with handler_cancellation, a handler whose client left is cancelled
+                outcome.client_left(ex, answer_started=ex.status != 0)  # a stream's status is set once it has started
             raise
         except ConnectionResetError:  # the client left before an answer could start
-            _client_left(ex, answer_started=False)
+            outcome.client_left(ex, answer_started=False)
             raise
         except Exception:  # a bug still gets an answer in the client's shape and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
-            if ex.client_disconnected and ex.error_code is None:
-                ex.error_code = CLIENT_DISCONNECTED  # a stream the client left part way
+            outcome.label(ex)
             try:
                 self._settler.settle(ex)
                 if self._budgets is not None:
@@ -151,9 +144,9 @@ class Pipeline:
     async def _priced(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:
             await self._auth.authenticate(ex)
-        ex.raw_body = await self._read_body(ex.request)
-        big = len(ex.raw_body) > _OFF_LOOP_BYTES
-        ex.body = await asyncio.to_thread(ex.dialect.parse, ex.raw_body) if big else ex.dialect.parse(ex.raw_body)
+        ex.raw_body = await request_body.read(ex.request, self._max_body)
+        ex.body = await request_body.parse(ex.dialect, ex.raw_body)
+        big = request_body.is_big(ex.raw_body)
         facts = ex.dialect.facts(ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
@@ -177,31 +170,13 @@ class Pipeline:
     async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:
             await self._auth.authenticate(ex)
-        ex.raw_body = await self._read_body(ex.request)
+        ex.raw_body = await request_body.read(ex.request, self._max_body)
         ex.upstream = self._upstreams.default_for(ex.dialect.wire)
         if ex.key_id is None and self._auth is not None and self._auth.keys_possible:
             ex.upstream = dataclasses.replace(ex.upstream, api_key=None, key_env=None)  # its own key, never ours
         if self._budgets is not None:
             await self._budgets.reserve_requests(ex)  # its cost is unknown: request limits only
         return await self._forward(ex, method=ex.request.method, priced=False)
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        if HOP_HEADER in request.headers:
-            raise LoopDetected("This request already passed through thriftgate: an upstream points back at the proxy.")
-        if request.content_length is not None and request.content_length > self._max_body:
-            raise self._too_large()
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise self._too_large() from None
-        except RequestPayloadError:  # a body that is not what its Content-Encoding says
-            request.content.feed_eof()  # the rest is unreadable too: aiohttp must not try to drain it
-            encoding = request.headers.get("Content-Encoding", "")
-            raise UnreadableBody(f"The request body could not be decoded as its Content-Encoding ({encoding!r}) "
-                                 "says.", param="Content-Encoding") from None
-
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"The request body is larger than the limit of {self._max_body} bytes.")
 
     def _route(self, ex: Exchange) -> None:
         ex.upstream = self._upstreams.route(ex.model)
@@ -329,17 +304,3 @@ class Pipeline:
 
 def _tags(header: str | None) -> frozenset[str]:
     return frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()
-
-
-def _client_left(ex: Exchange, *, answer_started: bool) -> None:
-    """A stream the client left part way keeps its status (and is labelled when recorded); a client that left
-    before its answer started gets nginx's 499, whatever the upstream answered."""
-    ex.client_disconnected = True
-    if not answer_started:
-        ex.status, ex.error_code = CLIENT_CLOSED_REQUEST, ex.error_code or "client_closed_request"
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-

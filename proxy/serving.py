@@ -60,7 +60,8 @@ def _bind_failure(host: str, port: int, exc: OSError) -> str:
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {host}:{port}: {host} is not an address of this machine; choose another with --host"
     if exc.errno == errno.EACCES:
-        return f"cannot listen on {host}:{port}: not allowed (ports below 1024 need privileges); choose another with --port"
+        return (f"cannot listen on {host}:{port}: not allowed (ports below 1024 need privileges); "
+                "choose another with --port")
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 

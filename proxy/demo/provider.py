@@ -1,7 +1,8 @@
 """The provider of `thriftgate demo`: a small simulated OpenAI-compatible API.
 
 It answers chat completions (whole or streamed, with usage when asked, reasoning tokens for o-series
-models, a share of prompts read from the cache, short answers when a system message asks for concision) and embeddings, takes as long as a real model
+models, a share of prompts read from the cache, short answers when a system message asks for concision)
+and embeddings, takes as long as a real model
 would (a first-token delay, then tokens at the model's speed) and now and then refuses with a 429 or
 a 500, so that every panel of the dashboards has something to show. Counts are exact for what it
 sends: the proxy's own tokenizer counts them.
@@ -110,7 +111,8 @@ class SimulatedProvider:
         try:
             await response.prepare(request)
             for delta in deltas:
-                await response.write(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
+                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                await response.write(_event({**chunk, "choices": [choice]}))
                 await asyncio.sleep(1 / pace.tokens_per_second)
             await response.write(_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
             if usage is not None:

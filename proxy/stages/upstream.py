@@ -75,7 +75,8 @@ class UpstreamClient:
         """Send a request and yield the response with its body still unread."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         headers = forward_headers(client_headers, upstream)
-        if upstream.api_key is None and upstream.key_env and not (headers.get("Authorization") or headers.get("x-api-key")):
+        carries_key = headers.get("Authorization") or headers.get("x-api-key")  # the client's own, passed on
+        if upstream.api_key is None and upstream.key_env and not carries_key:
             raise UpstreamKeyMissing(
                 f"The upstream '{upstream.name}' needs an API key: ${upstream.key_env} (its api_key_env) is not set "
                 "in the proxy's environment, and the request carries no key of its own.")

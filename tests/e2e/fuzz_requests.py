@@ -38,7 +38,8 @@ VALID_BODIES: dict[str, tuple[str, dict[str, Any]]] = {
         "text": {"format": {"type": "json_object"}}}),
 }
 # Fields the proxy or a policy reads somewhere, added where the request has none.
-READ_FIELDS = ("model", "stream", "system", "thinking", "metadata", "stop_sequences", "top_k", "stream_options", "n", "best_of", "max_tokens", "max_completion_tokens",
+READ_FIELDS = ("model", "stream", "system", "thinking", "metadata", "stop_sequences", "top_k", "stream_options",
+               "n", "best_of", "max_tokens", "max_completion_tokens",
                "max_output_tokens", "messages", "prompt", "input", "instructions", "tools", "functions",
                "tool_choice", "response_format", "text", "temperature", "user", "dimensions", "encoding_format")
 

@@ -43,8 +43,9 @@ def fuzz_config(fake, claude) -> dict:
 
 
 async def send(session: aiohttp.ClientSession, proxy: RunningProxy, request: FuzzRequest) -> tuple[int, bytes, bool]:
-    """The answer, and whether aiohttp's HTTP parser gave it; status 0 when the server closed the connection before it (aiohttp's HTTP parser does, after
-    its own 400, when it cannot read a request's framing or encoding)."""
+    """The answer, and whether aiohttp's HTTP parser gave it; status 0 when the server closed the connection
+    before it (aiohttp's HTTP parser does, after its own 400, when it cannot read a request's framing or
+    encoding)."""
     url = URL(proxy.url + request.target, encoded=True)
     try:
         async with session.request(request.method, url, data=request.body, headers=request.headers,
@@ -89,7 +90,8 @@ async def test_no_malformed_request_gets_a_500(start_proxy: StartProxy, fake, cl
     rows = await proxy.ledger.recent(COUNT * 2)
     failed_inside = [row for row in rows if row["error"] in ("internal_error", "policy_failed")]
     summary = ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items()))
-    assert not server_errors, f"{len(server_errors)} of {COUNT} got a 5xx ({summary}):\n" + "\n".join(server_errors[:30])
+    shown = "\n".join(server_errors[:30])
+    assert not server_errors, f"{len(server_errors)} of {COUNT} got a 5xx ({summary}):\n{shown}"
     assert not failed_inside
     assert not unshaped, f"{len(unshaped)} errors not in OpenAI's shape:\n" + "\n".join(unshaped[:30])
     assert statuses[200] > COUNT // 10  # the valid share was served: the fuzz reached the upstream

@@ -38,7 +38,8 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(taken_port: int, extra: list
 
 @pytest.mark.parametrize("command", ["serve", "demo"])
 def test_a_host_that_is_not_this_machines_is_one_line(command: str, tmp_path: Path) -> None:
-    result = thriftgate(command, "--host", "999.1.1.1", *(["--ledger", str(tmp_path / "d.db")] if command == "demo" else []))
+    ledger = ["--ledger", str(tmp_path / "d.db")] if command == "demo" else []
+    result = thriftgate(command, "--host", "999.1.1.1", *ledger)
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("thriftgate: cannot listen on 999.1.1.1:") and line.endswith("choose another with --host")

@@ -139,8 +139,8 @@ async def test_page_headlines_savings_charts_days_and_marks_cache_hits(start_pro
     proxy = await start_proxy(policies=[ROUTE, {"name": "faq", "type": "exact_cache"}])
     async with aiohttp.ClientSession() as session:
         for _ in range(2):  # the second is answered by the cache
-            async with session.post(proxy.base_url + "/chat/completions",
-                                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}) as r:
+            hi = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            async with session.post(proxy.base_url + "/chat/completions", json=hi) as r:
                 await r.read()
         await send_round(proxy.url)  # its gpt-4o requests are routed to gpt-4o-mini
         async with session.get(proxy.url + "/ui") as response:
