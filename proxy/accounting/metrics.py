@@ -51,7 +51,7 @@ class Metrics:
             ["model", "team"], registry=registry,
         )
         self.unpriced = Counter(
-            "thriftgate_unpriced_requests", "Requests to a model with no known price.",
+            "thriftgate_unpriced_requests", "Requests to a model with no known price that used tokens.",
             ["model"], registry=registry,
         )
         self.upstream_requests = Counter(
@@ -176,7 +176,7 @@ class Metrics:
         if ex.time_to_first_token is not None:
             child(self.time_to_first_token, model).observe(ex.time_to_first_token)
         self._spent(ex, model)
-        if ex.cost_nanos is None and ex.endpoint != "passthrough" and ex.model:
+        if ex.cost_nanos is None and ex.endpoint != "passthrough" and ex.model:  # as the ledger counts it (_UNPRICED)
             child(self.unpriced, model).inc()
 
     def observe_attempt(self, ex: Exchange) -> None:

@@ -27,7 +27,7 @@ from multidict import CIMultiDict
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
-from proxy.errors import ClientClosedRequest, ProxyError, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import ClientClosedRequest, ProxyError, UpstreamKeyMissing, UpstreamTimeout, UpstreamUnavailable
 from proxy.exchange import Exchange
 from proxy.routing.deployments import Route
 from proxy.routing.fallbacks import allowed_fallbacks, fallback_saving
@@ -102,16 +102,17 @@ class Attempts:
         retries = self._routing.settings.retries
         tried: tuple[str, ...] = ()  # not to be picked again unless nothing else is up
         failed_on: tuple[str, ...] = ()  # health hears of one failure per deployment and request
+        excluded: tuple[str, ...] = ()  # not to be picked again at all: this request cannot call them (no key)
         failure: Failure | None = None
         attempts = 0
         while True:
             choice = await router.pick(route, tried)
-            if choice is None and attempts <= retries:
+            if choice is None and attempts <= retries and len(excluded) < len(route.deployments):
                 wait = self._wait(route, attempts)
                 if wait is not None:
                     await asyncio.sleep(wait)
-                    tried = ()
-                    choice = await router.pick(route)
+                    tried = excluded
+                    choice = await router.pick(route, tried)
             if choice is None:
                 return failure or nothing_up(route.model, router.unavailable(route), self._routing.clock())
             if failure is not None:
@@ -128,6 +129,8 @@ class Attempts:
                 return failure
             tried += (deployment.name,)
             failed_on += (deployment.name,)
+            if not failure.health:
+                excluded += (deployment.name,)
             if failure.billed_prompt and self._budgets is not None:
                 await self._record(ex, failure)  # counted now, so that the hold made again leaves room for it
                 await self._budgets.reserve_again(ex, reroute)
@@ -166,7 +169,7 @@ class Attempts:
                 got = await self._stream(ex, deployment, leg, probe, relay, started, classify)
             else:
                 got = await self._whole(ex, deployment, leg, started)
-        except (UpstreamTimeout, UpstreamUnavailable) as err:
+        except (UpstreamTimeout, UpstreamUnavailable, UpstreamKeyMissing) as err:
             got = classify.of_error(err)
         finally:
             router.finished(deployment)
@@ -243,7 +246,7 @@ class Attempts:
         self._metrics.upstream_attempt(deployment.name, failure.outcome)
         if failure.outcome == "client_error":  # it answered, whatever it thought of the request
             await self._answered(deployment, probe)
-        elif counted or failure.retry_after:
+        elif failure.health and (counted or failure.retry_after):
             rest_until = self._routing.clock() + failure.retry_after if failure.retry_after else 0.0
             await self._routing.health.failed(deployment.name, probe=probe, rest_until=rest_until)
 

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict
 
-from proxy.errors import ProxyError, RateLimited, ServiceUnavailable, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import (ProxyError, RateLimited, ServiceUnavailable, UpstreamKeyMissing, UpstreamTimeout,
+                          UpstreamUnavailable)
 from proxy.routing.router import Unavailable
 from proxy.upstream_types import Upstream
 
@@ -50,6 +51,7 @@ class Failure:
     started: float = 0.0  # perf_counter seconds
     ended: float = 0.0
     recorded: bool = False  # has its own ledger row already
+    health: bool = True  # says something about the deployment's health (a missing key says nothing)
 
 
 class Classifier:
@@ -60,7 +62,10 @@ class Classifier:
         self._connect = "connect" in retry_on
         self._timeout = "timeout" in retry_on
 
-    def of_error(self, err: UpstreamTimeout | UpstreamUnavailable, *, billed_prompt: bool = False) -> Failure:
+    def of_error(self, err: UpstreamTimeout | UpstreamUnavailable | UpstreamKeyMissing, *,
+                 billed_prompt: bool = False) -> Failure:
+        if isinstance(err, UpstreamKeyMissing):  # this deployment cannot be called; another may
+            return Failure("connect", err.code, 502, "unavailable", True, error=err, health=False)
         if isinstance(err, UpstreamTimeout):
             return Failure("timeout", err.code or "upstream_timeout", 504, "unavailable", self._timeout, error=err,
                            billed_prompt=billed_prompt)

@@ -8,6 +8,7 @@ import time
 import openai
 import pytest
 
+from proxy.appkeys import ROUTING
 from tests.fake_upstream import FakeUpstream
 from tests.resilience.conftest import CHAT, MODEL, deployment, metric, post, rows
 
@@ -139,7 +140,7 @@ async def test_a_client_that_leaves_during_a_retry_gets_no_further_attempts(star
     assert primary.served == 1
     failed, left = sorted(await proxy.ledger.recent(10), key=lambda row: row["parent_id"] is None)
     assert (failed["status"], failed["parent_id"]) == (429, left["request_id"])
-    assert (left["status"], left["error"], left["client_disconnected"]) == (499, "client_disconnected", True)
+    assert (left["status"], left["error"], left["client_disconnected"]) == (499, "client_closed_request", True)
 
 
 async def eventually(check, seconds: float = 5.0) -> None:
@@ -168,3 +169,17 @@ def test_fake_upstream_faults_are_per_instance() -> None:
         assert client.chat.completions.create(**CHAT).choices[0].message.content
         other_client = openai.OpenAI(base_url=other.base_url, api_key=other.api_key, max_retries=0)
         assert other_client.chat.completions.create(**CHAT).choices[0].message.content
+
+
+async def test_a_deployment_without_its_key_fails_over_without_cooling_down(start_routed, primary, secondary,
+                                                                            monkeypatch) -> None:
+    monkeypatch.delenv("THRIFTGATE_TEST_MISSING_KEY", raising=False)
+    proxy = await start_routed(deployment("a", primary, api_key_env="THRIFTGATE_TEST_MISSING_KEY"),
+                               deployment("b", secondary), strategy="lowest_latency", cooldown={"after_failures": 1})
+    for _ in range(2):
+        status, _, headers = await post(proxy)
+        assert status == 200 and headers["x-thriftgate-upstream"] == "b"
+    assert primary.served == 0
+    failed, _ = await rows(proxy, headers["x-thriftgate-request-id"])
+    assert failed["error"] == "upstream_key_missing"
+    assert "a" not in proxy.app[ROUTING].health.states  # a missing key says nothing of its health
