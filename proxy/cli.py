@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from proxy import config as config_module
 from proxy import config_loading
 from proxy.accounting import reports
+from proxy.analysis import cli as analysis_cli
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
 from proxy.control.config import workers_problem
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     keys.add_commands(commands)
     lookup_cli.add_commands(commands, _ledger_command, _ledger_report)
+    analysis_cli.add_commands(commands, _ledger_command)
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")

@@ -23,6 +23,8 @@ from proxy.config import Config
 from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
 from proxy.exchange import Exchange
 from proxy.stages.hooks import PolicyChain
+from proxy.accounting.language import HEADER as LANGUAGE_HEADER
+from proxy.accounting.language import language_of
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
 from proxy.stages.count import prompt_counter
@@ -116,6 +118,8 @@ class Pipeline:
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
+        ex.language = language_of(ex.request.headers.get(LANGUAGE_HEADER))
+        ex.requested_max_output_tokens = facts.max_output_tokens
         ex.count_prompt = self._count_prompt
         if policies:
             await policies.on_request(ex)

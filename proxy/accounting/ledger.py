@@ -54,6 +54,15 @@ class SpendRecord:
     policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
+    # Request facts that `thriftgate whatif` re-evaluates policy conditions on (no prompt text is kept):
+    tags: str | None = None  # the x-thriftgate-tags, sorted, comma-separated ("" for none)
+    max_output_tokens: int | None = None  # the output limit the client asked for (before any cap)
+    has_tools: bool | None = None
+    has_images: bool | None = None
+    has_response_format: bool | None = None
+    language: str | None = None  # x-thriftgate-language (BCP 47, lower case)
+    output_words: int | None = None  # words of a whole answer's text, for tokens per word
+    batch_id: str | None = None  # a Batch API line: the batch it came in
 
 
 # The table is derived from SpendRecord, so adding a field is all it takes to add a column.
@@ -80,6 +89,7 @@ _SPEND_GROUPS = {
     "user": '"user"',
     "upstream": "upstream",
     "endpoint": "endpoint",
+    "language": "language",
     "day": "date(ts, 'unixepoch')",  # UTC day
 }
 _SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")

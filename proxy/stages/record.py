@@ -10,7 +10,8 @@ from proxy.exchange import Exchange
 from proxy.accounting.ledger import Ledger, SpendRecord
 from proxy.lookup.trace import ledger_column
 from proxy.accounting.metrics import Metrics
-from proxy.openai_wire import last_user_text
+from proxy.accounting.language import answer_words
+from proxy.openai_wire import has_images, has_response_format, has_tools, last_user_text
 from proxy.accounting.usage import Usage
 
 access_log = logging.getLogger("thriftgate.access")
@@ -63,8 +64,21 @@ def spend_record(ex: Exchange) -> SpendRecord:
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
         policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
-        lookups=ledger_column(ex.lookups),
+        lookups=ledger_column(ex.lookups), **request_facts(ex),
     )
+
+
+def request_facts(ex: Exchange) -> dict:
+    """What `thriftgate whatif` re-evaluates policy conditions on, and the answer's words (no text is kept)."""
+    facts = {"tags": ",".join(sorted(ex.tags)), "language": ex.language}
+    body = ex.body
+    if body is None or ex.endpoint == "passthrough":
+        return facts
+    facts.update(max_output_tokens=ex.requested_max_output_tokens, has_tools=has_tools(ex.endpoint, body),
+                 has_images=has_images(ex.endpoint, body), has_response_format=has_response_format(ex.endpoint, body))
+    if 0 < ex.status < 400 and not ex.stream and not facts["has_response_format"]:
+        facts["output_words"] = answer_words(ex.endpoint, ex.answer)
+    return facts
 
 
 def _policies_column(ex: Exchange) -> str | None:
