@@ -164,7 +164,9 @@ def _reprice(row: dict, scenario: Scenario, table: PriceTable, measured: dict, m
             return Decimal(0)
         return Decimal(cost + side)
 
-    cost, factor = price(model), Decimal(1)
+    # Paid is paid: the recorded cost stands unless the model or the price table changes.
+    cost = Decimal(actual) if mapped == model and scenario.prices is None else price(model)
+    factor = Decimal(1)
     for effect in applied:
         held = Decimal(repr(effect.holdout))
         if effect.kind == "route":
