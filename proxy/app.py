@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from proxy.analysis import admin as whatif_admin
 from proxy.control import admin, ui
 from proxy.stages.auth import Auth
 from proxy.stages.budget import build_budgets
@@ -103,6 +104,7 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     admin.add_routes(app.router)
+    whatif_admin.add_routes(app.router)
     lookup_admin.add_routes(app.router)
     app.router.add_routes([reload_route(RELOADER)])
     ui.add_routes(app.router, guard=auth.page_guard)

@@ -124,11 +124,13 @@ def whatif_text(args: argparse.Namespace) -> str:
     from proxy import config_loading
     from proxy.analysis.batching import batch_whatif
     from proxy.analysis.records import spend_rows
-    from proxy.analysis.whatif import whatif
+    from proxy.analysis.whatif import check, whatif
 
     config = config_loading.load(args.config)
     current = config_loading.price_table(config)
     since, until = _window(args)
+    scenario = scenario_from_args(args)
+    check(scenario, current)  # bad input is refused before anything is read
     path = _ledger(args, config)
     if not path.is_file():
         raise _Failure(f"no ledger at {path}", code=1)
@@ -138,12 +140,12 @@ def whatif_text(args: argparse.Namespace) -> str:
         report = batch_whatif(rows(), current, by=args.by, tolerant_tags=tags, since=since, until=until)
         text = render.render(report, render.BATCH_COLUMNS, _format(args))
         return text if _format(args) != "table" else f"{text}\n{report['basis']}"
-    report = whatif(rows, scenario_from_args(args, current), current, by=args.by, since=since, until=until)
+    report = whatif(rows, scenario, current, by=args.by, since=since, until=until)
     text = render.render(report, render.WHATIF_COLUMNS, _format(args))
     return text if _format(args) != "table" else f"{text}\n{render.bases_legend(report['total'])}"
 
 
-def scenario_from_args(args: argparse.Namespace, current):
+def scenario_from_args(args: argparse.Namespace):
     from proxy.accounting.pricing import PriceTable
     from proxy.analysis.whatif import Scenario
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from aiohttp import web
 
+from proxy.analysis.ui_section import whatif_section
 from proxy.appkeys import LEDGER
 from proxy.accounting.money import NANOS_PER_USD
 from proxy.accounting.savings import savings_report
@@ -49,7 +50,8 @@ async def page(request: web.Request) -> web.Response:
     report = savings_report(await ledger.policy_rows(since=since_month), since=since_month, until=now.timestamp())
     savings = sorted(report, key=lambda row: (row["mechanism"] or "", row["policy"]))
     recent = await ledger.recent(RECENT_ROWS)
-    body = _document(now, by_model, by_team, savings, recent)
+    whatif = await whatif_section(request, since_month)
+    body = _document(now, by_model, by_team, savings, recent, whatif)
     return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_HEADERS)
 
 
@@ -79,7 +81,8 @@ def _name(value: str | None, missing: str) -> str:
     return _e(value) if value else f'<span class="dim">{missing}</span>'
 
 
-def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings: list[dict], recent: list[dict]) -> str:
+def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings: list[dict], recent: list[dict],
+              whatif: str = "") -> str:
     month_total = sum(row["cost_nanos"] for row in by_model)
     today_total = sum(row["today_nanos"] for row in by_model)
     requests = sum(row["requests"] for row in by_model)
@@ -101,6 +104,7 @@ def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings:
 <h2>By team</h2>{_spend_table("by-team", "Team", "team", "(no team)", by_team, month_total)}
 <h2>Savings by mechanism this month</h2>{_table("savings", _SAVINGS_HEADINGS, map(_savings_row, savings),
                                                  "No savings recorded yet.")}
+<h2>What if</h2>{whatif}
 <h2>Last requests</h2>{_table("recent", _RECENT_HEADINGS, map(_recent_row, recent), "No requests yet.")}
 <p class="dim">* counted by the proxy: the upstream sent no usage</p>
 </body></html>
@@ -192,4 +196,5 @@ th{font-size:12px;color:#6b7385;font-weight:600;background:#fafbfc}
 .num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#b91c1c;font-weight:600}
 .bar{width:18%}.bar i{display:block;height:8px;background:#3b82f6;border-radius:2px;min-width:1px}
 .empty{background:#fff;border:1px dashed #c9ced8;border-radius:6px;padding:12px 16px;color:#6b7385}
+form.card{display:flex;gap:16px;align-items:center;flex-wrap:wrap;margin-bottom:8px}
 """

@@ -1,0 +1,82 @@
+"""The "What if" section of /ui: a form (a plain GET, no script) and, when asked, this month's traffic repriced
+under another model (`?whatif=gpt-4o=gpt-4o-mini`) and what a Batch API would have saved (`?batch=1`)."""
+
+import html
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from proxy.accounting.money import NANOS_PER_USD
+from proxy.analysis.admin import report
+from proxy.errors import ProxyError
+
+_WHATIF_HEADINGS = ("Model", "Requests", "Affected", "Actual", "What if", "Difference", "Basis")
+_BATCH_HEADINGS = ("Model", "Requests", "Non-streamed", "Latency-tolerant", "Actual", "At batch price", "Saving",
+                   "Saving if all non-streamed")
+
+
+async def whatif_section(request: web.Request, since_month: float) -> str:
+    asked = request.query.get("whatif", "").strip()
+    batch = request.query.get("batch") == "1"
+    parts = [_FORM.format(value=html.escape(asked, quote=True), checked=" checked" if batch else "")]
+    try:
+        if asked:
+            result = await report(request, {"model_map": _pairs(asked), "since": str(since_month), "by": "model"})
+            parts.append(_table("whatif", _WHATIF_HEADINGS, (_whatif_cells(row) for row in _with_total(result)),
+                                "No requests this month yet."))
+        if batch:
+            result = await report(request, {"model_map": {}, "since": str(since_month), "by": "model", "batch": True})
+            parts.append(_table("batch", _BATCH_HEADINGS, (_batch_cells(row) for row in _with_total(result)),
+                                "No requests this month yet."))
+    except ProxyError as err:
+        parts.append(f'<p class="empty warn" id="whatif-error">{html.escape(err.message)}</p>')
+    return "".join(parts)
+
+
+def _pairs(text: str) -> dict[str, str]:
+    pairs = {}
+    for pair in text.split(","):
+        source, _, target = pair.partition("=")
+        pairs[source.strip()] = target.strip()
+    return pairs
+
+
+def _with_total(result: dict) -> list[dict]:
+    return [*result["groups"], result["total"]] if result["groups"] else []
+
+
+def _usd(nanos: int) -> str:
+    sign = "-" if nanos < 0 else ""
+    return f"{sign}${abs(nanos) / NANOS_PER_USD:,.6f}"
+
+
+def _whatif_cells(row: dict) -> str:
+    basis = "; ".join(html.escape(basis) for basis in row["bases"]) or "unchanged"
+    return (f"<td>{html.escape(row['group'])}</td><td class=num>{row['requests']:,}</td>"
+            f"<td class=num>{row['affected_share']:.0%}</td><td class=num>{_usd(row['actual_nanos'])}</td>"
+            f"<td class=num>{_usd(row['whatif_nanos'])}</td><td class=num>{_usd(row['difference_nanos'])}</td>"
+            f"<td class=dim>{basis}</td>")
+
+
+def _batch_cells(row: dict) -> str:
+    return (f"<td>{html.escape(row['group'])}</td><td class=num>{row['requests']:,}</td>"
+            f"<td class=num>{row['eligible_requests']:,}</td><td class=num>{row['tolerant_requests']:,}</td>"
+            f"<td class=num>{_usd(row['tolerant_actual_nanos'])}</td><td class=num>{_usd(row['tolerant_batch_nanos'])}"
+            f"</td><td class=num>{_usd(row['tolerant_saving_nanos'])}</td>"
+            f"<td class=num>{_usd(row['eligible_saving_nanos'])}</td>")
+
+
+def _table(table_id: str, headings: Iterable[str], rows: Iterable[str], empty: str) -> str:
+    body = "".join(f"<tr>{cells}</tr>" for cells in rows)
+    if not body:
+        return f'<p class="empty" id="{table_id}">{empty}</p>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_FORM = """<form id="whatif-form" method="get" action="/ui" class="card">
+<label>Reprice this month as <input name="whatif" value="{value}" placeholder="gpt-4o=gpt-4o-mini" size="40"></label>
+<label><input type="checkbox" name="batch" value="1"{checked}> and what a Batch API would have saved</label>
+<button type="submit">Show</button>
+<span class="dim">offline, from the ledger: no request is sent anywhere (also: <code>thriftgate whatif</code>,
+<code>GET /admin/whatif</code>)</span></form>"""
