@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from proxy.control.alerting_config import AlertingConfig, alerting_problem
 from proxy.control.config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
 
@@ -90,6 +91,7 @@ class Config(Section):
     auth: AuthConfig = AuthConfig()
     store: StoreConfig = StoreConfig()
     budgets: tuple[BudgetConfig, ...] = ()
+    alerting: AlertingConfig = AlertingConfig()  # where budget alerts go (docs/budgets.md)
     # Output tokens a budget reserves for a request that sets no max_tokens (see docs/budgets.md).
     budgets_default_max_output_tokens: Annotated[int, Field(gt=0)] = 4096
     embedders: dict[str, EmbedderConfig] = {}  # by name, for lookup policies (docs/lookup.md)
@@ -164,6 +166,8 @@ def validate(data: dict[str, Any], *, source: str = "<config>", parse_policies: 
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
+    if problem := alerting_problem(config.alerting, config.budgets):
+        raise ConfigError(f"{source}: {problem}")
     parsed = parse_policies(raw_policies, source)
     _check_models_are_served(config, parsed, source)
     if missing := check_embedders(config.embedders, {u.name for u in config.upstreams}, parsed, source):

@@ -101,6 +101,16 @@ class Metrics:
             "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
             ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
         )
+        self.budget_used_ratio = Gauge(
+            "thriftgate_budget_used_ratio",
+            "Share of a configured usd budget spent or reserved in its current window (1 = all of it), as this "
+            "replica last saw it (fleet-wide with Redis): for Alertmanager rules of your own.",
+            ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.budget_alerts = Counter(
+            "thriftgate_budget_alerts", "Budget alert webhooks this replica sent (sent) or gave up on (failed).",
+            ["scope", "threshold", "result"], registry=registry,
+        )
         self.budget_rejections = Counter(
             "thriftgate_budget_rejections", "Requests refused by a budget or rate limit, by the kind of scope.",
             ["scope_kind"], registry=registry,
@@ -108,6 +118,12 @@ class Metrics:
 
     def budget_remaining(self, scope: str, window: str, nanos: int) -> None:
         self.budget_remaining_usd.labels(scope, window).set(nanos / NANOS_PER_USD)
+
+    def budget_used(self, scope: str, window: str, ratio: float) -> None:
+        self.budget_used_ratio.labels(scope, window).set(ratio)
+
+    def budget_alert(self, scope: str, threshold: float, result: str) -> None:
+        self.budget_alerts.labels(scope, f"{threshold:g}", result).inc()
 
     def budget_rejection(self, scope_kind: str) -> None:
         self.budget_rejections.labels(scope_kind).inc()

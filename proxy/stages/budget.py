@@ -22,6 +22,7 @@ from proxy.exchange import Exchange
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
+from proxy.stages.budget_alerts import BudgetAlerts
 from proxy.stages.budget_rules import Rule, rules_from_config, window_of
 from proxy.store import Charge, Reserved, Settlement, Store, StoreUnavailable, Totals
 
@@ -45,8 +46,10 @@ class Reservation:
 
 class Budgets:
     def __init__(self, rules: tuple[Rule, ...], *, store: Store, store_config: StoreConfig, prices: PriceTable,
-                 metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time,
+                 alerts: BudgetAlerts | None = None) -> None:
         self._rules = rules
+        self._alerts = alerts
         self._store = store
         self._prices = prices
         self._metrics = metrics
@@ -210,6 +213,8 @@ class Budgets:
         """Waits for the settlements still being written."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._alerts is not None:
+            await self._alerts.close()
 
     def _actual(self, ex: Exchange, plan: Reservation) -> list[int]:
         tokens = ex.usage.total_tokens if ex.usage is not None else 0
@@ -257,8 +262,12 @@ class Budgets:
     def _observe(self, plan: Reservation, used: list[int]) -> None:
         for rule, slot in zip(plan.rules, plan.slots):
             if rule.metric == "usd" and rule.labelled:
-                remaining = rule.limit - plan.reserved.levels[slot] - used[slot]
-                self._metrics.budget_remaining(rule.scope, rule.window, max(remaining, 0))
+                level = plan.reserved.levels[slot] + used[slot]
+                self._metrics.budget_remaining(rule.scope, rule.window, max(rule.limit - level, 0))
+                self._metrics.budget_used(rule.scope, rule.window, level / rule.limit)
+                if rule.alerts and self._alerts is not None:
+                    window_id, _, end = self._window(rule.window, plan.now)
+                    self._alerts.observe(rule, window_id, end, level)
 
     # ---- counting ----
 
@@ -307,5 +316,6 @@ def build_budgets(config, *, store: Store, keys_possible: bool, prices: PriceTab
     rules = rules_from_config(config.budgets)
     if not (rules or keys_possible or store.shared):
         return None
+    alerts = BudgetAlerts(config.alerting, store, metrics, clock) if any(rule.alerts for rule in rules) else None
     return Budgets(rules, store=store, store_config=config.store, prices=prices, metrics=metrics,
-                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock)
+                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock, alerts=alerts)

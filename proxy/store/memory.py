@@ -53,6 +53,7 @@ class MemoryStore:
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
         self._next_sweep = 0.0
+        self._marks: dict[str, float] = {}  # mark_once: name -> when it expires
 
     async def start(self) -> None:
         pass
@@ -128,6 +129,14 @@ class MemoryStore:
         if record is not None and record.revoked_at is None:
             record = self._keys[key_id] = replace(record, revoked_at=at)
         return record
+
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        now = time.time()
+        if self._marks.get(name, 0.0) > now:
+            return False
+        self._marks = {mark: until for mark, until in self._marks.items() if until > now}  # few: one per alert
+        self._marks[name] = now + ttl_seconds
+        return True
 
     def _counter(self, charge: Charge, now: float) -> _Counter:
         counter = self._counters.get(charge.counter)

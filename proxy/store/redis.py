@@ -233,6 +233,10 @@ class RedisStore:
             await self._run(lambda: self._redis.hset(self._key("keys"), key_id, _encode(record)))
         return record
 
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        key = self._key("once:", name)
+        return bool(await self._run(lambda: self._redis.set(key, "1", nx=True, ex=max(ttl_seconds, 1))))
+
     # ---- internals ----
 
     def _key(self, kind: str, name: str = "") -> str:
