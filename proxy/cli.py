@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
 
     spend = _ledger_command(commands, "spend", "spend from the ledger, as a table", since="24h")
-    spend.add_argument("--by", default="model", help="model, requested_model, team, key, user, upstream, endpoint, day")
+    spend.add_argument("--by", default="model",
+                       help="model, requested_model, team, key, user, upstream, endpoint, day, or language (with "
+                            "tokens per word by model family)")
     spend.add_argument("--source", choices=("fleet", "ledger"),
                        help="fleet: every replica's daily totals in Redis (the default with store.backend: redis, "
                             "--by model, team, key or day); ledger: this replica's ledger file")
@@ -192,6 +194,8 @@ def _check_config(args: argparse.Namespace) -> int:
 def _spend(args: argparse.Namespace) -> int:
     from proxy.store import SPEND_DIMENSIONS
 
+    if args.by == "language":  # tokens per word beside the spend
+        return analysis_cli.language_report(args)
     store = config_loading.load(args.config).store
     if args.source == "fleet" or (args.source is None and not args.ledger and store.backend == "redis"
                                   and args.by in SPEND_DIMENSIONS):

@@ -96,6 +96,16 @@ class Metrics:
             "thriftgate_lookup_ignored_entries", "Stored lookup entries read back and never served: corrupt (does "
             "not decode) or foreign (not the entry asked for).", ["reason"], registry=registry,
         )
+        self.output_words = Counter(
+            "thriftgate_output_words", "Words of whole text answers (docs/whatif.md: what a word is), by model and "
+            "language (x-thriftgate-language's ISO 639-1 code, none, or other).", ["model", "language"],
+            registry=registry,
+        )
+        self.output_words_tokens = Counter(
+            "thriftgate_output_words_tokens", "Visible output tokens of the answers counted in "
+            "thriftgate_output_words_total: divide the two for tokens per word.", ["model", "language"],
+            registry=registry,
+        )
         self.budget_remaining_usd = Gauge(
             "thriftgate_budget_remaining_usd",
             "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
@@ -115,6 +125,10 @@ class Metrics:
             "thriftgate_budget_rejections", "Requests refused by a budget or rate limit, by the kind of scope.",
             ["scope_kind"], registry=registry,
         )
+
+    def words(self, model: str, language: str, words: int, tokens: int) -> None:
+        self._child(self.output_words, self.model_label(model), language).inc(words)
+        self._child(self.output_words_tokens, self.model_label(model), language).inc(tokens)
 
     def budget_remaining(self, scope: str, window: str, nanos: int) -> None:
         self.budget_remaining_usd.labels(scope, window).set(nanos / NANOS_PER_USD)

@@ -273,3 +273,33 @@ def _selfhost_tail(report: dict) -> list[str]:
     if "explain" in report:
         lines += ["", "formulas:", *(f"  {line}" for line in report["explain"])]
     return lines
+
+
+def language_report(args: argparse.Namespace) -> int:
+    """`thriftgate spend --by language`: tokens per word by language and model family, from the ledger."""
+    return _run(lambda: _language_text(args))
+
+
+def _language_text(args: argparse.Namespace) -> str:
+    import json
+
+    from proxy import config_loading
+    from proxy.accounting.money import format_usd
+    from proxy.accounting.reports import render_table
+    from proxy.analysis.records import spend_rows
+    from proxy.analysis.words import tokens_per_word
+
+    since, until = _window(args)
+    path = _ledger(args, config_loading.load(args.config))
+    if not path.is_file():
+        raise _Failure(f"no ledger at {path}", code=1)
+    rows = tokens_per_word(spend_rows(path, since, until))
+    if args.json:
+        return json.dumps(rows, indent=2)
+    if not rows:
+        return "no whole text answers with counted words in this window"
+    header = ("language", "family", "answers", "words", "output_tok", "tokens/word", "vs_english", "cost_usd")
+    return render_table(header, [
+        (r["language"], r["family"], str(r["answers"]), str(r["words"]), str(r["output_tokens"]),
+         f"{r['tokens_per_word']:.2f}", "-" if r["vs_english"] is None else f"{r['vs_english']:.2f}x",
+         format_usd(r["cost_nanos"])) for r in rows])

@@ -10,7 +10,7 @@ from proxy.exchange import Exchange
 from proxy.accounting.ledger import Ledger, SpendRecord
 from proxy.lookup.trace import ledger_column
 from proxy.accounting.metrics import Metrics
-from proxy.accounting.language import answer_words
+from proxy.accounting.language import answer_words, metric_label
 from proxy.openai_wire import has_images, has_response_format, has_tools, last_user_text
 from proxy.accounting.usage import Usage
 
@@ -34,6 +34,9 @@ class Recorder:
         record = spend_record(ex)
         self._ledger.add(record)
         self._metrics.observe(ex)
+        if record.output_words:
+            visible = record.completion_tokens - record.reasoning_tokens
+            self._metrics.words(ex.model, metric_label(ex.language), record.output_words, visible)
         if self._access_log:
             access_log.info(self._access_line(ex, record))
 

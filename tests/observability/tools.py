@@ -40,7 +40,8 @@ def free_port() -> int:
 CHAT = {"messages": [{"role": "user", "content": "Name three rivers."}]}
 Request = tuple[str, str, dict | None, dict[str, str]]
 ROUND: tuple[Request, ...] = (
-    *[("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {})] * 3,
+    *[("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {})] * 2,
+    ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {"x-thriftgate-language": "fr"}),
     *[("POST", "/v1/chat/completions", {"model": "gpt-4o", "stream": True, **CHAT}, {})] * 2,
     ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "three rivers"}, {}),
     ("POST", "/v1/chat/completions", {"model": "llama-3.1-70b", **CHAT}, {}),  # no price
