@@ -13,8 +13,8 @@ from aiohttp import web
 from proxy.accounting.usage import Usage
 from proxy.upstream_types import Upstream
 
-# (model, endpoint, body) -> the prompt's tokens for that model: stages.count.prompt_counter makes one.
-PromptCounter = Callable[[str, str, dict[str, Any]], int]
+# (model, dialect, body) -> the prompt's tokens for that model: stages.count.prompt_counter makes one.
+PromptCounter = Callable[[str, Any, dict[str, Any]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Saving:
     """Money a policy saved (or, when negative, cost) on one request."""
 
     policy: str
-    mechanism: str  # routing | cascade | lookup | concise | cap
+    mechanism: str  # routing | cascade | lookup | concise | cap | prompt_cache
     nanos: int
     basis: str = "counterfactual"  # counterfactual: exact on the tokens used | holdout_estimate
 
@@ -39,7 +39,8 @@ def new_request_id() -> str:
 @dataclass(slots=True, eq=False)
 class Exchange:
     request: web.Request
-    endpoint: str  # chat | completions | embeddings | responses | passthrough
+    endpoint: str  # chat | completions | embeddings | responses | messages | count_tokens | passthrough
+    dialect: Any = None  # proxy.dialects.Dialect: the wire format the client speaks, asked about its body
     request_id: str = field(default_factory=new_request_id)
     received_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -53,6 +54,7 @@ class Exchange:
     client_wants_usage: bool = False
     max_output_tokens: int | None = None
     upstream: Upstream | None = None
+    prompt_cache: Any = None  # a prompt_cache policy's plan: breakpoints an Anthropic upstream's leg places
     tags: frozenset[str] = frozenset()  # from the x-thriftgate-tags header
     language: str | None = None  # from the x-thriftgate-language header (BCP 47, lower case)
     requested_max_output_tokens: int | None = None  # the client's own output limit, before any policy's
@@ -80,6 +82,7 @@ class Exchange:
     status: int = 0
     error_code: str | None = None
     usage: Usage | None = None
+    partial_usage: Usage | None = None  # a stream cut short: what the upstream reported at its start
     settled: bool = False
     cost_nanos: int | None = None
     side_cost_nanos: int = 0  # paid beside the answer (a lookup's embedding call): part of cost_nanos
@@ -110,7 +113,7 @@ class Exchange:
         if memo is not None and memo[0] == self.model and memo[1] == self.body_edits:
             return memo[2]
         assert self.count_prompt is not None and self.body is not None
-        count = self.count_prompt(self.model, self.endpoint, self.body)
+        count = self.count_prompt(self.model, self.dialect, self.body)
         self._prompt_count = (self.model, self.body_edits, count)
         return count
 

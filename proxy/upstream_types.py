@@ -2,6 +2,7 @@
 (stages.upstream.upstream_from_config), carried on the exchange."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -10,5 +11,6 @@ import aiohttp
 class Upstream:
     name: str
     base_url: str
-    authorization: str | None  # resolved once at start-up from the configured env var
+    api_key: str | None  # resolved once at start-up from the configured env var
     timeout: aiohttp.ClientTimeout
+    provider: Any  # proxy.dialects.providers: the API it speaks, its credentials, each attempt's leg

@@ -12,8 +12,6 @@ counts as one word, so their tokens per word read high. Counting is a C-speed sp
 """
 
 import re
-from typing import Any
-
 from proxy.errors import BadRequest
 
 HEADER = "x-thriftgate-language"
@@ -55,28 +53,3 @@ def count_words(text: str) -> int:
         return len(text.split())
     characters = len(_CHARACTER_WORD.findall(text))
     return characters + len(_CHARACTER_OR_PUNCTUATION.sub(" ", text).split())
-
-
-def answer_words(endpoint: str, answer: Any) -> int | None:
-    """Words of a whole answer's text; None when it has none, or holds tool calls (their JSON is not prose)."""
-    if not isinstance(answer, dict):
-        return None
-    texts: list[str] = []
-    if endpoint == "responses":
-        for item in answer.get("output") or ():
-            if not isinstance(item, dict) or item.get("type") not in ("message", "reasoning"):
-                return None
-            texts += [part.get("text") for part in item.get("content") or () if isinstance(part, dict)]
-    elif endpoint in ("chat", "completions"):
-        for choice in answer.get("choices") or ():
-            if not isinstance(choice, dict):
-                return None
-            message = choice.get("message")
-            if isinstance(message, dict):
-                if message.get("tool_calls") or message.get("function_call"):
-                    return None
-                texts.append(message.get("content"))
-            else:
-                texts.append(choice.get("text"))
-    text = " ".join(t for t in texts if isinstance(t, str))
-    return count_words(text) or None

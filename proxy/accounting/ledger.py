@@ -54,6 +54,7 @@ class SpendRecord:
     policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour (Anthropic's 2x rate)
     # Request facts that `thriftgate whatif` re-evaluates policy conditions on (no prompt text is kept):
     tags: str | None = None  # the x-thriftgate-tags, sorted, comma-separated ("" for none)
     max_output_tokens: int | None = None  # the output limit the client asked for (before any cap)
@@ -92,7 +93,7 @@ _SPEND_GROUPS = {
     "language": "language",
     "day": "date(ts, 'unixepoch')",  # UTC day
 }
-_SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
+_SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 def _ensure_schema(conn: sqlite3.Connection) -> None:

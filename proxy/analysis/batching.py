@@ -14,7 +14,8 @@ from proxy.accounting.pricing import PriceTable
 from proxy.analysis.records import group_names, is_batch_line, tags_of, usage_of
 from proxy.analysis.whatif import GROUPINGS, WhatIfError
 
-BATCHABLE_ENDPOINTS = frozenset({"chat", "completions", "embeddings", "responses"})
+# OpenAI's Batch API serves the first four; Anthropic's Message Batches serve messages.
+BATCHABLE_ENDPOINTS = frozenset({"chat", "completions", "embeddings", "responses", "messages"})
 DEFAULT_TOLERANT_TAGS = ("batch", "offline", "background", "eval", "nightly")
 
 

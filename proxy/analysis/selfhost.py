@@ -11,6 +11,7 @@ Checked against Aman Sanger's "Why GPT-3.5 is (mostly) cheaper than Llama 2" (Cu
 https://cursor.com/blog/llama-inference): tests/analysis/test_selfhost.py.
 """
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from proxy.accounting.money import NANOS_PER_USD
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
 from proxy.analysis.hardware import Gpu
+from proxy.analysis.records import usage_of
 
 GB = 1e9
 # Achievable fractions of the datasheet figures; Sanger's example: "a bit under 70% MFU ... around 200
@@ -27,7 +29,7 @@ DEFAULT_MFU = 0.64
 DEFAULT_BANDWIDTH_UTILISATION = 0.65
 # What is left of GPU memory for weights and KV cache after the CUDA context, activations and fragmentation.
 DEFAULT_USABLE_MEMORY = 0.95
-GENERATING_ENDPOINTS = frozenset({"chat", "completions", "responses"})
+GENERATING_ENDPOINTS = frozenset({"chat", "completions", "responses", "messages"})
 
 
 class SelfHostError(ValueError):
@@ -204,11 +206,11 @@ def _add(group: _Group, row: dict, prices: PriceTable) -> None:
         group.unpriced += 1
         return
     group.api_nanos += row["cost_nanos"]
-    usage = Usage(prompt_tokens=row["prompt_tokens"], cached_prompt_tokens=row["cached_prompt_tokens"],
-                  cache_write_tokens=row["cache_write_tokens"])
-    group.api_prompt_nanos += prices.cost_nanos(row["model"], usage) or 0
-    output = Usage(completion_tokens=row["completion_tokens"], reasoning_tokens=row["reasoning_tokens"])
-    group.api_output_nanos += prices.cost_nanos(row["model"], output) or 0
+    usage = usage_of(row)
+    prompt_part = dataclasses.replace(usage, completion_tokens=0, reasoning_tokens=0)
+    group.api_prompt_nanos += prices.cost_nanos(row["model"], prompt_part) or 0
+    output_part = Usage(completion_tokens=usage.completion_tokens, reasoning_tokens=usage.reasoning_tokens)
+    group.api_output_nanos += prices.cost_nanos(row["model"], output_part) or 0
 
 
 def _summary(name: str, group: _Group, sizing: Sizing) -> dict:

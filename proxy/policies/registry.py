@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from proxy.config import ConfigError
-from proxy.policies import answers, cap, cascade, concise, deny, exact_cache, route, semantic_cache
+from proxy.policies import answers, cap, cascade, concise, deny, exact_cache, prompt_cache, route, semantic_cache
 from proxy.policies.base import PolicyConfig, Services
 
 REGISTRY: dict[str, ModuleType] = {
@@ -22,6 +22,7 @@ REGISTRY: dict[str, ModuleType] = {
     "exact_cache": exact_cache,
     "semantic_cache": semantic_cache,
     "answers": answers,
+    "prompt_cache": prompt_cache,
 }
 
 

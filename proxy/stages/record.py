@@ -9,9 +9,8 @@ import orjson
 from proxy.exchange import Exchange
 from proxy.accounting.ledger import Ledger, SpendRecord
 from proxy.lookup.trace import ledger_column
+from proxy.accounting.language import count_words, metric_label
 from proxy.accounting.metrics import Metrics
-from proxy.accounting.language import answer_words, metric_label
-from proxy.openai_wire import has_images, has_response_format, has_tools, last_user_text
 from proxy.accounting.usage import Usage
 
 access_log = logging.getLogger("thriftgate.access")
@@ -50,7 +49,7 @@ class Recorder:
             if line[column] is not None:
                 line[column] = orjson.Fragment(line[column])  # an object, not a string of JSON
         if prompt:
-            line["prompt"] = last_user_text(ex.endpoint, ex.body)
+            line["prompt"] = ex.dialect.last_user_text(ex.body)
         return orjson.dumps(line).decode()
 
 
@@ -63,6 +62,7 @@ def spend_record(ex: Exchange) -> SpendRecord:
         key_id=ex.key_id, team=ex.team, user=ex.user,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
         reasoning_tokens=usage.reasoning_tokens, cost_nanos=ex.cost_nanos, usage_source=usage.source,
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
@@ -74,13 +74,15 @@ def spend_record(ex: Exchange) -> SpendRecord:
 def request_facts(ex: Exchange) -> dict:
     """What `thriftgate whatif` re-evaluates policy conditions on, and the answer's words (no text is kept)."""
     facts = {"tags": ",".join(sorted(ex.tags)), "language": ex.language}
-    body = ex.body
+    body, dialect = ex.body, ex.dialect
     if body is None or ex.endpoint == "passthrough":
         return facts
-    facts.update(max_output_tokens=ex.requested_max_output_tokens, has_tools=has_tools(ex.endpoint, body),
-                 has_images=has_images(ex.endpoint, body), has_response_format=has_response_format(ex.endpoint, body))
-    if 0 < ex.status < 400 and not ex.stream and not facts["has_response_format"]:
-        facts["output_words"] = answer_words(ex.endpoint, ex.answer)
+    facts.update(max_output_tokens=ex.requested_max_output_tokens, has_tools=dialect.has_tools(body),
+                 has_images=dialect.has_images(body), has_response_format=dialect.has_response_format(body))
+    # Words of prose only: an answer that may be a tool call or JSON is not counted.
+    if 0 < ex.status < 400 and not ex.stream and ex.answer is not None and not (
+            facts["has_tools"] or facts["has_response_format"]):
+        facts["output_words"] = count_words(dialect.answer_text(ex.answer)) or None
     return facts
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 SPEND_DIMENSIONS = ("model", "team", "key", "day")
-SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens",
-                 "cost_nanos", "unpriced_requests")
+SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens",
+                 "reasoning_tokens", "cost_nanos", "unpriced_requests")
 SPEND_RETENTION_SECONDS = 400 * 86400  # fleet totals per day are kept this long
 SETTLED_MARK_SECONDS = 86400  # a settle replayed within this long is applied once
 
@@ -61,11 +61,13 @@ class Totals:
     cached_prompt_tokens: int
     reasoning_tokens: int
     cost_nanos: int | None  # None: unpriced
+    cache_write_tokens: int = 0
 
     def increments(self) -> dict[str, int]:
         """Field -> increment of the day's totals: `metric|dimension|value` (value last: it may hold '|')."""
         values = {"requests": 1, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                  "cached_prompt_tokens": self.cached_prompt_tokens, "reasoning_tokens": self.reasoning_tokens,
+                  "cached_prompt_tokens": self.cached_prompt_tokens, "cache_write_tokens": self.cache_write_tokens,
+                  "reasoning_tokens": self.reasoning_tokens,
                   "cost_nanos": self.cost_nanos or 0, "unpriced_requests": int(self.cost_nanos is None)}
         groups = {"model": self.model, "team": self.team or "", "key": self.key or "", "day": self.day}
         return {f"{metric}|{dim}|{value}": amount

@@ -5,7 +5,7 @@ import json
 import aiohttp
 import pytest
 
-from proxy.accounting.language import answer_words, count_words, language_of, metric_label
+from proxy.accounting.language import count_words, language_of, metric_label
 from proxy.analysis.words import tokens_per_word
 from proxy.appkeys import CONFIG, METRICS
 from proxy.cli import main
@@ -22,19 +22,6 @@ CHAT = {"messages": [{"role": "user", "content": "Name three rivers."}]}
 ])
 def test_words(text: str, words: int) -> None:
     assert count_words(text) == words
-
-
-def test_answer_words_reads_prose_only() -> None:
-    chat = {"choices": [{"message": {"content": "one two three"}}, {"message": {"content": "four"}}]}
-    assert answer_words("chat", chat) == 4
-    tool = {"choices": [{"message": {"content": None, "tool_calls": [{"function": {"arguments": "{}"}}]}}]}
-    assert answer_words("chat", tool) is None
-    assert answer_words("completions", {"choices": [{"text": "a b"}]}) == 2
-    responses = {"output": [{"type": "reasoning", "summary": []},
-                            {"type": "message", "content": [{"type": "output_text", "text": "x y z"}]}]}
-    assert answer_words("responses", responses) == 3
-    assert answer_words("responses", {"output": [{"type": "function_call", "arguments": "{}"}]}) is None
-    assert answer_words("chat", "not an answer") is None
 
 
 @pytest.mark.parametrize("tag", ["english", "e", "en_US", "en-", "zh-Hant-TW-x-y-z", "a" * 50])
