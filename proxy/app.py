@@ -10,6 +10,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy.analysis import admin as whatif_admin
+from proxy.batch.endpoints import BatchApi
+from proxy.stages.count import prompt_counter
 from proxy.control import admin, ui
 from proxy.stages.auth import Auth
 from proxy.stages.budget import build_budgets
@@ -99,6 +101,11 @@ def make_app(
 
     for path, dialect in INGRESS.items():
         app.router.add_post(path, pipeline.priced(dialect))
+    batch_api = BatchApi(auth=auth, upstreams=upstreams, budgets=budgets, store=store, ledger=ledger, metrics=metrics,
+                         prices=prices, count_prompt=prompt_counter(tokens),
+                         default_output=config.budgets_default_max_output_tokens)
+    batch_api.add_routes(app.router, pipeline.handled)  # before the catch-all pass-through
+    app.cleanup_ctx.append(batch_api.running)
     app.router.add_route("*", "/v1/{tail:.*}", pipeline.passthrough)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

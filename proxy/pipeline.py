@@ -83,6 +83,15 @@ class Pipeline:
         dialect = for_request(request.path, request.headers)
         return await self._handle(Exchange(request, "passthrough", dialect), self._pass_through)
 
+    def handled(self, endpoint: str, run):
+        """An endpoint with a module of its own (the Batch API's): `run(ex)` answers it; refusing errors in the
+        client's shape, settling and recording stay the pipeline's, as for every request."""
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ex = Exchange(request, endpoint, for_request(request.path, request.headers))
+            return await self._handle(ex, lambda ex, policies: run(ex))
+
+        return handler
+
     def replace_policies(self, policies: PolicyChain) -> None:
         """Requests already in flight finish with the chain they started with."""
         self._policies = policies

@@ -108,6 +108,14 @@ class Metrics:
             "thriftgate_output_words_total: divide the two for tokens per word.", ["model", "language"],
             registry=registry,
         )
+        self.batch_spend = Counter(
+            "thriftgate_batch_spend_usd", "Spend through a Batch API, at batch prices, by model and team (also in "
+            "thriftgate_spend_usd_total).", ["model", "team"], registry=registry,
+        )
+        self.batch_lines = Counter(
+            "thriftgate_batch_lines", "Lines of finished Batch API jobs, by model and HTTP status of each.",
+            ["model", "status"], registry=registry,
+        )
         self.budget_remaining_usd = Gauge(
             "thriftgate_budget_remaining_usd",
             "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
@@ -131,6 +139,18 @@ class Metrics:
     def words(self, model: str, language: str, words: int, tokens: int) -> None:
         self._child(self.output_words, self.model_label(model), language).inc(words)
         self._child(self.output_words_tokens, self.model_label(model), language).inc(tokens)
+
+    def batch_line(self, model: str, team: str | None, status: int, usage: Usage, cost_nanos: int | None) -> None:
+        """One answered line of a Batch API job: counted like a request's tokens and spend, and apart as batch."""
+        model = self.model_label(model)
+        self._child(self.batch_lines, model, str(status)).inc()
+        if usage.total_tokens:
+            self._count_tokens(model, usage)
+        if cost_nanos:
+            self._child(self.spend, model, self.team_label(team)).inc(cost_nanos / NANOS_PER_USD)
+            self._child(self.batch_spend, model, self.team_label(team)).inc(cost_nanos / NANOS_PER_USD)
+        elif cost_nanos is None and usage.total_tokens:
+            self._child(self.unpriced, model).inc()
 
     def budget_remaining(self, scope: str, window: str, nanos: int) -> None:
         self.budget_remaining_usd.labels(scope, window).set(nanos / NANOS_PER_USD)

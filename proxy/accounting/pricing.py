@@ -136,11 +136,15 @@ class PriceTable:
         batch = None if price is None else batch_price(price)
         return None if batch is None else usd_to_nanos(_cost_per_million(batch, usage).scaleb(-6))
 
-    def estimate_nanos(self, model: str, prompt_tokens: int, max_output_tokens: int) -> int | None:
-        """The most the request can cost, whatever part of it the provider caches or spends reasoning."""
+    def estimate_nanos(self, model: str, prompt_tokens: int, max_output_tokens: int, *,
+                       batch: bool = False) -> int | None:
+        """The most the request can cost, whatever part of it the provider caches or spends reasoning
+        (batch: through a Batch API, at its batch rate when one is known)."""
         price = self.lookup(model)
         if price is None:
             return None
+        if batch:
+            price = batch_price(price) or price
         return usd_to_nanos(_ceiling_per_million(price, prompt_tokens, max_output_tokens).scaleb(-6))
 
     def _resolve(self, model: str) -> Price | None:

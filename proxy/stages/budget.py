@@ -88,14 +88,28 @@ class Budgets:
             ex.reservation = None
             raise self._refusal(plan, now)
 
-    def _plan(self, ex: Exchange, now: float, *, estimate: bool = True) -> Reservation | None:
-        rules = [rule for rule in self._rules if rule.applies(ex)]
+    async def reserve_batch(self, ex: Exchange, usd_nanos: int, hold_seconds: float) -> Reservation | None:
+        """A Batch API job: holds its batch-priced ceiling on every usd budget it touches, until its window
+        closes (per-minute token and request limits do not apply to work the provider runs later).
+        Raises RateLimited when it does not fit."""
+        plan = self._plan(ex, self._clock(), usd_nanos=usd_nanos)
+        if plan is None:
+            return None
+        await self._hold(ex, plan, hold_seconds)
+        if plan.reserved is not None and not plan.reserved.ok:
+            ex.reservation = None
+            raise self._refusal(plan, plan.now)
+        return plan
+
+    def _plan(self, ex: Exchange, now: float, *, estimate: bool = True,
+              usd_nanos: int | None = None) -> Reservation | None:
+        rules = [rule for rule in self._rules if rule.applies(ex) and (usd_nanos is None or rule.metric == "usd")]
         if ex.key_budget_nanos is not None:
             rules.append(Rule(f"key:{ex.key_id}", "key", ex.key_id, "usd", "day", ex.key_budget_nanos, labelled=False))
         if not rules:
             return None
-        amounts = {"requests": 1, "tokens": 0, "usd": 0}
-        if estimate and any(rule.metric != "requests" for rule in rules):
+        amounts = {"requests": 1, "tokens": 0, "usd": usd_nanos or 0}
+        if usd_nanos is None and estimate and any(rule.metric != "requests" for rule in rules):
             prompt, output = self._prompt_tokens(ex), self._max_output(ex)
             amounts["tokens"] = prompt + output
             amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0  # unpriced: no usd limit
@@ -119,12 +133,12 @@ class Budgets:
             slots.append(slot)
         return Reservation(tuple(rules), tuple(slots), tuple(charges), tuple(metrics), tuple(ends), now)
 
-    async def _hold(self, ex: Exchange, plan: Reservation) -> None:
+    async def _hold(self, ex: Exchange, plan: Reservation, hold_seconds: float | None = None) -> None:
         ex.reservation = plan  # from here on, settle clears whatever the store may hold
         plan.hold_id = ex.request_id
         try:
             plan.reserved = await self._store.reserve(
-                ex.request_id, plan.charges, plan.now, plan.now + self._hold_seconds
+                ex.request_id, plan.charges, plan.now, plan.now + (hold_seconds or self._hold_seconds)
             )
         except StoreUnavailable as exc:
             plan.maybe_held = exc.attempted  # the call went out: its hold, if any, is released when settled

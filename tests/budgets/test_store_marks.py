@@ -1,4 +1,5 @@
-"""Store contract, once-only marks (budget alerts): both stores behave alike; Redis's is fleet-wide."""
+"""Store contract, once-only marks (budget alerts) and notes (Batch API jobs): both stores behave alike;
+Redis's are fleet-wide."""
 
 from proxy.control.config import StoreConfig
 from proxy.store import Store
@@ -34,3 +35,11 @@ async def test_two_replicas_on_one_redis_share_marks(redis_prefix: str) -> None:
     finally:
         for replica in replicas:
             await replica.close()
+
+
+async def test_notes_are_kept_and_replaced(store: Store) -> None:
+    assert await store.get_note("batch:abc") is None
+    await store.put_note("batch:abc", '{"accounted": false}', 3600)
+    assert await store.get_note("batch:abc") == '{"accounted": false}'
+    await store.put_note("batch:abc", '{"accounted": true}', 3600)
+    assert await store.get_note("batch:abc") == '{"accounted": true}'
