@@ -48,7 +48,7 @@ Run = Callable[[Exchange], Awaitable[web.StreamResponse]]
 class BatchApi:
     def __init__(self, *, auth: Auth, upstreams: UpstreamClient, budgets: Budgets | None, store: Store,
                  ledger: Ledger, metrics: Metrics, prices: PriceTable, count_prompt: PromptCounter,
-                 default_output: int, poll_seconds: float = POLL_SECONDS) -> None:
+                 default_output: int, poll_seconds: float | None = None) -> None:
         self._auth = auth
         self._upstreams = upstreams
         self._budgets = budgets
@@ -58,7 +58,7 @@ class BatchApi:
         self._prices = prices
         self._count_prompt = count_prompt
         self._default_output = default_output
-        self._poll_seconds = poll_seconds
+        self._poll_seconds = poll_seconds or POLL_SECONDS
         self._jobs: dict[str, Job] = {}  # the batches this replica created and polls until they end
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None

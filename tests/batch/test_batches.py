@@ -8,9 +8,12 @@ import openai
 import orjson
 import pytest
 
+from proxy.accounting.ledger import open_readonly
 from proxy.accounting.money import format_usd
 from proxy.appkeys import METRICS
+from proxy.batch import endpoints
 from tests.conftest import RunningProxy, StartProxy
+from tests.shared import REDIS_URL
 
 QUESTIONS = ("Name three rivers.", "Name two mountains.", "Name one sea.")
 MAX_TOKENS = 30
@@ -174,3 +177,40 @@ async def test_cancel_and_list_pass_through(proxy: RunningProxy, fake) -> None:
         assert (await run_to_the_end(client, batch.id)).status == "cancelled"
         assert [b.id async for b in client.batches.list()] == [batch.id]
         assert (await client.files.delete(uploaded.id)).deleted
+
+
+async def test_a_batch_nobody_asks_about_is_polled_and_priced(
+    start_proxy: StartProxy, fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(endpoints, "POLL_SECONDS", 0.05)
+    proxy = await start_proxy()
+    async with sdk(proxy) as client:
+        uploaded = await client.files.create(file=("q.jsonl", input_file()), purpose="batch")
+        batch = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                            completion_window="24h")
+    rows = await lines_recorded(proxy, batch.id, 3)  # the replica's poller retrieved it to its end
+    assert all(row["cost_nanos"] > 0 for row in rows)
+
+
+async def test_two_replicas_price_a_batch_once(start_proxy: StartProxy, fake, tmp_path, redis_prefix: str) -> None:
+    store = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": redis_prefix}
+    budget = [{"scope": "global", "usd": "1", "window": "day"}]
+    replicas = [await start_proxy(store=store, budgets=budget, ledger={"path": str(tmp_path / f"ledger-{i}.db")})
+                for i in range(2)]
+    async with sdk(replicas[0]) as first, sdk(replicas[1]) as second:
+        uploaded = await first.files.create(file=("q.jsonl", input_file()), purpose="batch")
+        batch = await first.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                           completion_window="24h")
+        for _ in range(4):  # both see it end, each retrieve moving it on
+            await second.batches.retrieve(batch.id)
+            await first.batches.retrieve(batch.id)
+    rows = await lines_recorded(replicas[1], batch.id, 3)  # the first to see it end prices it
+    await replicas[0].runner.cleanup()  # waits for any accounting of its own: there must be none
+    with open_readonly(tmp_path / "ledger-0.db") as ledger:
+        assert [row for row in ledger.recent(100) if row["batch_id"] == batch.id] == []
+    total = sum(row["cost_nanos"] for row in rows)
+    async with sdk(replicas[1]) as client:
+        reply = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    chat_cost = int(Decimal(reply.headers["x-thriftgate-cost-usd"]) * 10**9)
+    assert reply.headers["x-thriftgate-budget-remaining-usd"] == format_usd(10**9 - total - chat_cost)
