@@ -21,7 +21,7 @@ import orjson
 
 from proxy.accounting.pricing import PriceTable, name_variants
 from proxy.accounting.usage import Usage
-from proxy.analysis.candidates import MEASURED_TYPES, Effect, effects, measure, priced_models
+from proxy.analysis.candidates import MEASURED_TYPES, effects, measure, priced_models
 from proxy.analysis.records import group_names, is_batch_line, usage_of
 from proxy.policies.base import PolicyConfig
 
