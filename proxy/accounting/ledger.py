@@ -77,7 +77,7 @@ def _sql_type(hint: Any) -> str:
 
 
 _COLUMNS = {name: _sql_type(hint) for name, hint in _FIELD_TYPES.items()}
-_BOOL_COLUMNS = [name for name, hint in _FIELD_TYPES.items() if hint is bool]
+_BOOL_COLUMNS = [name for name, hint in _FIELD_TYPES.items() if bool in (hint, *typing.get_args(hint))]
 _record_values = operator.attrgetter(*_COLUMNS)
 # Names are quoted because "user" is a keyword in other SQL dialects and may become one in SQLite.
 _QUOTED_COLUMNS = ", ".join(f'"{name}"' for name in _COLUMNS)

@@ -32,7 +32,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 async def whatif_get(request: web.Request) -> web.Response:
     query = request.query
-    options = {"model_map": _pairs(query.getall("model", [])), "by": query.get("by", "model"),
+    options = {"model_map": model_pairs(query.getall("model", [])), "by": query.get("by", "model"),
                "since": query.get("since", DEFAULT_SINCE), "batch": query.get("batch") in ("1", "true"),
                "latency_tolerant_tags": query.get("latency_tolerant_tags"), "format": query.get("format", "json")}
     return await _answer(request, options)
@@ -86,7 +86,7 @@ async def _answer(request: web.Request, options: Mapping[str, Any]) -> web.Respo
     return web.Response(text=render.render(result, columns, "csv") + "\n", content_type="text/csv")
 
 
-def _pairs(values: list[str]) -> dict[str, str]:
+def model_pairs(values: list[str]) -> dict[str, str]:
     pairs = {}
     for value in values:
         source, sep, target = value.partition("=")

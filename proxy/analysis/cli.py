@@ -205,14 +205,15 @@ def selfhost_text(args: argparse.Namespace) -> str:
         parameters=preset.parameters if preset else args.params, kv_bytes_per_token=kv, gpu=GPUS[args.gpu],
         gpus=args.gpus, gpu_hour_usd=args.gpu_hour_usd, bytes_per_parameter=args.bytes_per_param, **defaults)
     path = _ledger(args, config)
-    rows = list(spend_rows(path, since, until)) if path.is_file() else []
-    prompt, context = _lengths(rows, args)
+    recorded = path.is_file()
+    rows = (lambda: spend_rows(path, since, until)) if recorded else (lambda: iter(()))  # noqa: E731 (read twice)
+    prompt, context = _lengths(rows(), args)
     sizing = selfhost.size(deployment, context_tokens=context, prompt_tokens=prompt, batch=args.batch,
                            target_tokens_per_second=args.target_tokens_per_second)
-    report = selfhost.sizing_dict(deployment, sizing) | {"ledger": str(path) if rows else None}
+    report = selfhost.sizing_dict(deployment, sizing) | {"ledger": str(path) if recorded else None}
     if args.vs:
         report["versus"] = _versus(args.vs, prices, sizing)
-    report |= selfhost.compare(rows, sizing, deployment, prices, by=args.by, window_seconds=until - since)
+    report |= selfhost.compare(rows(), sizing, deployment, prices, by=args.by, window_seconds=until - since)
     if args.explain:
         report["explain"] = selfhost.explain(deployment, sizing)
     fmt = _format(args)
@@ -224,13 +225,16 @@ def selfhost_text(args: argparse.Namespace) -> str:
     return "\n".join([*_selfhost_head(report, deployment, sizing), table, *_selfhost_tail(report)])
 
 
-def _lengths(rows: list[dict], args: argparse.Namespace) -> tuple[int, int]:
+def _lengths(rows, args: argparse.Namespace) -> tuple[int, int]:
     """Mean prompt length, and the mean KV length a sequence decodes with (its prompt and half its output)."""
     from proxy.analysis.selfhost import GENERATING_ENDPOINTS
 
-    generating = [row for row in rows if row["endpoint"] in GENERATING_ENDPOINTS and row["completion_tokens"]]
-    mean_prompt = round(sum(r["prompt_tokens"] for r in generating) / len(generating)) if generating else 1024
-    mean_output = round(sum(r["completion_tokens"] for r in generating) / len(generating)) if generating else 512
+    count = prompts = outputs = 0
+    for row in rows:
+        if row["endpoint"] in GENERATING_ENDPOINTS and row["completion_tokens"]:
+            count, prompts, outputs = count + 1, prompts + row["prompt_tokens"], outputs + row["completion_tokens"]
+    mean_prompt = round(prompts / count) if count else 1024
+    mean_output = round(outputs / count) if count else 512
     prompt = args.prompt_tokens or max(mean_prompt, 1)
     context = args.context_tokens or max(prompt + mean_output // 2, 1)
     return prompt, context
@@ -268,8 +272,8 @@ def _selfhost_tail(report: dict) -> list[str]:
     lines = [f"rented for the whole window ({rented['window_hours']:,.1f} h): {rented['replicas']} replica(s) busy "
              f"{rented['busy_hours']:,.2f} h = ${rented['usd']:,.2f}"
              + (f" ({rented['utilisation']:.1%} utilised)" if rented["utilisation"] is not None else "")]
-    if not report["ledger"]:
-        lines.append("no recorded traffic in the window: per-token figures only")
+    if not report["total"]["requests"]:
+        lines.append("no recorded generation traffic in the window: per-token figures only")
     if "explain" in report:
         lines += ["", "formulas:", *(f"  {line}" for line in report["explain"])]
     return lines

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from proxy.accounting.money import NANOS_PER_USD
-from proxy.analysis.admin import report
+from proxy.analysis.admin import model_pairs, report
 from proxy.errors import ProxyError
 
 _WHATIF_HEADINGS = ("Model", "Requests", "Affected", "Actual", "What if", "Difference", "Basis")
@@ -21,7 +21,8 @@ async def whatif_section(request: web.Request, since_month: float) -> str:
     parts = [_FORM.format(value=html.escape(asked, quote=True), checked=" checked" if batch else "")]
     try:
         if asked:
-            result = await report(request, {"model_map": _pairs(asked), "since": str(since_month), "by": "model"})
+            model_map = model_pairs([pair for pair in asked.split(",") if pair.strip()])
+            result = await report(request, {"model_map": model_map, "since": str(since_month), "by": "model"})
             parts.append(_table("whatif", _WHATIF_HEADINGS, (_whatif_cells(row) for row in _with_total(result)),
                                 "No requests this month yet."))
         if batch:
@@ -31,14 +32,6 @@ async def whatif_section(request: web.Request, since_month: float) -> str:
     except ProxyError as err:
         parts.append(f'<p class="empty warn" id="whatif-error">{html.escape(err.message)}</p>')
     return "".join(parts)
-
-
-def _pairs(text: str) -> dict[str, str]:
-    pairs = {}
-    for pair in text.split(","):
-        source, _, target = pair.partition("=")
-        pairs[source.strip()] = target.strip()
-    return pairs
 
 
 def _with_total(result: dict) -> list[dict]:

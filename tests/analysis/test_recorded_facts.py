@@ -31,9 +31,9 @@ async def test_the_ledger_keeps_request_facts_but_no_text(start_proxy: StartProx
     first, tools, streamed = reversed(rows)
     assert (first["tags"], first["language"], first["max_output_tokens"], first["output_words"]) == \
         ("eu,nightly", "pt-br", 100, 12)  # the client's limit, not the cap's 30
-    assert (first["has_tools"], first["has_images"], first["has_response_format"]) == (0, 0, 0)
-    assert (tools["tags"], tools["has_tools"], tools["output_words"]) == ("", 1, None)  # a tool call is not prose
-    assert (streamed["has_response_format"], streamed["stream"], streamed["output_words"]) == (1, True, None)
+    assert (first["has_tools"], first["has_images"], first["has_response_format"]) == (False, False, False)
+    assert (tools["tags"], tools["has_tools"], tools["output_words"]) == ("", True, None)  # a tool call is not prose
+    assert (streamed["has_response_format"], streamed["stream"], streamed["output_words"]) == (True, True, None)
     assert not any("rivers" in str(value) for row in rows for value in row.values())
 
 
