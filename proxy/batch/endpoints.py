@@ -39,6 +39,7 @@ log = logging.getLogger("thriftgate.batch")
 POLL_SECONDS = 60.0
 ACCOUNTING_LEASE_SECONDS = 600  # a replica that dies while accounting a batch leaves it to another after this
 JOB_KEPT_SECONDS = HOLD_SECONDS + 7 * 86400
+ACCOUNTED_REMEMBERED = 10_000
 UPLOAD_CHUNK = 1 << 16
 TAGS_HEADER = "x-thriftgate-tags"
 
@@ -63,6 +64,7 @@ class BatchApi:
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
         self._full_price_logged: set[str] = set()
+        self._accounted: dict[str, None] = {}  # recent batches known priced: a list call need not ask the store
 
     def add_routes(self, router: web.UrlDispatcher, handled: Callable[[str, Run], Callable]) -> None:
         """`handled(endpoint, run)`: the pipeline's wrapper (errors, settle, record)."""
@@ -188,7 +190,8 @@ class BatchApi:
             return
         batches = answer.get("data") if answer.get("object") == "list" else [answer]
         for batch in batches or ():
-            if isinstance(batch, dict) and batch.get("status") in TERMINAL and isinstance(batch.get("id"), str):
+            if isinstance(batch, dict) and batch.get("status") in TERMINAL and isinstance(batch.get("id"), str) \
+                    and batch["id"] not in self._accounted:
                 task = asyncio.ensure_future(self._account(batch))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -212,7 +215,10 @@ class BatchApi:
         batch_id = batch["id"]
         try:
             job = await self._job(batch_id)
-            if job is None or job.accounted or not await self._lease(batch_id, job):
+            if job is None or job.accounted:
+                self._remember_accounted(batch_id)
+                return
+            if not await self._lease(batch_id, job):
                 return
             upstream = self._upstreams.named(job.upstream) or self._upstreams.default_for("openai")
             lines = []
@@ -228,11 +234,17 @@ class BatchApi:
             total = self._record(job, lines)
             await self._settle(job, lines, total)
             self._jobs.pop(batch_id, None)
+            self._remember_accounted(batch_id)
             await self._store.put_note(f"batch:{batch_id}", replace(job, accounted=True).encode(), JOB_KEPT_SECONDS)
             log.info("batch %s %s: %d lines recorded, $%.6f at batch prices ($%.6f was held)", batch_id,
                      batch.get("status"), len(lines), total / 1e9, job.reserved_nanos / 1e9)
         except Exception:
             log.exception("batch %s could not be accounted; it will be tried again", batch_id)
+
+    def _remember_accounted(self, batch_id: str) -> None:
+        if len(self._accounted) >= ACCOUNTED_REMEMBERED:
+            del self._accounted[next(iter(self._accounted))]  # the oldest
+        self._accounted[batch_id] = None
 
     async def _job(self, batch_id: str) -> Job | None:
         try:

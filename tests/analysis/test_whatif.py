@@ -244,3 +244,17 @@ async def test_whatif_batch_counts_the_latency_tolerant_traffic(tmp_path: Path, 
     assert total["eligible_saving_nanos"] == 2 * 1_750_000
     assert main(["whatif", "--ledger", str(path), "--batch"]) == 0
     assert "exact: the same tokens at each model's batch price" in capsys.readouterr().out
+
+
+async def test_the_command_reads_candidate_policies_from_a_file(ledger: Path, tmp_path: Path, capsys) -> None:
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text("policies:\n  - {name: mini, type: route, to: gpt-4o-mini, match: {teams: [b]}}\n")
+    args = ["whatif", "--ledger", str(ledger), "--since", str(NOW), "--policies", str(candidate), "--by", "policy",
+            "--format", "json"]
+    assert main(args) == 0
+    groups = {group["group"]: group for group in json.loads(capsys.readouterr().out)["groups"]}
+    assert groups["mini"]["whatif_nanos"] == 105_000 and groups["mini"]["actual_nanos"] == 1_750_000
+    candidate.write_text("policies:\n  - {type: route, to: gpt-4o-mini, match: {colours: [red]}}\n")
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"{candidate}: policies[0].match.colours: unknown key" in captured.err
