@@ -10,6 +10,7 @@ from proxy.analysis.words import tokens_per_word
 from proxy.appkeys import CONFIG, METRICS
 from proxy.cli import main
 from proxy.errors import BadRequest
+from proxy.stages import record
 from tests.conftest import RunningProxy
 
 CHAT = {"messages": [{"role": "user", "content": "Name three rivers."}]}
@@ -52,7 +53,8 @@ def test_tokens_per_word_by_language_and_family() -> None:
     assert ("fr", "gpt-4o") not in report
 
 
-async def test_spend_by_language_through_the_proxy(proxy: RunningProxy, capsys) -> None:
+async def test_spend_by_language_through_the_proxy(proxy: RunningProxy, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(record, "UNTAGGED_WORDS_SAMPLE", 1)  # every answer counted
     async with aiohttp.ClientSession() as session:
         for language, words in (("en", 30), ("fr", 12), (None, 7)):
             headers = {"x-fake-words": str(words)} | ({"x-thriftgate-language": language} if language else {})
@@ -70,3 +72,14 @@ async def test_spend_by_language_through_the_proxy(proxy: RunningProxy, capsys) 
     metrics = proxy.app[METRICS].render().decode()
     assert 'thriftgate_output_words_total{language="fr",model="gpt-4o-mini"} 12.0' in metrics
     assert 'thriftgate_output_words_tokens_total{language="none",model="gpt-4o-mini"} 7.0' in metrics
+
+
+async def test_untagged_answers_are_sampled_tagged_ones_all_counted(proxy: RunningProxy) -> None:
+    async with aiohttp.ClientSession() as session:
+        for headers in [{}] * record.UNTAGGED_WORDS_SAMPLE + [{"x-thriftgate-language": "de"}] * 3:
+            async with session.post(proxy.base_url + "/chat/completions", json={"model": "gpt-4o-mini", **CHAT},
+                                    headers={"x-fake-words": "5", **headers}) as response:
+                assert response.status == 200
+    rows = await proxy.ledger.recent(20)
+    counted = [(row["language"], row["output_words"]) for row in rows if row["output_words"]]
+    assert sorted(counted, key=str) == [("de", 5), ("de", 5), ("de", 5), (None, 5)]
