@@ -2,11 +2,10 @@
 under another model (`?whatif=gpt-4o=gpt-4o-mini`) and what a Batch API would have saved (`?batch=1`)."""
 
 import html
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
-from proxy.accounting.money import NANOS_PER_USD
 from proxy.analysis.admin import model_pairs, report
 from proxy.errors import ProxyError
 
@@ -15,7 +14,12 @@ _BATCH_HEADINGS = ("Model", "Requests", "Non-streamed", "Latency-tolerant", "Act
                    "Saving if all non-streamed")
 
 
-async def whatif_section(request: web.Request, since_month: float) -> str:
+Table = Callable[[str, Iterable[str], Iterable[str], str], str]  # (id, headings, rows of cells, empty) -> HTML
+Usd = Callable[[int], str]
+
+
+async def whatif_section(request: web.Request, since_month: float, *, table: Table, usd: Usd) -> str:
+    """The section's HTML, in the page's own tables and money format (handed in by control/ui.py)."""
     asked = request.query.get("whatif", "").strip()
     batch = request.query.get("batch") == "1"
     parts = [_FORM.format(value=html.escape(asked, quote=True), checked=" checked" if batch else "")]
@@ -23,12 +27,12 @@ async def whatif_section(request: web.Request, since_month: float) -> str:
         if asked:
             model_map = model_pairs([pair for pair in asked.split(",") if pair.strip()])
             result = await report(request, {"model_map": model_map, "since": str(since_month), "by": "model"})
-            parts.append(_table("whatif", _WHATIF_HEADINGS, (_whatif_cells(row) for row in _with_total(result)),
-                                "No requests this month yet."))
+            parts.append(table("whatif", _WHATIF_HEADINGS, (_whatif_cells(row, usd) for row in _with_total(result)),
+                               "No requests this month yet."))
         if batch:
             result = await report(request, {"model_map": {}, "since": str(since_month), "by": "model", "batch": True})
-            parts.append(_table("batch", _BATCH_HEADINGS, (_batch_cells(row) for row in _with_total(result)),
-                                "No requests this month yet."))
+            parts.append(table("batch", _BATCH_HEADINGS, (_batch_cells(row, usd) for row in _with_total(result)),
+                               "No requests this month yet."))
     except ProxyError as err:
         parts.append(f'<p class="empty warn" id="whatif-error">{html.escape(err.message)}</p>')
     return "".join(parts)
@@ -38,33 +42,20 @@ def _with_total(result: dict) -> list[dict]:
     return [*result["groups"], result["total"]] if result["groups"] else []
 
 
-def _usd(nanos: int) -> str:
-    sign = "-" if nanos < 0 else ""
-    return f"{sign}${abs(nanos) / NANOS_PER_USD:,.6f}"
-
-
-def _whatif_cells(row: dict) -> str:
+def _whatif_cells(row: dict, usd: Usd) -> str:
     basis = "; ".join(html.escape(basis) for basis in row["bases"]) or "unchanged"
     return (f"<td>{html.escape(row['group'])}</td><td class=num>{row['requests']:,}</td>"
-            f"<td class=num>{row['affected_share']:.0%}</td><td class=num>{_usd(row['actual_nanos'])}</td>"
-            f"<td class=num>{_usd(row['whatif_nanos'])}</td><td class=num>{_usd(row['difference_nanos'])}</td>"
+            f"<td class=num>{row['affected_share']:.0%}</td><td class=num>{usd(row['actual_nanos'])}</td>"
+            f"<td class=num>{usd(row['whatif_nanos'])}</td><td class=num>{usd(row['difference_nanos'])}</td>"
             f"<td class=dim>{basis}</td>")
 
 
-def _batch_cells(row: dict) -> str:
+def _batch_cells(row: dict, usd: Usd) -> str:
     return (f"<td>{html.escape(row['group'])}</td><td class=num>{row['requests']:,}</td>"
             f"<td class=num>{row['eligible_requests']:,}</td><td class=num>{row['tolerant_requests']:,}</td>"
-            f"<td class=num>{_usd(row['tolerant_actual_nanos'])}</td><td class=num>{_usd(row['tolerant_batch_nanos'])}"
-            f"</td><td class=num>{_usd(row['tolerant_saving_nanos'])}</td>"
-            f"<td class=num>{_usd(row['eligible_saving_nanos'])}</td>")
-
-
-def _table(table_id: str, headings: Iterable[str], rows: Iterable[str], empty: str) -> str:
-    body = "".join(f"<tr>{cells}</tr>" for cells in rows)
-    if not body:
-        return f'<p class="empty" id="{table_id}">{empty}</p>'
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f"<td class=num>{usd(row['tolerant_actual_nanos'])}</td><td class=num>{usd(row['tolerant_batch_nanos'])}"
+            f"</td><td class=num>{usd(row['tolerant_saving_nanos'])}</td>"
+            f"<td class=num>{usd(row['eligible_saving_nanos'])}</td>")
 
 
 _FORM = """<form id="whatif-form" method="get" action="/ui" class="card">

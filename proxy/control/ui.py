@@ -50,7 +50,7 @@ async def page(request: web.Request) -> web.Response:
     report = savings_report(await ledger.policy_rows(since=since_month), since=since_month, until=now.timestamp())
     savings = sorted(report, key=lambda row: (row["mechanism"] or "", row["policy"]))
     recent = await ledger.recent(RECENT_ROWS)
-    whatif = await whatif_section(request, since_month)
+    whatif = await whatif_section(request, since_month, table=_table, usd=usd)
     body = _document(now, by_model, by_team, savings, recent, whatif)
     return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_HEADERS)
 
