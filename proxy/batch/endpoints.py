@@ -158,6 +158,7 @@ class BatchApi:
         if HOP_HEADER in ex.request.headers:
             raise LoopDetected("This request already passed through thriftgate: an upstream points back at the proxy.")
         await self._auth.authenticate(ex)
+        ex.cost_nanos = 0  # managing files and batches is free; the lines are priced when the batch ends
         ex.upstream = self._upstreams.default_for("openai")
         tags = ex.request.headers.get(TAGS_HEADER, "")
         ex.tags = frozenset(tag.strip() for tag in tags.split(",") if tag.strip())

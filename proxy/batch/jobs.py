@@ -8,6 +8,7 @@ the same shape. Every answered line is priced at the model's batch rate (PriceTa
 the synchronous price at OpenAI and Anthropic), or at its full rate when none is known.
 """
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
 from proxy.dialects.ingress import INGRESS
 from proxy.errors import BadRequest
+
+log = logging.getLogger("thriftgate.batch")
 
 # The endpoints OpenAI's Batch API runs, and the ledger's name for each.
 ENDPOINTS = {path: dialect for path, dialect in INGRESS.items()
@@ -118,11 +121,16 @@ def output_lines(job: Job, batch: dict, content: bytes, prices: PriceTable) -> I
     dialect = ENDPOINTS.get(_path(job.endpoint))
     finished = _finished_at(batch)
     tags = ",".join(sorted({BATCH_TAG, *filter(None, job.tags.split(","))}))
-    for raw in content.splitlines():
-        if not raw.strip():
+    for number, raw in enumerate(content.splitlines(), start=1):
+        try:
+            line = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError:
+            line = None
+        if not isinstance(line, dict):
+            if raw.strip():
+                log.warning("batch %s: line %d of a result file is not a JSON object; left out", job.batch_id, number)
             continue
-        line = orjson.loads(raw)
-        response = line.get("response") or {}
+        response = line.get("response") if isinstance(line.get("response"), dict) else {}
         body = response.get("body") if isinstance(response.get("body"), dict) else {}
         status = response.get("status_code") or 0
         usage = (dialect.usage_of_answer(body) if dialect and 200 <= status < 300 else None) or Usage()

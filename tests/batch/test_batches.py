@@ -62,7 +62,7 @@ async def test_a_batch_end_to_end(start_proxy: StartProxy, fake) -> None:
         batch = raw.parse()
         assert batch.status == "validating"
         creation = await proxy.ledger.get(raw.headers["x-thriftgate-request-id"])
-        assert (creation["endpoint"], creation["cost_nanos"], creation["requested_model"]) == ("batches", None,
+        assert (creation["endpoint"], creation["cost_nanos"], creation["requested_model"]) == ("batches", 0,
                                                                                                 "gpt-4o-mini")
         finished = await run_to_the_end(client, batch.id)
         assert finished.status == "completed" and finished.request_counts.completed == 3
