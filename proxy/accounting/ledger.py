@@ -93,6 +93,10 @@ _SPEND_GROUPS = {
     "language": "language",
     "day": "date(ts, 'unixepoch')",  # UTC day
 }
+# Unpriced: a request to a model that did work (tokens) and has no price. Not a refusal (no model yet, or a
+# cost of 0: nothing used) nor a pass-through (priced by nobody, by design). Metrics.observe counts the same.
+_UNPRICED = "cost_nanos IS NULL AND endpoint <> 'passthrough' AND model <> ''"
+SPEND_GROUPINGS = tuple(_SPEND_GROUPS)  # what `spend --by` and /admin/spend?by= take
 _SUMMED_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
@@ -136,7 +140,7 @@ def _spend_query(by: str, since: float | None, until: float | None) -> _Query:
     sums = ", ".join(f"COALESCE(SUM({column}), 0) AS {column}" for column in _SUMMED_TOKENS)
     sql = (
         f'SELECT {group} AS "{by}", COUNT(*) AS requests, {sums},'
-        " COALESCE(SUM(cost_nanos), 0) AS cost_nanos, SUM(cost_nanos IS NULL) AS unpriced_requests"
+        f" COALESCE(SUM(cost_nanos), 0) AS cost_nanos, SUM({_UNPRICED}) AS unpriced_requests"
         " FROM spend WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY cost_nanos DESC, requests DESC, 1"
     )
     return sql, [-math.inf if since is None else since, math.inf if until is None else until]

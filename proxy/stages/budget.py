@@ -88,11 +88,22 @@ class Budgets:
             ex.reservation = None
             raise self._refusal(plan, now)
 
+    async def reserve_requests(self, ex: Exchange) -> None:
+        """A passed-through request (no model, no price): counted against the request limits of its scopes."""
+        now = self._clock()
+        plan = self._plan(ex, now, estimate=False, metrics=("requests",))
+        if plan is None:
+            return
+        await self._hold(ex, plan)
+        if plan.reserved is not None and not plan.reserved.ok:
+            ex.reservation = None
+            raise self._refusal(plan, now)
+
     async def reserve_batch(self, ex: Exchange, usd_nanos: int, hold_seconds: float) -> Reservation | None:
         """A Batch API job: holds its batch-priced ceiling on every usd budget it touches, until its window
         closes (per-minute token and request limits do not apply to work the provider runs later).
         Raises RateLimited when it does not fit."""
-        plan = self._plan(ex, self._clock(), usd_nanos=usd_nanos)
+        plan = self._plan(ex, self._clock(), metrics=("usd",), usd_nanos=usd_nanos)
         if plan is None:
             return None
         await self._hold(ex, plan, hold_seconds)
@@ -102,9 +113,10 @@ class Budgets:
         return plan
 
     def _plan(self, ex: Exchange, now: float, *, estimate: bool = True,
-              usd_nanos: int | None = None) -> Reservation | None:
-        rules = [rule for rule in self._rules if rule.applies(ex) and (usd_nanos is None or rule.metric == "usd")]
-        if ex.key_budget_nanos is not None:
+              metrics: tuple[str, ...] = ("usd", "tokens", "requests"), usd_nanos: int | None = None
+              ) -> Reservation | None:
+        rules = [rule for rule in self._rules if rule.metric in metrics and rule.applies(ex)]
+        if ex.key_budget_nanos is not None and "usd" in metrics:
             rules.append(Rule(f"key:{ex.key_id}", "key", ex.key_id, "usd", "day", ex.key_budget_nanos, labelled=False))
         if not rules:
             return None
