@@ -4,9 +4,11 @@ at submission, every output line priced at the batch rate and recorded, the hold
 import asyncio
 from decimal import Decimal
 
+import aiohttp
 import openai
 import orjson
 import pytest
+from yarl import URL
 
 from proxy.accounting.ledger import open_readonly
 from proxy.accounting.money import format_usd
@@ -214,3 +216,24 @@ async def test_two_replicas_price_a_batch_once(start_proxy: StartProxy, fake, tm
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
     chat_cost = int(Decimal(reply.headers["x-thriftgate-cost-usd"]) * 10**9)
     assert reply.headers["x-thriftgate-budget-remaining-usd"] == format_usd(10**9 - total - chat_cost)
+
+
+@pytest.mark.parametrize("raw_path", ["/v1/files/.%2e/content", "/v1/files/%2E%2E/content", "/v1/batches/%2e%2e",
+                                      "/v1/files/..%2Fmodels", "/v1/batches/x/%2e%2e/cancel"])
+async def test_a_path_that_leaves_the_files_and_batches_apis_never_reaches_the_upstream(
+    proxy: RunningProxy, fake, raw_path: str
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.request("POST" if raw_path.endswith("cancel") else "GET",
+                                   URL(proxy.url + raw_path, encoded=True)) as response:
+            assert response.status in (400, 404), raw_path
+            assert "error" in await response.json()
+    assert fake.requests == []
+
+
+async def test_an_encoded_spelling_of_the_files_api_is_the_files_api(proxy: RunningProxy, fake) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(URL(proxy.url + "/v1/%66iles", encoded=True)) as response:
+            assert response.status == 200 and (await response.json())["object"] == "list"
+    [request] = fake.requests
+    assert (request.path, request.headers["Authorization"]) == ("/v1/files", f"Bearer {fake.api_key}")
