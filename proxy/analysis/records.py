@@ -10,6 +10,8 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 from proxy.accounting.ledger import SpendRecord
 from proxy.accounting.usage import Usage
 
@@ -42,10 +44,12 @@ def spend_rows(ledger_path: str | Path, since: float, until: float) -> Iterator[
 
 
 def tags_of(row: dict) -> frozenset[str] | None:
-    """The request's tags; None when the row predates the tags column."""
+    """The request's tags, written comma-separated or as a JSON array; None when the row predates the column."""
     tags = row.get("tags")
     if tags is None:
         return None
+    if tags.startswith("["):
+        return frozenset(tag for tag in orjson.loads(tags) if isinstance(tag, str) and tag)
     return frozenset(tag for tag in tags.split(",") if tag)
 
 

@@ -258,3 +258,11 @@ async def test_the_command_reads_candidate_policies_from_a_file(ledger: Path, tm
     assert main(args) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and f"{candidate}: policies[0].match.colours: unknown key" in captured.err
+
+
+def test_tags_read_comma_separated_or_as_a_json_array() -> None:
+    from proxy.analysis.records import tags_of
+
+    assert tags_of({"tags": "a,b"}) == tags_of({"tags": '["a", "b"]'}) == {"a", "b"}
+    assert tags_of({"tags": ""}) == tags_of({"tags": "[]"}) == frozenset()
+    assert tags_of({"tags": None}) is None
