@@ -17,6 +17,7 @@ from proxy import config as config_module
 from proxy import config_loading
 from proxy.accounting import reports
 from proxy.accounting.ledger import SPEND_GROUPINGS
+from proxy.analysis import cli as analysis_cli
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
 from proxy.control.config import workers_problem
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
 
     spend = _ledger_command(commands, "spend", "spend from the ledger, as a table", since="24h")
-    spend.add_argument("--by", default="model", choices=SPEND_GROUPINGS, help="what to group by (default model)")
+    spend.add_argument("--by", default="model", choices=SPEND_GROUPINGS,
+                       help="what to group by (default model); language adds tokens per word by model family")
     spend.add_argument("--source", choices=("fleet", "ledger"),
                        help="fleet: every replica's daily totals in Redis (the default with store.backend: redis, "
                             "--by model, team, key or day); ledger: this replica's ledger file")
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a simulated provider and realistic traffic through the proxy")
     demo.add_argument("--duration", type=float, default=60, help="seconds of traffic; 0 runs until Ctrl-C (default 60)")
+    demo.add_argument("--requests", type=int, help="stop after this many requests (with --seed: the same traffic each run)")
     demo.add_argument("--rps", type=float, default=5, help="requests per second, on average (default 5)")
     demo.add_argument("--port", type=int, default=4100, help="port of the demo's own proxy (default 4100)")
     demo.add_argument("--host", default="127.0.0.1", help="address of the demo's own proxy (default 127.0.0.1)")
@@ -73,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
     keys.add_commands(commands)
     lookup_cli.add_commands(commands, _ledger_command, _ledger_report)
+    analysis_cli.add_commands(commands, _ledger_command)
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")
@@ -222,6 +226,8 @@ def _check_config(args: argparse.Namespace) -> int:
 def _spend(args: argparse.Namespace) -> int:
     from proxy.store import SPEND_DIMENSIONS
 
+    if args.by == "language":  # tokens per word beside the spend
+        return analysis_cli.language_report(args)
     store = config_loading.load(args.config).store
     if args.source == "fleet" or (args.source is None and not args.ledger and store.backend == "redis"
                                   and args.by in SPEND_DIMENSIONS):

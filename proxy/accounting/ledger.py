@@ -55,6 +55,15 @@ class SpendRecord:
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
     cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour (Anthropic's 2x rate)
+    # Request facts that `thriftgate whatif` re-evaluates policy conditions on (no prompt text is kept):
+    tags: str | None = None  # the x-thriftgate-tags, sorted, comma-separated ("" for none)
+    max_output_tokens: int | None = None  # the output limit the client asked for (before any cap)
+    has_tools: bool | None = None
+    has_images: bool | None = None
+    has_response_format: bool | None = None
+    language: str | None = None  # x-thriftgate-language (BCP 47, lower case)
+    output_words: int | None = None  # words of a whole answer's text, for tokens per word
+    batch_id: str | None = None  # a Batch API line: the batch it came in
     attempt: int = 0  # upstream attempts made (the last is this row); on a failed attempt's row, its number
     parent_id: str | None = None  # on a failed attempt's own row: the request it was for
     fallback: str | None = None  # why the answering model is a fallback: unavailable | rate_limited | context_...
@@ -72,7 +81,7 @@ def _sql_type(hint: Any) -> str:
 
 
 _COLUMNS = {name: _sql_type(hint) for name, hint in _FIELD_TYPES.items()}
-_BOOL_COLUMNS = [name for name, hint in _FIELD_TYPES.items() if hint is bool]
+_BOOL_COLUMNS = [name for name, hint in _FIELD_TYPES.items() if bool in (hint, *typing.get_args(hint))]
 _record_values = operator.attrgetter(*_COLUMNS)
 # Names are quoted because "user" is a keyword in other SQL dialects and may become one in SQLite.
 _QUOTED_COLUMNS = ", ".join(f'"{name}"' for name in _COLUMNS)
@@ -85,6 +94,7 @@ _SPEND_GROUPS = {
     "user": '"user"',
     "upstream": "upstream",
     "endpoint": "endpoint",
+    "language": "language",
     "day": "date(ts, 'unixepoch')",  # UTC day
 }
 # Unpriced: a request to a model that did work (tokens) and has no price. Not a refusal (no model yet, or a

@@ -22,6 +22,7 @@ from proxy.exchange import Exchange
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
+from proxy.stages.budget_alerts import BudgetAlerts
 from proxy.stages.budget_rules import Rule, rules_from_config, window_of
 from proxy.store import Charge, Reserved, Settlement, Store, StoreUnavailable, Totals
 
@@ -45,8 +46,10 @@ class Reservation:
 
 class Budgets:
     def __init__(self, rules: tuple[Rule, ...], *, store: Store, store_config: StoreConfig, prices: PriceTable,
-                 metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time,
+                 alerts: BudgetAlerts | None = None) -> None:
         self._rules = rules
+        self._alerts = alerts
         self._store = store
         self._prices = prices
         self._metrics = metrics
@@ -108,15 +111,29 @@ class Budgets:
             ex.reservation = None
             raise self._refusal(plan, now)
 
+    async def reserve_batch(self, ex: Exchange, usd_nanos: int, hold_seconds: float) -> Reservation | None:
+        """A Batch API job: holds its batch-priced ceiling on every usd budget it touches, until its window
+        closes (per-minute token and request limits do not apply to work the provider runs later).
+        Raises RateLimited when it does not fit."""
+        plan = self._plan(ex, self._clock(), metrics=("usd",), usd_nanos=usd_nanos)
+        if plan is None:
+            return None
+        await self._hold(ex, plan, hold_seconds)
+        if plan.reserved is not None and not plan.reserved.ok:
+            ex.reservation = None
+            raise self._refusal(plan, plan.now)
+        return plan
+
     def _plan(self, ex: Exchange, now: float, *, estimate: bool = True,
-              metrics: tuple[str, ...] = ("usd", "tokens", "requests")) -> Reservation | None:
+              metrics: tuple[str, ...] = ("usd", "tokens", "requests"), usd_nanos: int | None = None
+              ) -> Reservation | None:
         rules = [rule for rule in self._rules if rule.metric in metrics and rule.applies(ex)]
         if ex.key_budget_nanos is not None and "usd" in metrics:
             rules.append(Rule(f"key:{ex.key_id}", "key", ex.key_id, "usd", "day", ex.key_budget_nanos, labelled=False))
         if not rules:
             return None
-        amounts = {"requests": 1, "tokens": 0, "usd": 0}
-        if estimate and any(rule.metric != "requests" for rule in rules):
+        amounts = {"requests": 1, "tokens": 0, "usd": usd_nanos or 0}
+        if usd_nanos is None and estimate and any(rule.metric != "requests" for rule in rules):
             prompt, output = self._prompt_tokens(ex), self._max_output(ex)
             amounts["tokens"] = prompt + output
             amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0  # unpriced: no usd limit
@@ -140,12 +157,12 @@ class Budgets:
             slots.append(slot)
         return Reservation(tuple(rules), tuple(slots), tuple(charges), tuple(metrics), tuple(ends), now)
 
-    async def _hold(self, ex: Exchange, plan: Reservation) -> None:
+    async def _hold(self, ex: Exchange, plan: Reservation, hold_seconds: float | None = None) -> None:
         ex.reservation = plan  # from here on, settle clears whatever the store may hold
         plan.hold_id = ex.request_id
         try:
             plan.reserved = await self._store.reserve(
-                ex.request_id, plan.charges, plan.now, plan.now + self._hold_seconds
+                ex.request_id, plan.charges, plan.now, plan.now + (hold_seconds or self._hold_seconds)
             )
         except StoreUnavailable as exc:
             plan.maybe_held = exc.attempted  # the call went out: its hold, if any, is released when settled
@@ -234,6 +251,8 @@ class Budgets:
         """Waits for the settlements still being written."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._alerts is not None:
+            await self._alerts.close()
 
     def _actual(self, ex: Exchange, plan: Reservation) -> list[int]:
         tokens = ex.usage.total_tokens if ex.usage is not None else 0
@@ -282,8 +301,12 @@ class Budgets:
     def _observe(self, plan: Reservation, used: list[int]) -> None:
         for rule, slot in zip(plan.rules, plan.slots):
             if rule.metric == "usd" and rule.labelled:
-                remaining = rule.limit - plan.reserved.levels[slot] - used[slot]
-                self._metrics.budget_remaining(rule.scope, rule.window, max(remaining, 0))
+                level = plan.reserved.levels[slot] + used[slot]
+                self._metrics.budget_remaining(rule.scope, rule.window, max(rule.limit - level, 0))
+                self._metrics.budget_used(rule.scope, rule.window, level / rule.limit)
+                if rule.alerts and self._alerts is not None:
+                    window_id, _, end = self._window(rule.window, plan.now)
+                    self._alerts.observe(rule, window_id, end, level)
 
     # ---- counting ----
 
@@ -332,5 +355,6 @@ def build_budgets(config, *, store: Store, keys_possible: bool, prices: PriceTab
     rules = rules_from_config(config.budgets)
     if not (rules or keys_possible or store.shared):
         return None
+    alerts = BudgetAlerts(config.alerting, store, metrics, clock) if any(rule.alerts for rule in rules) else None
     return Budgets(rules, store=store, store_config=config.store, prices=prices, metrics=metrics,
-                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock)
+                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock, alerts=alerts)

@@ -126,6 +126,14 @@ class Store(Protocol):
     async def keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str, at: float) -> KeyRecord | None: ...
 
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        """True for the first caller (fleet-wide on a shared store) until the mark expires; raises StoreUnavailable."""
+
+    async def put_note(self, name: str, text: str, ttl_seconds: int) -> None:
+        """Keeps a small text (a Batch API job's record) for any replica to read; raises StoreUnavailable."""
+
+    async def get_note(self, name: str) -> str | None: ...
+
 
 async def fleet_spend(store: Store, by: str, since: float | None, now: float) -> tuple[list[dict], float]:
     """Spend rows from the store's daily totals: whole UTC days, from the one holding `since` (default:

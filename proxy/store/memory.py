@@ -53,6 +53,8 @@ class MemoryStore:
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
         self._next_sweep = 0.0
+        self._marks: dict[str, float] = {}  # mark_once: name -> when it expires
+        self._notes: dict[str, tuple[str, float]] = {}  # put_note: name -> (text, when it expires)
 
     async def start(self) -> None:
         pass
@@ -128,6 +130,23 @@ class MemoryStore:
         if record is not None and record.revoked_at is None:
             record = self._keys[key_id] = replace(record, revoked_at=at)
         return record
+
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        now = time.time()
+        if self._marks.get(name, 0.0) > now:
+            return False
+        self._marks = {mark: until for mark, until in self._marks.items() if until > now}  # few: one per alert
+        self._marks[name] = now + ttl_seconds
+        return True
+
+    async def put_note(self, name: str, text: str, ttl_seconds: int) -> None:
+        now = time.time()
+        self._notes = {note: kept for note, kept in self._notes.items() if kept[1] > now}
+        self._notes[name] = (text, now + ttl_seconds)
+
+    async def get_note(self, name: str) -> str | None:
+        text, until = self._notes.get(name, (None, 0.0))
+        return text if until > time.time() else None
 
     def _counter(self, charge: Charge, now: float) -> _Counter:
         counter = self._counters.get(charge.counter)

@@ -233,6 +233,18 @@ class RedisStore:
             await self._run(lambda: self._redis.hset(self._key("keys"), key_id, _encode(record)))
         return record
 
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        key = self._key("once:", name)
+        return bool(await self._run(lambda: self._redis.set(key, "1", nx=True, ex=max(ttl_seconds, 1))))
+
+    async def put_note(self, name: str, text: str, ttl_seconds: int) -> None:
+        key = self._key("note:", name)
+        await self._run(lambda: self._redis.set(key, text, ex=max(ttl_seconds, 1)))
+
+    async def get_note(self, name: str) -> str | None:
+        key = self._key("note:", name)
+        return await self._run(lambda: self._redis.get(key))
+
     # ---- internals ----
 
     def _key(self, kind: str, name: str = "") -> str:

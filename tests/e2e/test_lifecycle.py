@@ -78,9 +78,11 @@ async def until_not_listening(url: str) -> None:
     """The first signal was taken: the proxy no longer accepts connections."""
     for _ in range(200):
         try:
-            async with aiohttp.ClientSession() as session, session.get(url + "/healthz"):
+            # A probe accepted just as the proxy stopped listening is never answered: not listening either.
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session, \
+                    session.get(url + "/healthz"):
                 pass
-        except aiohttp.ClientConnectionError:
+        except (aiohttp.ClientConnectionError, TimeoutError):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the proxy kept accepting connections after SIGTERM")
