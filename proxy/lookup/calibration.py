@@ -12,10 +12,16 @@ agreed, hit rate = their share of lookups.
 
 import hashlib
 import json
+import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from proxy.lookup.guard import CHECKS
+
+log = logging.getLogger("thriftgate.lookup")
 
 SHIPPED = Path(__file__).resolve().parent.parent / "defaults" / "lookup_minilm.json"
 MIN_SERVED = 20  # a threshold measured on fewer hits is not an operating point
@@ -113,3 +119,33 @@ def shadow_curve(verdicts: list[tuple[float, bool]], lookups: int, step: float =
         if above:
             points.append(Point(threshold, sum(above) / len(above), len(above) / max(lookups, 1), len(above)))
     return tuple(points)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    judged: tuple[tuple[float, bool], ...]  # (similarity, agreed) of shadow candidates
+    lookups: int
+
+
+def shadow_verdicts(ledger_path: str, since: float) -> dict[str, Verdicts]:
+    """Per policy, the shadow-mode verdicts in the ledger since then ({} when there is no ledger yet)."""
+    from proxy.accounting.ledger import open_readonly
+
+    if not Path(ledger_path).is_file():
+        return {}
+    judged: dict[str, list[tuple[float, bool]]] = {}
+    lookups: dict[str, int] = {}
+    try:
+        with open_readonly(ledger_path) as reader:
+            rows = reader.lookup_rows(since=since)
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("lookup: shadow verdicts not read from %s: %s", ledger_path, exc)
+        return {}
+    for row in rows:
+        for policy, lookup in orjson.loads(row["lookups"]).items():
+            if not lookup.get("shadow"):
+                continue
+            lookups[policy] = lookups.get(policy, 0) + 1
+            if lookup.get("agreed") is not None and lookup.get("similarity") is not None:
+                judged.setdefault(policy, []).append((float(lookup["similarity"]), bool(lookup["agreed"])))
+    return {policy: Verdicts(tuple(judged.get(policy, ())), count) for policy, count in lookups.items()}

@@ -63,13 +63,15 @@ class LookupPolicy:
             trace.result = "embedder_failed"
         except LookupUnavailable:
             trace.result = "store_down"
-        ex.side_cost_nanos += trace.embedding_cost_nanos
+        ex.side_cost_nanos += trace.embedding_cost_nanos + trace.verify_cost_nanos
         if entry is not None:
             trace.result = f"{self.KIND}-hit"
         self._lookups.count(self._name, f"shadow_{trace.result}" if self._shadow else trace.result)
         if self._shadow:
             return trace.result if entry is not None else None  # the chain marks it shadow:<result>
         if entry is None:
+            if trace.verify_cost_nanos:  # a verifier that said no was paid for and saved nothing
+                ex.savings.append(Saving(self._name, "lookup", -trace.verify_cost_nanos))
             ex.answer_headers = {**(ex.answer_headers or {}), HEADER: "miss"}
             return None
         self._serve(ex, entry, trace)
@@ -123,8 +125,8 @@ class LookupPolicy:
             completion = self._tokens.for_model(ex.model).text(entry.text())
         would_cost = self._prices.cost_nanos(
             ex.requested_model, Usage(prompt_tokens=ex.prompt_tokens(), completion_tokens=completion))
-        if would_cost:
-            ex.savings.append(Saving(self._name, "lookup", would_cost))
+        if would_cost:  # net of what verifying the hit cost
+            ex.savings.append(Saving(self._name, "lookup", would_cost - trace.verify_cost_nanos))
         headers = {HEADER: trace.result}
         if trace.similarity is not None:
             headers[SIMILARITY_HEADER] = f"{trace.similarity:.4f}"
