@@ -96,8 +96,9 @@ def model_identity(model_path: str) -> str:
 
 
 def operating_point(curve: tuple[Point, ...], max_wrong_rate: float, basis: str) -> OperatingPoint:
-    usable = [point for point in curve if point.served >= MIN_SERVED]
-    if not usable:
+    # A wrong rate below 1/served cannot be told from zero: a point must have measured enough hits to show it.
+    usable = [point for point in curve if point.served >= max(MIN_SERVED, 1 / max_wrong_rate)]
+    if not any(point.served >= MIN_SERVED for point in curve):
         raise GuardModelError("the calibration curve has no threshold measured on enough hits")
     chosen = None
     for point in reversed(usable):
@@ -106,6 +107,7 @@ def operating_point(curve: tuple[Point, ...], max_wrong_rate: float, basis: str)
         chosen = point
     if chosen is not None:
         return OperatingPoint(chosen.similarity, chosen, basis)
+    usable = usable or [point for point in curve if point.served >= MIN_SERVED]
     best = max(usable, key=lambda point: (point.precision, -point.similarity))
     return OperatingPoint(best.similarity, best, basis, reachable=False)
 

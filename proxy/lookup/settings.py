@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from proxy.lookup import calibration
 from proxy.lookup.config import Duration, Similarity
@@ -94,11 +94,12 @@ class SimilaritySettings(BaseModel):
             calibration.load(path)  # GuardModelError is a ValueError: reported with the policy and key
         return path
 
-    @model_validator(mode="after")
-    def _one_operating_point(self) -> "SimilaritySettings":
-        if self.threshold is not None and self.max_wrong_rate is not None:
-            raise ValueError("threshold and max_wrong_rate: set one (max_wrong_rate picks the threshold)")
-        return self
+    @field_validator("threshold")
+    @classmethod
+    def _one_operating_point(cls, threshold: float | None, info: ValidationInfo) -> float | None:
+        if threshold is not None and info.data.get("max_wrong_rate") is not None:
+            raise ValueError("set threshold or max_wrong_rate, not both (max_wrong_rate picks the threshold)")
+        return threshold
 
     def models_named(self) -> tuple[str, ...]:
         """The verifier's model must be served by an upstream (checked with the rest of the config)."""
