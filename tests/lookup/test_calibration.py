@@ -87,3 +87,52 @@ async def test_max_wrong_rate_without_a_calibration_for_the_embedder_fails_at_lo
     with pytest.raises(ConfigError, match="policy faq: max_wrong_rate needs a calibration for the embedder 'small'"):
         await start_lookups([{"name": "faq", "type": "semantic_cache", "embedder": "small", "max_wrong_rate": 0.05}],
                             embedders={"small": {"type": "upstream", "upstream": "fake"}})
+
+
+class _Embedder:
+    identity = calibration.model_identity(MODEL_PATH)
+
+
+def _lookups(shadow: dict) -> object:
+    from prometheus_client import CollectorRegistry
+
+    from proxy.accounting.metrics import Metrics
+    from proxy.lookup.entries import MemoryEntries
+    from proxy.lookup.service import Lookups
+
+    return Lookups({"minilm": _Embedder()}, MemoryEntries(), Metrics(CollectorRegistry(), models=frozenset()), shadow=shadow)
+
+
+def test_enough_shadow_verdicts_replace_the_shipped_calibration() -> None:
+    from proxy.lookup.similar import _operating_point
+
+    settings = validate(policy(max_wrong_rate=0.02)).policies[0]
+    model = calibration.load(calibration.SHIPPED)
+    # The operator's traffic: candidates from 0.85 up agree, below they do not.
+    judged = tuple((0.80 + 0.001 * i, 0.80 + 0.001 * i >= 0.85) for i in range(200))
+    few = _operating_point("faq", settings, model, _lookups({"faq": calibration.Verdicts(judged[:150], 400)}))
+    enough = _operating_point("faq", settings, model, _lookups({"faq": calibration.Verdicts(judged, 400)}))
+    assert few.basis == "shipped" and enough.basis == "shadow"
+    assert enough.threshold == pytest.approx(0.85) and enough.expected.precision == 1.0
+    assert enough.expected.hit_rate == pytest.approx(150 / 400)
+
+
+async def test_shadow_verdicts_are_read_from_the_ledger_and_reported(start_lookups, fake, tmp_path, capsys) -> None:
+    import asyncio
+
+    from proxy import cli
+    from tests.lookup.conftest import sdk
+    from tests.lookup.test_end_to_end import DARK_MODE, FAQ, chat
+
+    proxy = await start_lookups([{**FAQ, "mode": "shadow", "agreement": 0.99}])
+    async with sdk(proxy) as client:
+        for text in (DARK_MODE, DARK_MODE, "How can I switch on dark mode?"):
+            await chat(client, proxy, text)
+    await proxy.ledger.flush()
+    ledger = str(tmp_path / "ledger.db")
+    verdicts = calibration.shadow_verdicts(ledger, since=0)["faq"]
+    assert verdicts.lookups == 3 and sorted(agreed for _, agreed in verdicts.judged) == [False, True]
+    assert await asyncio.to_thread(cli.main, ["lookup", "report", "--ledger", ledger, "--json",
+                                              "--max-wrong-rate", "0.02"]) == 0
+    (faq,) = json.loads(capsys.readouterr().out)
+    assert "operating_point" not in faq  # 2 verdicts: too few for any threshold
