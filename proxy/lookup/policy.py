@@ -1,8 +1,8 @@
 """The flow every lookup policy shares: find an entry for the request and serve it, else store the answer.
 
 on_request          eligible request (chat, completions, responses; one choice, no logprobs, not too hot)
-                    -> look up; a hit is
-                    served at once (ex.early_response), a miss goes upstream with `x-thriftgate-lookup: miss`.
+                    -> look up; a hit is served at once (ex.early_response), a miss goes upstream with
+                    `x-thriftgate-lookup: miss`.
 on_response         a complete answer is stored, off the request path (Lookups.write).
 on_shadow_response  shadow mode: the lookup ran on a copy of the request, the upstream answered the
                     real one; judge whether the fresh answer agrees with the would-be hit, then store it.
@@ -72,7 +72,8 @@ class LookupPolicy:
     async def on_request(self, ex: Exchange) -> str | None:
         if not self._eligible(ex):
             return None
-        trace = LookupTrace(self._name, shadow=self._shadow, model=ex.model, key=canonical.request_key(ex.endpoint, ex.body))
+        trace = LookupTrace(self._name, shadow=self._shadow, model=ex.model,
+                            key=canonical.request_key(ex.endpoint, ex.body))
         ex.lookups[self._name] = trace  # shared with the real exchange when this runs on a shadow copy
         entry = None
         try:
@@ -145,8 +146,9 @@ class LookupPolicy:
             completion = self._tokens.for_model(ex.model).text(entry.text())
         would_cost = self._prices.cost_nanos(
             ex.requested_model, Usage(prompt_tokens=ex.prompt_tokens(), completion_tokens=completion))
-        if would_cost:  # net of what verifying the hit cost
-            ex.savings.append(Saving(self._name, "lookup", would_cost - trace.verify_cost_nanos))
+        saved = (would_cost or 0) - trace.verify_cost_nanos  # net of what verifying the hit cost
+        if saved:
+            ex.savings.append(Saving(self._name, "lookup", saved))
         headers = {HEADER: trace.result}
         if trace.similarity is not None:
             headers[SIMILARITY_HEADER] = f"{trace.similarity:.4f}"
