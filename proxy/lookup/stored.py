@@ -51,11 +51,10 @@ def _whole(answer: Any) -> tuple[dict[str, Any], str] | None:
     return choices[0], model if isinstance(model, str) else ""
 
 
-def _streamed(events: Any) -> tuple[dict[str, Any], str] | None:
-    content: list[str] = []
-    refusal: list[str] = []
-    calls: dict[int, dict[str, Any]] = {}
-    finish, model = None, ""
+def _choices(events: Any) -> tuple[list[dict[str, Any]], str] | None:
+    """A chat or completions stream's choice entries in order, and the model it named; None when a chunk does
+    not parse or a second choice shows."""
+    choices, model = [], ""
     for event in events:
         data = wire.event_data(event)
         if not data or data == wire.DONE:
@@ -68,12 +67,26 @@ def _streamed(events: Any) -> tuple[dict[str, Any], str] | None:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 return None  # more than one choice
-            delta = choice.get("delta") or {}
-            content.append(delta.get("content") or "")
-            refusal.append(delta.get("refusal") or "")
-            for call in delta.get("tool_calls") or ():
-                _merge_call(calls.setdefault(call.get("index", 0), {}), call)
-            finish = choice.get("finish_reason") or finish
+            choices.append(choice)
+    return choices, model
+
+
+def _streamed(events: Any) -> tuple[dict[str, Any], str] | None:
+    content: list[str] = []
+    refusal: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    streamed = _choices(events)
+    if streamed is None:
+        return None
+    choices, model = streamed
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        content.append(delta.get("content") or "")
+        refusal.append(delta.get("refusal") or "")
+        for call in delta.get("tool_calls") or ():
+            _merge_call(calls.setdefault(call.get("index", 0), {}), call)
+        finish = choice.get("finish_reason") or finish
     message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None}
     if any(refusal):
         message["refusal"] = "".join(refusal)
@@ -108,22 +121,12 @@ def _completion(events: Any, answer: Any) -> tuple[dict[str, Any], str] | None:
             return None
         text = choices[0].get("text")
         return _as_choice(text, choices[0].get("finish_reason"), answer.get("model")) if isinstance(text, str) else None
-    pieces, finish, model = [], None, ""
-    for event in events:
-        data = wire.event_data(event)
-        if not data or data == wire.DONE:
-            continue
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        model = chunk.get("model") or model
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                return None
-            pieces.append(choice.get("text") or "")
-            finish = choice.get("finish_reason") or finish
-    return _as_choice("".join(pieces), finish, model)
+    streamed = _choices(events)
+    if streamed is None:
+        return None
+    choices, model = streamed
+    finish = next((c["finish_reason"] for c in reversed(choices) if c.get("finish_reason")), None)
+    return _as_choice("".join(choice.get("text") or "" for choice in choices), finish, model)
 
 
 def _last_response(events: Any) -> Any:
