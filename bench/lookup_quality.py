@@ -59,6 +59,17 @@ def at_hit_rate(lookups, candidates, target: float) -> qqp.Outcome:
     return outcome
 
 
+def unlabelled(lookups, chosen) -> str:
+    """Wrong hits come in two kinds: the asked question's own pair, labelled not duplicate; or another stored
+    question, which no one labelled against it (many are paraphrases: QQP labels pairs, not clusters)."""
+    own = sum(text == lookup.pair.stored and not lookup.pair.duplicate for lookup, text in zip(lookups, chosen))
+    other = sum(text is not None and text != lookup.pair.stored for lookup, text in zip(lookups, chosen))
+    right_hits = sum(text is not None and right(lookup, text) for lookup, text in zip(lookups, chosen))
+    labelled = right_hits / max(right_hits + own, 1)
+    return f"wrong: {own} own pair labelled not duplicate, {other} another stored question (unlabelled); " \
+           f"precision on labelled hits only {labelled:.3f}"
+
+
 def report(pairs: list[qqp.Pair], vectors, model: calibration.GuardModel, cross_encoder, min_score: float,
            tokens: TokenCounter, prices: PriceTable) -> None:
     lookups = qqp.cache_lookups(pairs, vectors)
@@ -69,10 +80,11 @@ def report(pairs: list[qqp.Pair], vectors, model: calibration.GuardModel, cross_
     print(f"{len({p.stored for p in pairs})} stored questions, {len(lookups)} asked, {duplicates} duplicate pairs")
     for rate in RATES:
         point = calibration.operating_point(model.curve, rate, "shipped")
-        outcome = qqp.served(lookups, [c[0] if c and c[1] >= point.threshold else None for c in guarded])
+        chosen = [c[0] if c and c[1] >= point.threshold else None for c in guarded]
+        outcome = qqp.served(lookups, chosen)
         print(f"  max_wrong_rate {rate} -> threshold {point.threshold} (validate: {point.expected.precision:.3f} / "
               f"{point.expected.hit_rate:.1%})")
-        print(f"    guard model      {outcome.describe()}")
+        print(f"    guard model      {outcome.describe()}\n                     {unlabelled(lookups, chosen)}")
         print(f"    plain cosine     {at_hit_rate(lookups, plain, outcome.hit_rate).describe()}")
         print(f"    every check      {at_hit_rate(lookups, every, outcome.hit_rate).describe()}")
     strict = calibration.operating_point(model.curve, 0.02, "shipped").threshold
@@ -89,6 +101,8 @@ def report(pairs: list[qqp.Pair], vectors, model: calibration.GuardModel, cross_
     band_set = set(band)
     oracle = {i: right(lookups[i], guarded[i][0]) for i in band}
     print(f"    oracle verifier (SIMULATED: the human label)   {verified(oracle).describe()}")
+    print(f"      (its wrong hits are the direct ones, above {strict}; a verifier that also judged those, when: always:"
+          f" {qqp.served(lookups, [c[0] if c and c[1] >= VERIFY_FROM and right(lookups[i], c[0]) else None for i, c in enumerate(guarded)]).describe()})")
     if cross_encoder is not None:
         import torch
 
