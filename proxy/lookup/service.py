@@ -9,12 +9,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from proxy.config import Config, ConfigError
 from proxy.lookup.calibration import Verdicts, shadow_verdicts
+from proxy.lookup.config import VerifySettings
 from proxy.lookup.embedders import Embedder, LocalModels, build_embedder
 from proxy.lookup.entries import EntryStore, MemoryEntries
 from proxy.lookup.verifier import Verifier, build_verifier
@@ -23,8 +24,6 @@ from proxy.accounting.pricing import PriceTable
 from proxy.accounting.tokens import TokenCounter
 from proxy.stages.upstream import UpstreamClient
 
-if TYPE_CHECKING:
-    from proxy.lookup.settings import VerifySettings
 
 log = logging.getLogger("thriftgate.lookup")
 DRAIN_SECONDS = 10.0  # how long stopping waits for cache writes still in flight
@@ -42,11 +41,11 @@ class Lookups:
         self._metrics = metrics
         self._writes: set[asyncio.Task] = set()
         self._upstreams, self._prices, self._models = upstreams, prices, models or LocalModels()
-        self._verifiers: dict["VerifySettings", Verifier] = {}  # one per distinct setting, across reloads
+        self._verifiers: dict[VerifySettings, Verifier] = {}  # one per distinct setting, across reloads
         self.shadow = shadow or {}  # policy -> its shadow verdicts in the ledger when the proxy started
         self.operating: dict[str, dict[str, Any]] = {}  # policy -> the operating point it reported (admin API)
 
-    def verifier(self, settings: "VerifySettings") -> Verifier:
+    def verifier(self, settings: VerifySettings) -> Verifier:
         verifier = self._verifiers.get(settings)
         if verifier is None:
             verifier = self._verifiers[settings] = build_verifier(

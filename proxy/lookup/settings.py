@@ -6,15 +6,12 @@ chain sees read_only and write_only as `on`: the policy itself skips its read or
 Imported by the policy modules only (proxy.policies.* import this, and it imports proxy.policies.base).
 """
 
-import importlib.util
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from proxy.lookup import calibration
-from proxy.lookup.config import Duration, Similarity
-from proxy.lookup.verifier import LOCAL
+from proxy.lookup.config import LOCAL, Duration, Similarity, VerifySettings
 from proxy.policies.base import PolicyConfig
 
 DEFAULT_MAX_WRONG_RATE = 0.10  # of the shipped calibration: a threshold of ~0.925 with all-MiniLM-L6-v2
@@ -40,34 +37,6 @@ class CacheSettings(LookupSettings):
     ttl: Duration = 3600.0
     max_entries: Annotated[int, Field(gt=0)] = 100_000  # per policy, over every scope
     cache_tool_calls: bool = False  # store answers that call tools (off: they depend on the world)
-
-
-class VerifySettings(BaseModel):
-    """A second opinion on a candidate the guard is not sure of (docs/lookup.md, "Verifying")."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    model: str = Field(alias="with")  # a model an upstream serves, or `local` (a cross-encoder at model_path)
-    when: Literal["uncertain", "always"] = "uncertain"  # below the operating threshold only, or every candidate
-    model_path: str | None = None  # with: local: a sentence-transformers CrossEncoder directory
-    min_similarity: Similarity = 0.80  # candidates below it are a miss without asking
-    min_score: Annotated[float, Field(ge=0, le=1)] = 0.5  # with: local: the pair model's "same" probability
-    timeout_ms: Annotated[int, Field(gt=0)] = 2000
-    cache_size: Annotated[int, Field(ge=0)] = 10_000  # decisions remembered per pair of questions
-
-    @model_validator(mode="after")
-    def _model_found(self) -> "VerifySettings":
-        if self.model != LOCAL:
-            if self.model_path is not None:
-                raise ValueError("model_path is for `with: local` only")
-            return self
-        if self.model_path is None:
-            raise ValueError("`with: local` needs model_path: a cross-encoder directory")
-        if importlib.util.find_spec("sentence_transformers") is None:
-            raise ValueError("a local verifier needs sentence-transformers: pip install 'thriftgate[local]'")
-        if not Path(self.model_path).is_dir():
-            raise ValueError(f"model_path: no cross-encoder directory at {self.model_path}")
-        return self
 
 
 class SimilaritySettings(BaseModel):

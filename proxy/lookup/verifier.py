@@ -15,7 +15,7 @@ import re
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -23,12 +23,9 @@ from proxy import openai_wire as wire
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
 from proxy.lookup import canonical
+from proxy.lookup.config import LOCAL, VerifySettings
 from proxy.stages.upstream import UpstreamClient, read_body
 
-if TYPE_CHECKING:  # the settings module imports the policy registry, whose modules import this one
-    from proxy.lookup.settings import VerifySettings
-
-LOCAL = "local"  # `verify: {with: local}`: a cross-encoder on this machine
 
 INSTRUCTIONS = ("You decide whether two questions ask the same thing, so that one answer serves both. "
                 "Reply with one word: yes or no.")
@@ -54,7 +51,7 @@ def prompt(asked: str, stored: str) -> str:
 class Verifier:
     """The decisions cache around one way of deciding (`_decide`)."""
 
-    def __init__(self, settings: "VerifySettings") -> None:
+    def __init__(self, settings: VerifySettings) -> None:
         self.name = settings.model
         self.timeout = settings.timeout_ms / 1000
         self._size = settings.cache_size
@@ -85,7 +82,7 @@ class Verifier:
 
 
 class UpstreamVerifier(Verifier):
-    def __init__(self, settings: "VerifySettings", upstreams: UpstreamClient, prices: PriceTable) -> None:
+    def __init__(self, settings: VerifySettings, upstreams: UpstreamClient, prices: PriceTable) -> None:
         super().__init__(settings)
         self._upstreams = upstreams
         self._prices = prices
@@ -115,7 +112,7 @@ class LocalVerifier(Verifier):
     """The model loads on the verifier's own thread as soon as the policy is built; until it has, verifying
     waits for it (within the timeout)."""
 
-    def __init__(self, settings: "VerifySettings", models: Any) -> None:
+    def __init__(self, settings: VerifySettings, models: Any) -> None:
         super().__init__(settings)
         self._min_score = settings.min_score
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thriftgate-verify")
@@ -137,7 +134,7 @@ def _probability(model: Any, asked: str, stored: str) -> float:
     return float(model.predict([(asked, stored)], activation_fn=torch.nn.Sigmoid(), show_progress_bar=False)[0])
 
 
-def build_verifier(settings: "VerifySettings", *, upstreams: UpstreamClient, prices: PriceTable,
+def build_verifier(settings: VerifySettings, *, upstreams: UpstreamClient, prices: PriceTable,
                    models: Any) -> Verifier:
     if settings.model == LOCAL:
         return LocalVerifier(settings, models)

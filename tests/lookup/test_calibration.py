@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from proxy.config import ConfigError, validate
+from proxy.config import ConfigError
+from proxy.config_loading import validate
 from proxy.lookup import calibration, guard
 from tests.lookup.conftest import EMBEDDERS, MODEL_PATH
 

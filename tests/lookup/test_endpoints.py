@@ -3,7 +3,7 @@ answered in its own endpoint's shape, and never across endpoints or tenants."""
 
 from proxy.stages.auth import key_hash
 from tests.lookup.conftest import sdk
-from tests.lookup.test_end_to_end import DARK_MODE, FAQ, MODEL, lookups_of, settled
+from tests.lookup.test_end_to_end import DARK_MODE, FAQ, MODEL, settled
 
 PARAPHRASE = "How can I switch on dark mode?"
 POLICIES = [{"type": "exact_cache"}, FAQ]
