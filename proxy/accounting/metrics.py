@@ -109,6 +109,11 @@ class Metrics:
             "thriftgate_lookups", "Lookups by policy and result: exact-hit, semantic-hit, answer-hit, miss, "
             "embedder_failed, store_down (shadow_* in shadow mode).", ["policy", "result"], registry=registry,
         )
+        self.lookup_verifications = Counter(
+            "thriftgate_lookup_verifications", "Candidates a lookup's verifier judged: same, different or failed "
+            "(an error or timeout: a miss); remembered=true when the decision was cached.",
+            ["policy", "verdict", "remembered"], registry=registry,
+        )
         self.lookup_ignored_entries = Counter(
             "thriftgate_lookup_ignored_entries", "Stored lookup entries read back and never served: corrupt (does "
             "not decode) or foreign (not the entry asked for).", ["reason"], registry=registry,
@@ -196,6 +201,9 @@ class Metrics:
 
     def lookup(self, policy: str, result: str) -> None:
         self.lookups.labels(policy, result).inc()
+
+    def lookup_verification(self, policy: str, verdict: str, remembered: bool) -> None:
+        self.lookup_verifications.labels(policy, verdict, str(remembered).lower()).inc()
 
     def lookup_ignored(self, reason: str) -> None:
         self.lookup_ignored_entries.labels(reason).inc()
