@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 import aiohttp
 from multidict import CIMultiDict
 
-from proxy.config import UpstreamConfig
+from proxy.config import UpstreamConfig, UpstreamMatcher
 from proxy.dialects.providers import PROVIDERS
 from proxy.errors import UpstreamKeyMissing, UpstreamTimeout, UpstreamUnavailable
 from proxy.routing.config import Timeouts
@@ -58,6 +58,7 @@ class UpstreamClient:
         """The upstreams as configured (again, on reload); requests in flight keep the ones they were given."""
         self.by_name = {u.name: upstream_from_config(u, timeouts) for u in upstreams}
         self.default = self.by_name[upstreams[0].name]
+        self._matcher = UpstreamMatcher(upstreams)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -69,6 +70,12 @@ class UpstreamClient:
 
     def named(self, name: str) -> Upstream | None:
         return self.by_name.get(name)
+
+    def route(self, model: str) -> Upstream | None:
+        """The model's first deployment, for calls beside requests that pick no other (a lookup's verifier);
+        requests go through proxy/routing/, which chooses among every deployment that is up."""
+        config = self._matcher.for_model(model)
+        return self.by_name[config.name] if config else None
 
     def default_for(self, wire: str) -> Upstream:
         """Where an unpriced path goes: the first upstream that speaks the client's dialect, else the first."""
