@@ -69,6 +69,9 @@ class StoreConfig(_Section):
     retry_seconds: Annotated[float, Field(gt=0)] = 1.0  # how often a down store is tried again
     # A reservation whose request never settles (the process died) stops holding budget after this long.
     reservation_ttl_seconds: Annotated[float, Field(gt=0)] = 900.0
+    # Redis: a replica's lease on a budget's headroom lasts this long unless renewed; a dead replica's
+    # leases stop holding budget after it.
+    lease_seconds: Annotated[float, Field(ge=2)] = 10.0
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,7 @@ SPEND_DIMENSIONS = ("model", "team", "key", "day")
 SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens",
                  "cost_nanos", "unpriced_requests")
 SPEND_RETENTION_SECONDS = 400 * 86400  # fleet totals per day are kept this long
-SETTLED_MARK_SECONDS = 86400  # a settle replayed within this long is applied once
+SETTLE_REPLAY_SECONDS = 10.0  # a settle repeated within this long (same request id) is applied once
 
 
 class StoreUnavailable(Exception):
