@@ -7,7 +7,8 @@ import time
 import orjson
 
 from proxy.exchange import Exchange
-from proxy.accounting.ledger import Ledger, SpendRecord
+from proxy.accounting.ledger import BatchedLedger as Ledger
+from proxy.accounting.spend_record import SpendRecord
 from proxy.lookup.trace import ledger_column
 from proxy.accounting.metrics import Metrics
 from proxy.openai_wire import last_user_text
