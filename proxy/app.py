@@ -16,7 +16,7 @@ from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY,
 from proxy.config import Config
 from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError
-from proxy.accounting.ledger import Ledger
+from proxy.accounting.ledger import open_ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
 from proxy.openai_wire import ENDPOINT_BY_PATH
 from proxy.stages.hooks import build_chain
@@ -51,7 +51,7 @@ def make_app(
         {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
     )
     upstreams = UpstreamClient(config.upstreams)
-    ledger = Ledger(config.ledger.path)
+    ledger = open_ledger(config.ledger)
     metrics = Metrics(
         registry or CollectorRegistry(), models=prices.models | _configured_models(config),
         teams=configured_teams(config.auth, config.budgets),
@@ -159,9 +159,11 @@ async def readyz(request: web.Request) -> web.Response:
     store = request.app[STORE].health()
     refusing = (not store.reachable and request.app[BUDGETS] is not None
                 and request.app[CONFIG].store.on_failure == "closed")
-    status = "starting" if not ready else "store_unavailable" if refusing else "ready" if store.reachable else "degraded"
+    ledger = request.app[LEDGER].health()  # a ledger that is down spools its rows: degraded, still serving
+    status = ("starting" if not ready else "store_unavailable" if refusing
+              else "ready" if store.reachable and ledger["reachable"] else "degraded")
     body = {"status": status, "store": {"backend": store.backend, "reachable": store.reachable,
-                                        "pending_settlements": store.pending_settlements}}
+                                        "pending_settlements": store.pending_settlements}, "ledger": ledger}
     return web.json_response(body, status=200 if ready and not refusing else 503)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from proxy.control.config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
+from proxy.control.config import AuthConfig, BudgetConfig, LedgerConfig, StoreConfig, TagsConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
@@ -72,15 +72,12 @@ class PricingConfig(Section):
     unpriced: Literal["serve", "reject"] = "serve"
 
 
-class LedgerConfig(Section):
-    path: str = "thriftgate-ledger.db"
-
-
 class Config(Section):
     server: ServerConfig = ServerConfig()
     upstreams: tuple[UpstreamConfig, ...] = Field(default=None, validate_default=True)  # type: ignore[assignment]
     pricing: PricingConfig = PricingConfig()
     ledger: LedgerConfig = LedgerConfig()
+    tags: TagsConfig = TagsConfig()
     auth: AuthConfig = AuthConfig()
     store: StoreConfig = StoreConfig()
     budgets: tuple[BudgetConfig, ...] = ()

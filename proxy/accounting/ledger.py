@@ -25,7 +25,8 @@ from proxy.accounting import ledger_sql as sql
 from proxy.accounting.ledger_read import LedgerReader, fetch_dicts, open_readonly, parse_since
 from proxy.accounting.spend_record import COLUMNS, SpendRecord
 
-__all__ = ["BatchedLedger", "Ledger", "LedgerReader", "SpendRecord", "open_ledger", "open_readonly", "parse_since"]
+__all__ = ["BatchedLedger", "Ledger", "LedgerReader", "SpendRecord", "open_ledger", "open_reader", "open_readonly",
+           "parse_since"]
 logger = logging.getLogger("thriftgate.ledger")
 T = TypeVar("T")
 
@@ -228,3 +229,12 @@ def open_ledger(config) -> BatchedLedger:
 
         return PostgresLedger(config)
     return Ledger(config.path)
+
+
+def open_reader(config, path: str | None = None) -> LedgerReader:
+    """The CLI's reader: the file at `path`, else the ledger the config names (PostgreSQL: the fleet's)."""
+    if path is None and config.backend == "postgres":
+        from proxy.accounting.ledger_postgres import PostgresReader
+
+        return PostgresReader(config)
+    return open_readonly(path or config.path)
