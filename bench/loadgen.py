@@ -5,6 +5,7 @@ or chunked), not an HTTP client library: at a few tens of microseconds a request
 than anything it measures. Run by bench.proxy_overhead as its own process:
 
     python -m bench.loadgen --port P --connections C --warmup W --seconds S --out FILE [--stream] [--path /v1/...]
+        [--messages]   (Anthropic's Messages API: POST /v1/messages with its headers, a Claude model)
 
 stdout: "start" when the measured window opens, "stop" when it closes; then the results go to FILE as JSON.
 Latency runs from writing the request to its last byte; time to first byte, to the first byte of the body
@@ -18,20 +19,27 @@ import time
 
 import orjson
 
-AUTHORIZATION = "Bearer sk-fake-upstream-key"
+FAKE_KEY = "sk-fake-upstream-key"  # the fake upstreams' key (the Anthropic one is started with it too)
+AUTHORIZATION = f"Bearer {FAKE_KEY}"
 
 
-def chat_request(host: str, port: int, path: str, model: str, stream: bool) -> bytes:
-    body = orjson.dumps({
+def chat_request(host: str, port: int, path: str, model: str, stream: bool, messages_api: bool = False) -> bytes:
+    """The same question as a chat completion, or (messages_api) as an Anthropic message with its headers."""
+    body = {
         "model": model,
         "messages": [{"role": "user", "content": "Tell me about proxies and what they cost."}],
         "stream": stream,
-    })
+    }
+    extra = ""
+    if messages_api:
+        body["max_tokens"] = 1024
+        extra = "anthropic-version: 2026-10-21\r\n"
+    raw = orjson.dumps(body)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {AUTHORIZATION}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {AUTHORIZATION}\r\n{extra}"
+        f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
     )
-    return head.encode() + body
+    return head.encode() + raw
 
 
 class Connection(asyncio.Protocol):
@@ -107,7 +115,10 @@ class Connection(asyncio.Protocol):
 
 async def run(args: argparse.Namespace) -> dict:
     loop = asyncio.get_running_loop()
-    request = chat_request(args.host, args.port, args.path, args.model, args.stream)
+    if args.messages:
+        request = chat_request(args.host, args.port, "/v1/messages", "claude-sonnet-4-5", args.stream, True)
+    else:
+        request = chat_request(args.host, args.port, args.path, args.model, args.stream)
     start = time.perf_counter() + args.warmup
     stop = start + args.seconds
     latencies: list[float] = []
@@ -155,6 +166,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--messages", action="store_true", help="Anthropic's Messages API (overrides --path, --model)")
     parser.add_argument("--out", required=True, help="where the results go, as JSON")
     args = parser.parse_args()
     try:

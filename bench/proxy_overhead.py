@@ -8,6 +8,9 @@ Run from the repository root (it starts `python -m tests.fake_upstream` and `pyt
   thriftgate      counting, pricing, metrics and ledger on; access log off
   thriftgate-log  the same with the access log on (stdout to a file); not in the default set
   litellm         LiteLLM's proxy, one worker, from --litellm-python's venv; skipped when that is absent
+  direct-messages      the fake Anthropic itself (`python -m tests.fake_upstream --anthropic`), Messages API
+  thriftgate-messages  thriftgate on POST /v1/messages to an Anthropic upstream (the fake), priced the same way:
+                       its overhead over direct-messages is compared with the chat path's over direct
 Each target is measured at concurrency 1 and 32, streamed and not, for --seconds after --warmup: requests/s,
 p50/p99 latency and time to first byte, the proxy process's CPU ms per request (utime+stime from /proc, its
 children and threads included) and how busy its core was. `--memory` instead sends 100k requests through
@@ -31,10 +34,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.loadgen import FAKE_KEY
+
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ((1, False), (1, True), (32, False), (32, True))  # (concurrency, streamed)
-DEFAULT_TARGETS = "direct,floor,thriftgate,litellm"
+DEFAULT_TARGETS = "direct,floor,thriftgate,litellm,direct-messages,thriftgate-messages"
+MESSAGES_SUFFIX = "-messages"  # targets measured on Anthropic's Messages API
 PROXY_CPUS, LOAD_CPUS = ({1}, {0}) if (os.cpu_count() or 1) >= 2 else (None, None)
 MEMORY_REQUESTS = 100_000
 
@@ -136,17 +142,31 @@ class Target:
     proc: subprocess.Popen | None  # None: the upstream itself, no proxy
 
 
-def start_upstream(procs: Processes) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = procs.start("upstream", [sys.executable, "-m", "tests.fake_upstream", "--port", str(port)], LOAD_CPUS)
-    wait_listening(proc, port, procs.workdir / "upstream.log")
+def start_upstream(procs: Processes, *, anthropic: bool = False) -> tuple[subprocess.Popen, int]:
+    """The fake OpenAI, or the fake Anthropic (taking the same key, so one load generator fits both)."""
+    port, name = free_port(), "anthropic-upstream" if anthropic else "upstream"
+    cmd = [sys.executable, "-m", "tests.fake_upstream", "--port", str(port)]
+    if anthropic:
+        cmd += ["--anthropic", "--api-key", FAKE_KEY]
+    proc = procs.start(name, cmd, LOAD_CPUS)
+    wait_listening(proc, port, procs.workdir / f"{name}.log")
     return proc, port
 
 
 def start_target(name: str, procs: Processes, upstream_port: int, litellm_python: Path) -> Target:
     port, work = free_port(), procs.workdir
     upstream = f"http://127.0.0.1:{upstream_port}"
-    if name == "floor":
+    if name == "thriftgate-messages":
+        config = work / f"{name}.yaml"
+        config.write_text(json.dumps({
+            "server": {"host": "127.0.0.1", "port": port, "access_log": False},
+            "upstreams": [{"name": "claude", "base_url": upstream + "/v1", "provider": "anthropic",
+                           "api_key_env": "BENCH_ANTHROPIC_KEY", "models": ["claude-*"]}],
+            "ledger": {"path": str(work / f"{name}-ledger.db")},
+        }))
+        proc = procs.start(name, [sys.executable, "-m", "proxy", "serve", "--config", str(config)], PROXY_CPUS,
+                           env={"BENCH_ANTHROPIC_KEY": FAKE_KEY})
+    elif name == "floor":
         cmd = [sys.executable, "-m", "bench.floor_forwarder", "--port", str(port), "--upstream", upstream]
         proc = procs.start(name, cmd, PROXY_CPUS)
     elif name.startswith("thriftgate"):
@@ -208,6 +228,8 @@ def measure(procs: Processes, target: Target, connections: int, stream: bool, se
     results = procs.workdir / "loadgen.json"
     cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(target.port), "--connections", str(connections),
            "--seconds", str(seconds), "--warmup", str(warmup), "--out", str(results)] + (["--stream"] if stream else [])
+    if target.name.endswith(MESSAGES_SUFFIX):
+        cmd.append("--messages")
     load = procs.start("loadgen", cmd, LOAD_CPUS, stdout=subprocess.PIPE)
     pid = target.proc.pid if target.proc else None
     ours = [p.pid for p in procs.running()]
@@ -243,10 +265,12 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> None:
               "/tmp/litellm-venv/bin/pip install 'litellm[proxy]==1.106.2'; or pass --litellm-python)")
         targets.remove("litellm")
     _, upstream_port = start_upstream(procs)
+    anthropic_port = start_upstream(procs, anthropic=True)[1] if any(t.endswith(MESSAGES_SUFFIX) for t in targets) else 0
     results: dict[tuple[str, int, bool], Result] = {}
     for name in targets:
-        target = Target(name, upstream_port, None) if name == "direct" else \
-            start_target(name, procs, upstream_port, args.litellm_python)
+        port = anthropic_port if name.endswith(MESSAGES_SUFFIX) else upstream_port
+        target = Target(name, port, None) if name.startswith("direct") else \
+            start_target(name, procs, port, args.litellm_python)
         for connections, stream in SCENARIOS:
             print(f"# {name} c={connections} {'stream' if stream else 'whole'} ...", file=sys.stderr, flush=True)
             results[name, connections, stream] = measure(procs, target, connections, stream, args.seconds, args.warmup)
@@ -272,8 +296,8 @@ def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
               "+p50 ms", "+ttfb50", "others %")
     rows = [header]
     for connections, stream in SCENARIOS:
-        direct = results.get(("direct", connections, stream))
         for name in targets:
+            direct = results.get((_direct_of(name), connections, stream))
             r = results[name, connections, stream]
             rows.append((name, str(connections), "yes" if stream else "no", f"{r.rps:.0f}", f"{r.p50:.2f}",
                          f"{r.p99:.2f}", f"{r.ttfb50:.2f}", f"{r.ttfb99:.2f}",
@@ -300,6 +324,11 @@ def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
     print_targets(results, targets)
 
 
+def _direct_of(name: str) -> str:
+    """The baseline a target's added latency is measured against: the fake upstream of its own API."""
+    return "direct-messages" if name.endswith(MESSAGES_SUFFIX) else "direct"
+
+
 def print_targets(results: dict, targets: list[str]) -> None:
     """The issue's targets, where this run has what they need."""
     if "thriftgate" not in targets:
@@ -319,6 +348,14 @@ def print_targets(results: dict, targets: list[str]) -> None:
         for s in (False, True):
             x = tg[32, s].rps / results["litellm", 32, s].rps
             checks.append((f"req/s at c=32 >= 15x LiteLLM, {'stream' if s else 'whole'}: {x:.1f}x", x >= 15))
+    if {"direct", "thriftgate", "direct-messages", "thriftgate-messages"} <= set(targets):
+        for c, s in SCENARIOS:
+            chat = tg[c, s].p50 - results["direct", c, s].p50
+            messages = results["thriftgate-messages", c, s].p50 - results["direct-messages", c, s].p50
+            cpu = results["thriftgate-messages", c, s].cpu_ms / tg[c, s].cpu_ms
+            where = f"c={c} {'stream' if s else 'whole'}"
+            checks.append((f"Messages path overhead within 10% of the chat path, {where}: added p50 {messages:+.2f} "
+                           f"vs {chat:+.2f} ms, CPU/request {cpu:.2f}x", cpu <= 1.1))
     print("\n## targets")
     for text, met in checks:
         print(f"{'met    ' if met else 'NOT met'}  {text}")

@@ -18,7 +18,7 @@ from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError
 from proxy.accounting.ledger import open_ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
-from proxy.openai_wire import ENDPOINT_BY_PATH
+from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.hooks import build_chain
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
@@ -28,7 +28,7 @@ from proxy.control.reload import Reloader, install_sighup, reload_route
 from proxy.accounting.savings import HoldoutStats
 from proxy.stages.settle import Settler
 from proxy.policies.side_calls import SideCalls
-from proxy.store import open_store
+from proxy.store.backends import open_store
 from proxy.accounting.tokens import TokenCounter
 from proxy.stages.upstream import UpstreamClient
 from proxy.lookup import admin as lookup_admin
@@ -68,7 +68,7 @@ def make_app(
     lookups = build_lookups(config, upstreams=upstreams, prices=prices, tokens=tokens, metrics=metrics, clock=clock,
                             models=local_models)  # local_models: loaded embedding models to share (tests)
     services = Services(prices=prices, tokens=tokens, side_calls=SideCalls(upstreams, settler, recorder, budgets),
-                        lookups=lookups)
+                        lookups=lookups, upstreams=upstreams)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
     pipeline = Pipeline(
@@ -96,8 +96,8 @@ def make_app(
     app[LOOKUPS] = lookups
     app.cleanup_ctx.append(running_lookups)  # after the upstreams start; drains cache writes before they close
 
-    for path, endpoint in ENDPOINT_BY_PATH.items():
-        app.router.add_post(path, pipeline.priced(endpoint))
+    for path, dialect in INGRESS.items():
+        app.router.add_post(path, pipeline.priced(dialect))
     app.router.add_route("*", "/v1/{tail:.*}", pipeline.passthrough)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -136,17 +136,21 @@ async def _running_services(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def openai_shaped_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Routing errors (404, 405) in OpenAI's error shape, like everything else the proxy refuses."""
+    """Routing errors (404, 405) in the client's error shape (OpenAI's, or Anthropic's for its clients)."""
     try:
         return await handler(request)
     except ProxyError as err:
-        return err.response()
+        return _in_dialect(request, err)
     except web.HTTPNotFound:
-        return NotFound(f"Unknown route: {request.method} {request.path}").response()
+        return _in_dialect(request, NotFound(f"Unknown route: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:
         err = ProxyError(f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed")
         err.status, err.type, err.headers = 405, "invalid_request_error", {"Allow": ",".join(exc.allowed_methods)}
-        return err.response()
+        return _in_dialect(request, err)
+
+
+def _in_dialect(request: web.Request, err: ProxyError) -> web.Response:
+    return for_request(request.path, request.headers).error_response(err)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from proxy import config as config_module
+from proxy import config_loading
 from proxy.accounting import reports
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
@@ -111,7 +112,7 @@ def _positive_int(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = config_module.load(args.config)
+    config = config_loading.load(args.config)
     server = config.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
@@ -189,7 +190,7 @@ def _configure_logging(config: config_module.Config) -> logging.handlers.QueueLi
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = config_module.load(args.file)
+    config = config_loading.load(args.file)
     from proxy.accounting.pricing import PriceTable, default_pricing_path
 
     files = list(config.pricing.files or [default_pricing_path()])
@@ -203,7 +204,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _spend(args: argparse.Namespace) -> int:
     from proxy.store import SPEND_DIMENSIONS
 
-    config = config_module.load(args.config)
+    config = config_loading.load(args.config)
     store = config.store
     if args.source == "fleet" or (args.source is None and not args.ledger and store.backend == "redis"
                                   and config.ledger.backend != "postgres" and args.by in SPEND_DIMENSIONS):
@@ -214,7 +215,8 @@ def _spend(args: argparse.Namespace) -> int:
 
 def _fleet_spend(args: argparse.Namespace, store: config_module.StoreConfig) -> int:
     from proxy.accounting.ledger import parse_since
-    from proxy.store import StoreUnavailable, read_fleet_spend
+    from proxy.store import StoreUnavailable
+    from proxy.store.backends import read_fleet_spend
 
     now = time.time()
     try:
@@ -255,7 +257,7 @@ def _reader(args: argparse.Namespace):
     from proxy.accounting.ledger import open_reader
     from proxy.accounting.ledger_postgres import LedgerUnavailable
 
-    ledger = config_module.load(args.config).ledger
+    ledger = config_loading.load(args.config).ledger
     if (args.ledger or ledger.backend == "sqlite") and not Path(args.ledger or ledger.path).exists():
         print(f"thriftgate: no ledger at {args.ledger or ledger.path}", file=sys.stderr)
         raise SystemExit(1)
@@ -272,7 +274,7 @@ def _ledger_migrate(args: argparse.Namespace) -> int:
     from proxy.accounting.ledger import migrate_sqlite
     from proxy.accounting.ledger_postgres import LedgerUnavailable, PostgresReader
 
-    ledger = config_module.load(args.config).ledger
+    ledger = config_loading.load(args.config).ledger
     if args.ledger or ledger.backend == "sqlite":
         import sqlite3
 

@@ -7,20 +7,29 @@ only the names of the environment variables that hold them.
 import fnmatch
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proxy.control.config import AuthConfig, BudgetConfig, LedgerConfig, StoreConfig, TagsConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
 
 DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
+ANTHROPIC_URL = "https://api.anthropic.com/v1"
+ANTHROPIC_API_VERSION = "2026-10-21"  # proxy.dialects.anthropic.API_VERSION (config imports no dialect)
+_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 class ConfigError(ValueError):
     """A configuration mistake; str() is a ready-to-print message naming file and key."""
+
+
+# (the `policies` entries, the source's name) -> the typed policy settings; raises ConfigError.
+# Handed in by the composition roots (proxy.config_loading): the policy types sit above this module.
+PolicyParser = Callable[[Any, str], tuple[Any, ...]]
 
 
 class Section(BaseModel):
@@ -40,11 +49,23 @@ class ServerConfig(Section):
 class UpstreamConfig(Section):
     name: Annotated[str, Field(min_length=1)]
     base_url: Annotated[str, Field(pattern=r"^https?://")]
-    api_key_env: str | None = "OPENAI_API_KEY"
+    provider: Literal["openai", "anthropic"] = "openai"  # the API it speaks (docs/anthropic.md)
+    api_key_env: str | None = None  # default: OPENAI_API_KEY, or ANTHROPIC_API_KEY for provider anthropic
     models: tuple[str, ...] = ("*",)
+    # Anthropic only: the anthropic-version sent when the client sent none (an OpenAI client's request),
+    # and max_tokens for a translated request that set none (Anthropic requires it).
+    anthropic_version: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] = ANTHROPIC_API_VERSION
+    default_max_tokens: Annotated[int, Field(gt=0)] = 4096
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     # Longest silence allowed between two reads of an upstream answer (a stream may run for minutes).
     read_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_env_of_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key_env" not in data:
+            data = {**data, "api_key_env": _KEY_ENV.get(data.get("provider", "openai"))}
+        return data
 
     @field_validator("base_url")
     @classmethod
@@ -63,6 +84,7 @@ class PriceOverride(Section):
     output: float | str = 0
     cached_input: float | str | None = None
     cache_write: float | str | None = None
+    cache_write_1h: float | str | None = None
     reasoning: float | str | None = None
 
 
@@ -84,15 +106,20 @@ class Config(Section):
     # Output tokens a budget reserves for a request that sets no max_tokens (see docs/budgets.md).
     budgets_default_max_output_tokens: Annotated[int, Field(gt=0)] = 4096
     embedders: dict[str, EmbedderConfig] = {}  # by name, for lookup policies (docs/lookup.md)
-    # Typed per policy type by proxy.policies.parse (each type owns its settings model).
+    # Typed per policy type by the PolicyParser handed to validate (each type owns its settings model).
     policies: tuple[Any, ...] = ()
 
     @field_validator("upstreams", mode="before")
     @classmethod
     def _default_upstream(cls, value: Any) -> Any:
-        if value is None:
-            return (UpstreamConfig(name="openai", base_url=os.environ.get("OPENAI_BASE_URL", DEFAULT_UPSTREAM_URL)),)
-        return value
+        if value is not None:
+            return value
+        openai = UpstreamConfig(name="openai", base_url=os.environ.get("OPENAI_BASE_URL", DEFAULT_UPSTREAM_URL))
+        if not os.environ.get(_KEY_ENV["anthropic"]):
+            return (openai,)
+        # With an Anthropic key in the environment, Claude models go to Anthropic and the rest to OpenAI.
+        return (UpstreamConfig(name="anthropic", base_url=ANTHROPIC_URL, provider="anthropic", models=("claude-*",)),
+                openai)
 
     @field_validator("upstreams")
     @classmethod
@@ -132,7 +159,7 @@ class UpstreamMatcher:
         return found
 
 
-def load(path: str | Path | None) -> Config:
+def load(path: str | Path | None, *, parse_policies: PolicyParser) -> Config:
     """Read and validate a YAML config; None gives the embedded defaults."""
     if path is None:
         return Config()
@@ -145,24 +172,19 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
-    return validate(data, source=str(path))
+    return validate(data, source=str(path), parse_policies=parse_policies)
 
 
-def validate(data: dict[str, Any], *, source: str = "<config>") -> Config:
-    # Imported here: policy modules import the exchange, which imports this module.
-    from proxy import policies
-
+def validate(data: dict[str, Any], *, source: str = "<config>", parse_policies: PolicyParser) -> Config:
     data = dict(data)
     raw_policies = data.pop("policies", None)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
-    try:
-        parsed = policies.parse(raw_policies, source)
-    except policies.PolicyConfigError as exc:
-        raise ConfigError(str(exc)) from None
+    parsed = parse_policies(raw_policies, source)
     _check_models_are_served(config, parsed, source)
+    _check_anthropic_keys(config, source)
     if missing := check_embedders(config.embedders, {u.name for u in config.upstreams}, parsed, source):
         raise ConfigError(missing)
     return config.model_copy(update={"policies": parsed})
@@ -183,6 +205,15 @@ def _check_models_are_served(config: Config, policies: tuple[Any, ...], source: 
             raise ConfigError(
                 f"{source}: budgets[{index}].downgrade_to: no upstream serves the model '{budget.downgrade_to}'"
             )
+
+
+def _check_anthropic_keys(config: Config, source: str) -> None:
+    """An Anthropic upstream is always called with its own key: a client's key is never passed on to it."""
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.provider == "anthropic" and not upstream.api_key:
+            where = f"${upstream.api_key_env} is not set" if upstream.api_key_env else "api_key_env is null"
+            raise ConfigError(f"{source}: upstreams[{index}] ({upstream.name}): an Anthropic upstream needs an API "
+                              f"key, and {where}")
 
 
 def _describe(source: str, err: Any) -> str:

@@ -1,6 +1,8 @@
-"""Errors the proxy itself raises, rendered in OpenAI's error shape by one function.
+"""Errors the proxy itself raises, rendered in OpenAI's error shape by one function (`response`); the
+client's dialect renders them in its own shape (proxy/dialects: Anthropic's for its clients).
 
-Upstream errors are not ProxyErrors: they are relayed to the client as they came.
+Upstream errors are not ProxyErrors: they are relayed to the client as they came (translated into the
+client's dialect when the upstream speaks another one).
 """
 
 from collections.abc import Mapping

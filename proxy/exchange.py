@@ -3,17 +3,18 @@
 import itertools
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from proxy.stages.count import prompt_tokens
-from proxy.accounting.tokens import TokenCounter
-from proxy.stages.upstream import Upstream
 from proxy.accounting.usage import Usage
+from proxy.upstream_types import Upstream
+
+# (model, dialect, body) -> the prompt's tokens for that model: stages.count.prompt_counter makes one.
+PromptCounter = Callable[[str, Any, dict[str, Any]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +22,7 @@ class Saving:
     """Money a policy saved (or, when negative, cost) on one request."""
 
     policy: str
-    mechanism: str  # routing | cascade | lookup | concise | cap
+    mechanism: str  # routing | cascade | lookup | concise | cap | prompt_cache
     nanos: int
     basis: str = "counterfactual"  # counterfactual: exact on the tokens used | holdout_estimate
 
@@ -38,7 +39,8 @@ def new_request_id() -> str:
 @dataclass(slots=True, eq=False)
 class Exchange:
     request: web.Request
-    endpoint: str  # chat | completions | embeddings | responses | passthrough
+    endpoint: str  # chat | completions | embeddings | responses | messages | count_tokens | passthrough
+    dialect: Any = None  # proxy.dialects.Dialect: the wire format the client speaks, asked about its body
     request_id: str = field(default_factory=new_request_id)
     received_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
@@ -52,8 +54,9 @@ class Exchange:
     client_wants_usage: bool = False
     max_output_tokens: int | None = None
     upstream: Upstream | None = None
+    prompt_cache: Any = None  # a prompt_cache policy's plan: breakpoints an Anthropic upstream's leg places
     tags: frozenset[str] = frozenset()  # from the x-thriftgate-tags header
-    tokens: TokenCounter | None = None  # set by the pipeline so stages can count the prompt
+    count_prompt: PromptCounter | None = None  # set by the pipeline so stages can count the prompt
     _prompt_count: tuple[str, int, int] | None = None  # (model, body edits, count)
     body_edits: int = 0
 
@@ -77,6 +80,7 @@ class Exchange:
     status: int = 0
     error_code: str | None = None
     usage: Usage | None = None
+    partial_usage: Usage | None = None  # a stream cut short: what the upstream reported at its start
     settled: bool = False
     cost_nanos: int | None = None
     side_cost_nanos: int = 0  # paid beside the answer (a lookup's embedding call): part of cost_nanos
@@ -106,8 +110,8 @@ class Exchange:
         memo = self._prompt_count
         if memo is not None and memo[0] == self.model and memo[1] == self.body_edits:
             return memo[2]
-        assert self.tokens is not None and self.body is not None
-        count = prompt_tokens(self.tokens.for_model(self.model), self.endpoint, self.body)
+        assert self.count_prompt is not None and self.body is not None
+        count = self.count_prompt(self.model, self.dialect, self.body)
         self._prompt_count = (self.model, self.body_edits, count)
         return count
 

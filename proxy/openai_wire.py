@@ -11,13 +11,6 @@ import orjson
 from proxy.errors import BadRequest
 from proxy.accounting.usage import Usage
 
-# The priced endpoints; any other /v1/* path is passed through unpriced.
-ENDPOINT_BY_PATH = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/responses": "responses",
-}
 STREAMABLE = frozenset({"chat", "completions", "responses"})
 MAX_OUTPUT_FIELDS = {
     "chat": ("max_completion_tokens", "max_tokens"),
@@ -86,25 +79,33 @@ def ask_for_stream_usage(body: dict[str, Any]) -> None:
 
 
 def usage_from(obj: Any) -> Usage | None:
-    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic-style)."""
+    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic's Messages)."""
     if not isinstance(obj, dict):
         return None
     prompt = _int(obj.get("prompt_tokens", obj.get("input_tokens")))
     completion = _int(obj.get("completion_tokens", obj.get("output_tokens")))
-    prompt_details = obj.get("prompt_tokens_details") or obj.get("input_tokens_details") or {}
-    output_details = obj.get("completion_tokens_details") or obj.get("output_tokens_details") or {}
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = _int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0
+    prompt_details = _dict(obj.get("prompt_tokens_details") or obj.get("input_tokens_details"))
+    output_details = _dict(obj.get("completion_tokens_details") or obj.get("output_tokens_details"))
+    cached = _int(prompt_details.get("cached_tokens"))
+    written = _int(prompt_details.get("cache_write_tokens"))
+    # Anthropic's thinking, OpenAI's reasoning: hidden output, billed as output.
+    reasoning = _int(output_details.get("reasoning_tokens", output_details.get("thinking_tokens")))
     # Anthropic counts cache reads and writes apart from input tokens: fold them in.
     cache_read = _int(obj.get("cache_read_input_tokens"))
     cache_write = _int(obj.get("cache_creation_input_tokens"))
+    written_1h = _int(_dict(obj.get("cache_creation")).get("ephemeral_1h_input_tokens"))
     return Usage(
         prompt_tokens=prompt + cache_read + cache_write,
         completion_tokens=completion,
         cached_prompt_tokens=cached + cache_read,
-        cache_write_tokens=cache_write,
+        cache_write_tokens=written + cache_write,
+        cache_write_1h_tokens=written_1h,
         reasoning_tokens=reasoning,
     )
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value: Any) -> int:

@@ -2,8 +2,9 @@
 
 authenticate -> parse -> policies -> route -> count -> reserve -> forward | stream -> settle -> record
 
-Each stage is a module of proxy/stages/ (parse is proxy/openai_wire.py; the policies are plugins in
-proxy/policies/, run by stages/hooks.py).
+Each stage is a module of proxy/stages/ (parse is the client's dialect, proxy/dialects/; the policies
+are plugins in proxy/policies/, run by stages/hooks.py). Each attempt to an upstream takes a leg from
+the upstream's provider: the body it sends, and its answer turned back into the client's dialect.
 
 Count is lazy (`ex.prompt_tokens()`): it runs only when a policy's match or a budget asks for it.
 Settle, the policies' after-answer hooks and record run in a `finally`: every request is recorded once,
@@ -16,7 +17,8 @@ import time
 
 from aiohttp import web
 
-from proxy import openai_wire as wire
+from proxy.dialects.base import Dialect
+from proxy.dialects.ingress import for_request
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
@@ -25,11 +27,14 @@ from proxy.exchange import Exchange
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
+from proxy.stages.count import prompt_counter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
 from proxy.accounting.tokens import TokenCounter
+from proxy.accounting.usage import Usage
 from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.dialects.providers import Passthrough, upstream_path
 
 log = logging.getLogger("thriftgate.pipeline")
 
@@ -55,7 +60,7 @@ class Pipeline:
         self._max_body = config.server.max_body_bytes
         self._reject_unpriced = config.pricing.unpriced == "reject"
         self._settler = settler
-        self._tokens = tokens
+        self._count_prompt = prompt_counter(tokens)
         self._prices = prices
         self._upstreams = upstreams
         self._recorder = recorder
@@ -66,14 +71,15 @@ class Pipeline:
 
     # ---- entry points ----
 
-    def priced(self, endpoint: str):
+    def priced(self, dialect: Dialect):
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(Exchange(request, endpoint), self._priced)
+            return await self._handle(Exchange(request, dialect.endpoint, dialect), self._priced)
 
         return handler
 
     async def passthrough(self, request: web.Request) -> web.StreamResponse:
-        return await self._handle(Exchange(request, "passthrough"), self._pass_through)
+        dialect = for_request(request.path, request.headers)
+        return await self._handle(Exchange(request, "passthrough", dialect), self._pass_through)
 
     def replace_policies(self, policies: PolicyChain) -> None:
         """Requests already in flight finish with the chain they started with."""
@@ -91,7 +97,7 @@ class Pipeline:
                 ex.client_disconnected = True
                 ex.status = ex.status or CLIENT_CLOSED_REQUEST
             raise
-        except Exception:  # a bug still gets an OpenAI-shaped answer and a ledger row
+        except Exception:  # a bug still gets an answer in the client's shape and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
@@ -110,12 +116,12 @@ class Pipeline:
         if self._auth is not None:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
-        ex.body = wire.parse_body(ex.raw_body)
-        facts = wire.request_facts(ex.endpoint, ex.body)
+        ex.body = ex.dialect.parse(ex.raw_body)
+        facts = ex.dialect.facts(ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
-        ex.tokens = self._tokens
+        ex.count_prompt = self._count_prompt
         if policies:
             await policies.on_request(ex)
             if ex.early_response is not None:
@@ -131,7 +137,7 @@ class Pipeline:
         if self._auth is not None:
             await self._auth.authenticate(ex)
         ex.raw_body = await self._read_body(ex.request)
-        ex.upstream = self._upstreams.default
+        ex.upstream = self._upstreams.default_for(ex.dialect.wire)
         return await self._forward(ex, method=ex.request.method, priced=False)
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -163,42 +169,50 @@ class Pipeline:
             log.warning("model %r has no price: served, counted, and metered as unpriced", ex.model)
 
     async def _forward(self, ex: Exchange, *, method: str = "POST", priced: bool = True) -> web.Response:
+        leg = ex.upstream.provider.leg(ex) if priced else Passthrough(upstream_path(ex), ex.raw_body or None)
+        if leg.local is not None:
+            return self._answer_locally(ex, leg.local)
         ex.upstream_started = time.perf_counter()
-        body = ex.forward_body() if priced else (ex.raw_body or None)
-        async with self._upstreams.open(ex.upstream, method, _upstream_path(ex.request), body, ex.client_headers()) as resp:
-            return await self._answer_whole(ex, resp, priced)
+        async with self._upstreams.open(ex.upstream, method, leg.path, leg.body, ex.client_headers()) as resp:
+            return await self._answer_whole(ex, resp, leg, priced)
 
-    async def _answer_whole(self, ex: Exchange, resp, priced: bool) -> web.Response:
+    async def _answer_whole(self, ex: Exchange, resp, leg, priced: bool) -> web.Response:
         body = await read_body(ex.upstream, resp)
         ex.upstream_seconds = time.perf_counter() - ex.upstream_started
         ex.status = resp.status
         headers = relayed_headers(resp.headers)
         if resp.status >= 400:
             ex.error_code = f"upstream_{resp.status}"
-        elif priced:
+        translated = leg.answer(ex, resp.status, body)
+        if translated is not None:
+            ex.status, body = translated
+        elif priced and resp.status < 400:
             read_answer(ex, body)
         self._settler.settle(ex)
         headers.update(self._answer_headers(ex))
-        return web.Response(status=resp.status, body=body, headers=headers)
+        return web.Response(status=ex.status, body=body, headers=headers)
+
+    def _answer_locally(self, ex: Exchange, body: bytes) -> web.Response:
+        """The leg answered without the upstream (Anthropic's count_tokens on an OpenAI upstream): an estimate."""
+        ex.status = 200
+        read_answer(ex, body)
+        ex.usage = Usage(estimated=True)
+        self._settler.settle(ex)
+        return web.Response(body=body, content_type="application/json", headers=self._answer_headers(ex))
 
     async def _stream(self, ex: Exchange) -> web.StreamResponse:
-        if not ex.client_wants_usage and ex.endpoint != "responses":
-            wire.ask_for_stream_usage(ex.body)
+        if not ex.client_wants_usage and ex.dialect.ask_for_stream_usage(ex.body):
             ex.edit_body()
+        leg = ex.upstream.provider.leg(ex)
         ex.upstream_started = time.perf_counter()
-        async with self._upstreams.open(
-            ex.upstream, "POST", _upstream_path(ex.request), ex.forward_body(), ex.client_headers()
-        ) as resp:
+        async with self._upstreams.open(ex.upstream, "POST", leg.path, leg.body, ex.client_headers()) as resp:
             if resp.status != 200 or resp.content_type != "text/event-stream":
-                return await self._answer_whole(ex, resp, priced=True)
-            return await self._relay_events(ex, resp)
+                return await self._answer_whole(ex, resp, leg, priced=True)
+            return await self._relay_events(ex, resp, leg)
 
-    async def _relay_events(self, ex: Exchange, resp) -> web.StreamResponse:
-        relay = SseRelay(
-            ex.endpoint,
-            hide_usage_chunk=not ex.client_wants_usage,
-            price=(lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None,
-        )
+    async def _relay_events(self, ex: Exchange, resp, leg) -> web.StreamResponse:
+        price = (lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None
+        relay = leg.stream(ex, price) or SseRelay(ex.dialect, hide_usage_chunk=not ex.client_wants_usage, price=price)
         response = web.StreamResponse(status=200, headers=relayed_headers(resp.headers))
         response.headers.update(self._answer_headers(ex))
         await response.prepare(ex.request)
@@ -219,6 +233,7 @@ class Pipeline:
         finally:
             ex.upstream_seconds = time.perf_counter() - ex.upstream_started
             ex.usage, ex.first_token_at, ex.stream_events = relay.usage, relay.first_text_at, relay.events()
+            ex.partial_usage = relay.partial_usage
             if ex.usage is None:
                 ex.output_text = relay.output_text()  # to count what was generated
         if not (relay.done or ex.client_disconnected or ex.error_code):
@@ -235,7 +250,7 @@ class Pipeline:
     def _refuse(self, ex: Exchange, err: ProxyError) -> web.Response:
         ex.status = err.status
         ex.error_code = err.code or err.type
-        response = err.response()
+        response = ex.dialect.error_response(err)
         response.headers["x-thriftgate-request-id"] = ex.request_id
         return response
 
@@ -265,7 +280,3 @@ def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
 
-
-def _upstream_path(request: web.Request) -> str:
-    """The upstream base URL already ends in /v1; the rest of the path and the query follow it."""
-    return request.rel_url.path_qs[3:]

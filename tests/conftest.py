@@ -13,14 +13,15 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import make_app
 from proxy.appkeys import LEDGER, METRICS
-from proxy.config import load, validate
+from proxy.config_loading import load, validate
 from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, fake_anthropic
 from tests.processes import RedisServer
 from tests.shared import REDIS_URL, FakeClock, delete_prefix
 
 UPSTREAM_KEY_ENV = "THRIFTGATE_TEST_UPSTREAM_KEY"
+ANTHROPIC_KEY_ENV = "THRIFTGATE_TEST_ANTHROPIC_KEY"
 
 
 @pytest.fixture
@@ -28,6 +29,23 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as upstream:
         monkeypatch.setenv(UPSTREAM_KEY_ENV, upstream.api_key)
         yield upstream
+
+
+@pytest.fixture
+async def claude(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeUpstream]:
+    """The fake Anthropic provider."""
+    async with fake_anthropic() as upstream:
+        monkeypatch.setenv(ANTHROPIC_KEY_ENV, upstream.api_key)
+        yield upstream
+
+
+def both_upstreams(openai: FakeUpstream, anthropic: FakeUpstream, **anthropic_settings: Any) -> list[dict[str, Any]]:
+    """Claude models to the fake Anthropic, everything else to the fake OpenAI."""
+    return [
+        {"name": "claude", "base_url": anthropic.base_url, "provider": "anthropic", "api_key_env": ANTHROPIC_KEY_ENV,
+         "models": ["claude-*"], **anthropic_settings},
+        {"name": "fake", "base_url": openai.base_url, "api_key_env": UPSTREAM_KEY_ENV},
+    ]
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The upstream LLM provider of every test and benchmark: a fake of OpenAI's API, faithful on the wire,
-deterministic in what it says and counts, with latency and faults to order.
+deterministic in what it says and counts, with latency and faults to order; `fake_anthropic()` is the
+same for Anthropic's Messages API (tests/fake/anthropic.py says what it checks and answers).
 
     async with FakeUpstream() as fake:          # or `with FakeUpstream() as fake:` for synchronous clients
         client = AsyncOpenAI(base_url=fake.base_url, api_key=fake.api_key)
@@ -10,7 +11,7 @@ deterministic in what it says and counts, with latency and faults to order.
 
 FakeUpstream(seed=0, models=(), api_key=FAKE_API_KEY); make_fake_app(seed=0, models=(), api_keys=(FAKE_API_KEY,),
 record=True) for aiohttp's own test tools. Standalone, for benchmarks (nothing recorded, nothing logged):
-    python -m tests.fake_upstream [--host 127.0.0.1] [--port 4200] [--seed 0] [--api-key KEY]
+    python -m tests.fake_upstream [--host 127.0.0.1] [--port 4200] [--seed 0] [--api-key KEY] [--anthropic]
 
 Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses; GET /v1/models[/ID].
 Known models: MODELS (dated snapshots included), `models`, and any fake-* name. As OpenAI does:
@@ -37,6 +38,7 @@ Request headers that steer it:
     x-fake-retry-after: S          the 429's Retry-After (default 2)
     x-fake-cached-tokens: N        prompt tokens reported as read from the cache
     x-fake-cache-write-tokens: N   prompt tokens reported as written to the cache
+    x-fake-cache-write-1h-tokens: N  (Anthropic) the part of those written for an hour
     x-fake-anthropic-usage: 1      usage as Anthropic reports it: input_tokens without cache reads and writes,
                                    cache_read_input_tokens, cache_creation_input_tokens, output_tokens
     x-fake-tool-call: 1            call the first tool (tool_choice naming a function or "required" does too)
@@ -49,9 +51,11 @@ chat rule (3 a message, 1 a name, 3 to prime the reply).
 from tests.fake.app import FAKE_API_KEY, MODELS, make_fake_app
 from tests.fake.call import FAULTS, RecordedRequest
 from tests.fake.content import WORDS
-from tests.fake.server import FakeUpstream, main
+from tests.fake.anthropic import FAKE_ANTHROPIC_KEY
+from tests.fake.server import FakeUpstream, fake_anthropic, main
 
-__all__ = ["FAKE_API_KEY", "FAULTS", "MODELS", "WORDS", "FakeUpstream", "RecordedRequest", "make_fake_app", "main"]
+__all__ = ["FAKE_ANTHROPIC_KEY", "FAKE_API_KEY", "FAULTS", "MODELS", "WORDS", "FakeUpstream", "RecordedRequest",
+           "fake_anthropic", "make_fake_app", "main"]
 
 if __name__ == "__main__":
     main()

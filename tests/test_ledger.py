@@ -79,9 +79,9 @@ async def test_spend_groups_sums_and_orders_by_cost(ledger):
     rows = await ledger.spend(by="model")
     assert rows == [
         {"model": "dear", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10, "cached_prompt_tokens": 4,
-         "reasoning_tokens": 2, "cost_nanos": 900, "unpriced_requests": 1},
+         "cache_write_tokens": 0, "reasoning_tokens": 2, "cost_nanos": 900, "unpriced_requests": 1},
         {"model": "cheap", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2,
-         "reasoning_tokens": 1, "cost_nanos": 100, "unpriced_requests": 0},
+         "cache_write_tokens": 0, "reasoning_tokens": 1, "cost_nanos": 100, "unpriced_requests": 0},
     ]
     assert [row["model"] for row in await ledger.spend(by="model", since=NOW + 2)] == ["dear"]
     assert [row["model"] for row in await ledger.spend(by="model", until=NOW + 2)] == ["cheap"]
@@ -96,7 +96,7 @@ async def test_spend_by_each_key(ledger, by, value):
     ledger.add(record(1))
     assert await ledger.spend(by=by) == [
         {by: value, "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2,
-         "reasoning_tokens": 1, "cost_nanos": 1000, "unpriced_requests": 0}
+         "cache_write_tokens": 0, "reasoning_tokens": 1, "cost_nanos": 1000, "unpriced_requests": 0}
     ]
 
 

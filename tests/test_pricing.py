@@ -48,6 +48,21 @@ def test_anthropic_cache_read_and_write(shipped):
     assert shipped.cost_nanos("claude-sonnet-4-5", usage) == 19_050_000
 
 
+def test_anthropic_one_hour_cache_writes_have_their_own_rate(shipped):
+    # claude-sonnet-4-5 3 in / 0.3 read / 3.75 5-minute write / 6 1-hour write / 15 out:
+    # 1000 * 3 + 6000 * 0.3 + 2000 * 3.75 + 1000 * 6 + 200 * 15 = 3000 + 1800 + 7500 + 6000 + 3000 = 21300 per 1M
+    usage = Usage(prompt_tokens=10_000, completion_tokens=200, cached_prompt_tokens=6000, cache_write_tokens=3000,
+                  cache_write_1h_tokens=1000)
+    assert shipped.cost_nanos("claude-sonnet-4-5", usage) == 21_300_000
+
+
+def test_without_a_one_hour_rate_a_long_write_costs_a_write():
+    # 1000 tokens written, 400 of them for an hour, all at the write rate of 2: 2000 per 1M
+    table = PriceTable.load([], {"m": {"input": 1, "output": 1, "cache_write": 2}})
+    usage = Usage(prompt_tokens=1000, cache_write_tokens=1000, cache_write_1h_tokens=400)
+    assert table.cost_nanos("m", usage) == 2_000_000
+
+
 def test_reasoning_tokens_on_an_o_series_model(shipped):
     # o3-mini 1.1 in / 4.4 out, reasoning billed as output: 123 * 1.1 + 567 * 4.4 + 4000 * 4.4 = 20230.1 per 1M
     usage = Usage(prompt_tokens=123, completion_tokens=4567, reasoning_tokens=4000)
@@ -229,7 +244,8 @@ LITELLM_SAMPLE = {
     "mistral/mistral-embed": {"litellm_provider": "mistral", "mode": "embedding", "input_cost_per_token": 1e-07},
     "claude-x": {
         "litellm_provider": "anthropic", "mode": "chat", "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
-        "cache_creation_input_token_cost": 3.75e-06, "input_cost_per_token_batches": 1.5e-06,
+        "cache_creation_input_token_cost": 3.75e-06, "cache_creation_input_token_cost_above_1hr": 6e-06,
+        "input_cost_per_token_batches": 1.5e-06,
     },
     "ft:gpt-4-0613": {
         "litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 3e-05, "output_cost_per_token": 6e-05,
@@ -244,7 +260,7 @@ def test_convert_litellm():
     assert models == {
         "claude-x": {
             "provider": "anthropic", "input": Decimal("3"), "output": Decimal("15"), "cache_write": Decimal("3.75"),
-            "batch_input": Decimal("1.5"), "source": "the map", "as_of": "2026-10-21",
+            "cache_write_1h": Decimal("6"), "batch_input": Decimal("1.5"), "source": "the map", "as_of": "2026-10-21",
         },
         # 0.0 cache write dropped: absent bills writes as input, never as free
         "deepseek-chat": {

@@ -3,6 +3,7 @@
 import orjson
 import pytest
 
+from proxy.dialects import openai
 from proxy.stages.stream import SseRelay
 
 
@@ -22,7 +23,7 @@ STREAM = [chunk("", role=True), chunk("one"), chunk(" two"), chunk(" three"), US
 
 
 def relay_all(reads: list[bytes], **kwargs) -> tuple[SseRelay, bytes]:
-    relay = SseRelay("chat", hide_usage_chunk=kwargs.get("hide", True), price=kwargs.get("price"))
+    relay = SseRelay(openai.CHAT, hide_usage_chunk=kwargs.get("hide", True), price=kwargs.get("price"))
     out = b"".join(relay.feed(data) for data in reads) + relay.remainder()
     return relay, out
 

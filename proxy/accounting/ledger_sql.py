@@ -96,7 +96,8 @@ SPEND_GROUPS = {
     "day": None,  # the dialect's UTC day
     "tag": "t.value",  # a row with two tags counts under each
 }
-SUMMED = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost_nanos")
+SUMMED = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens",
+          "cost_nanos")
 _FILTER_COLUMNS = {"model": "model", "team": "team", "key": "key_id", "user": '"user"'}
 
 

@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from proxy.exchange import Exchange, Saving
 from proxy.accounting.money import NANOS_PER_USD
+from proxy.accounting.usage import Usage
 
 OTHER = "other"
 NO_TEAM = "none"
@@ -41,7 +42,8 @@ class Metrics:
             ["endpoint", "model", "status"], registry=registry,
         )
         self.tokens = Counter(
-            "thriftgate_tokens", "Tokens by model and type (prompt, completion, cached_prompt, reasoning).",
+            "thriftgate_tokens", "Tokens by model and type: prompt (all input) = uncached_prompt + cached_prompt (read "
+            "from the provider's prompt cache) + cache_write (written to it); completion, of which reasoning.",
             ["model", "type"], registry=registry,
         )
         self.spend = Counter(
@@ -151,8 +153,7 @@ class Metrics:
             child(self.time_to_first_token, model).observe(ex.time_to_first_token)
         usage = ex.usage
         if usage is not None and usage.total_tokens:
-            self._count_tokens(model, usage.prompt_tokens, usage.completion_tokens,
-                               usage.cached_prompt_tokens, usage.reasoning_tokens)
+            self._count_tokens(model, usage)
         if ex.cost_nanos is not None:
             if ex.cost_nanos:
                 child(self.spend, model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
@@ -168,10 +169,12 @@ class Metrics:
             found = self._children[key] = metric.labels(*values)
             return found
 
-    def _count_tokens(self, model: str, prompt: int, completion: int, cached: int, reasoning: int) -> None:
-        for kind, count in (("prompt", prompt), ("completion", completion),
-                            ("cached_prompt", cached), ("reasoning", reasoning)):
-            if count:
+    def _count_tokens(self, model: str, usage: Usage) -> None:
+        uncached = usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_write_tokens
+        for kind, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
+                            ("uncached_prompt", uncached), ("cached_prompt", usage.cached_prompt_tokens),
+                            ("cache_write", usage.cache_write_tokens), ("reasoning", usage.reasoning_tokens)):
+            if count > 0:
                 self._child(self.tokens, model, kind).inc(count)
 
     def render(self) -> bytes:

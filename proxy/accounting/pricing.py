@@ -36,7 +36,9 @@ import yaml
 from proxy.accounting.money import usd_to_nanos
 from proxy.accounting.usage import Usage
 
-PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning", "batch_input", "batch_output")
+PRICE_FIELDS = (
+    "input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning", "batch_input", "batch_output"
+)
 ENTRY_FIELDS = ("provider", *PRICE_FIELDS, "source", "as_of")  # also the order pricing_import writes them in
 _REQUIRED_PRICES = frozenset({"input", "output"})
 _PRICE_EXPECTED = "a non-negative number of USD per 1M tokens"
@@ -58,7 +60,8 @@ class Price:
     input: Decimal
     output: Decimal
     cached_input: Decimal | None
-    cache_write: Decimal | None
+    cache_write: Decimal | None  # a 5-minute write (Anthropic's default TTL)
+    cache_write_1h: Decimal | None  # a 1-hour write; None: billed like cache_write
     reasoning: Decimal | None
     batch_input: Decimal | None
     batch_output: Decimal | None
@@ -163,19 +166,23 @@ def _cost_per_million(price: Price, usage: Usage) -> Decimal:
     # Clamp the subsets to their totals so an upstream's inconsistent counts can never make a part negative.
     cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
     written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+    written_1h = min(usage.cache_write_1h_tokens, written)
     reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
+    write_rate = _or_main(price.cache_write, price.input)
     return (
         (usage.prompt_tokens - cached - written) * price.input
         + cached * _or_main(price.cached_input, price.input)
-        + written * _or_main(price.cache_write, price.input)
+        + (written - written_1h) * write_rate
+        + written_1h * _or_main(price.cache_write_1h, write_rate)
         + (usage.completion_tokens - reasoning) * price.output
         + reasoning * _or_main(price.reasoning, price.output)
     )
 
 
 def _ceiling_per_million(price: Price, prompt_tokens: int, max_output_tokens: int) -> Decimal:
-    # A cache write can cost more than plain input (Anthropic: 1.25x), so take the dearest prompt rate.
-    prompt_rate = max(price.input, price.cached_input or _ZERO, price.cache_write or _ZERO)
+    # A cache write can cost more than plain input (Anthropic: 1.25x, 2x for an hour): the dearest prompt rate.
+    prompt_rates = (price.input, price.cached_input, price.cache_write, price.cache_write_1h)
+    prompt_rate = max(rate for rate in prompt_rates if rate is not None)
     output_rate = max(price.output, price.reasoning or _ZERO)
     return prompt_tokens * prompt_rate + max_output_tokens * output_rate
 

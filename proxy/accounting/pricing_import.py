@@ -38,6 +38,7 @@ _LITELLM_KEYS = {
     "output": "output_cost_per_token",
     "cached_input": "cache_read_input_token_cost",
     "cache_write": "cache_creation_input_token_cost",
+    "cache_write_1h": "cache_creation_input_token_cost_above_1hr",
     "reasoning": "output_cost_per_reasoning_token",
     "batch_input": "input_cost_per_token_batches",
     "batch_output": "output_cost_per_token_batches",
@@ -46,7 +47,8 @@ _WHEEL_MEMBER = "litellm/model_prices_and_context_window_backup.json"
 _HEADER = """\
 thriftgate price table: USD per 1M tokens, written as exact decimals.
 input and output are required. cached_input and cache_write price the parts of the prompt read
-from and written to the provider's prompt cache (missing: billed as input); reasoning prices
+from and written to the provider's prompt cache (missing: billed as input), cache_write_1h a write
+kept for an hour (Anthropic's 1h TTL; missing: billed as cache_write); reasoning prices
 hidden reasoning tokens where it differs from output; batch_* are Batch API prices.
 Each entry's source and as_of say where its numbers came from.
 Do not edit by hand; regenerate with `thriftgate pricing import FILE` and put local prices in
@@ -146,8 +148,9 @@ def _prices_per_million(entry: dict[str, Any]) -> dict[str, Decimal] | None:
     prices = {field: _per_million(value) for field, value in per_token.items() if value is not None}
     # LiteLLM writes 0 where a provider has no separate cache-write charge; absent means "billed as
     # input", which is what such a provider bills, and a usage normaliser can never make it free.
-    if prices.get("cache_write") == 0:
-        del prices["cache_write"]
+    for field in ("cache_write", "cache_write_1h"):
+        if prices.get(field) == 0:
+            del prices[field]
     if prices.get("reasoning") == prices["output"]:
         del prices["reasoning"]
     return prices

@@ -15,15 +15,18 @@ def render_table(header: Sequence[str], lines: list[Sequence[str]]) -> str:
 
 
 def spend_table(by: str, rows: list[dict]) -> str:
-    header = (by, "requests", "prompt_tok", "completion_tok", "cached_tok", "cost_usd", "unpriced")
+    """Input split three ways, for every provider: uncached, read from the prompt cache, written to it."""
+    header = (by, "requests", "input_tok", "uncached_in", "cache_read", "cache_write", "output_tok", "cost_usd",
+              "unpriced")
     lines = [
         (str(r[by] if r[by] is not None else "-"), str(r["requests"]), str(r["prompt_tokens"]),
-         str(r["completion_tokens"]), str(r["cached_prompt_tokens"]), format_usd(r["cost_nanos"]),
-         str(r["unpriced_requests"]))
+         str(r["prompt_tokens"] - r["cached_prompt_tokens"] - r["cache_write_tokens"]),
+         str(r["cached_prompt_tokens"]), str(r["cache_write_tokens"]), str(r["completion_tokens"]),
+         format_usd(r["cost_nanos"]), str(r["unpriced_requests"]))
         for r in rows
     ]
     total = sum(r["cost_nanos"] for r in rows)
-    lines.append(("TOTAL", str(sum(r["requests"] for r in rows)), "", "", "", format_usd(total), ""))
+    lines.append(("TOTAL", str(sum(r["requests"] for r in rows)), "", "", "", "", "", format_usd(total), ""))
     return render_table(header, lines)
 
 

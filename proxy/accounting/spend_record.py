@@ -33,6 +33,7 @@ class SpendRecord:
     policies: str | None = None  # JSON: policy name -> {mark, mechanism, basis, saved_nanos}
     savings_nanos: int = 0  # saved by policies on this request (counterfactual + holdout estimates)
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour (Anthropic's 2x rate)
     tags: str | None = None  # JSON array: the x-thriftgate-tags header and the key's default tags
 
 

@@ -15,6 +15,7 @@ class Usage:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # part of prompt_tokens read from the provider's prompt cache
     cache_write_tokens: int = 0  # part of prompt_tokens written to the provider's prompt cache
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour (Anthropic's dearer rate)
     reasoning_tokens: int = 0  # part of completion_tokens spent on hidden reasoning
     estimated: bool = False  # True when counted locally because the upstream reported no usage
 

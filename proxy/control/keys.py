@@ -89,9 +89,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 def admin_call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
     """One call to a running proxy's admin API with the master key (the CLI's way to keys and lookups)."""
-    from proxy import config as config_module
+    from proxy import config_loading
 
-    config = config_module.load(args.config)
+    config = config_loading.load(args.config)
     url = args.url or os.environ.get("THRIFTGATE_URL") or _address(config.server.host, config.server.port)
     master = config.auth.master_key
     if master is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy import config as config_module
+from proxy import config_loading
 from proxy.config import Config
 from proxy.errors import BadRequest
 from proxy.stages.hooks import build_chain
@@ -39,7 +40,7 @@ class Reloader:
         if self._path is None:
             raise config_module.ConfigError("thriftgate was started without a config file: nothing to reload")
         async with self._lock:
-            new = await asyncio.to_thread(config_module.load, self._path)
+            new = await asyncio.to_thread(config_loading.load, self._path)
             chain = build_chain(new.policies, self._services, self._metrics, self._holdout)
             restart_needed = [
                 section for section in Config.model_fields

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from proxy.config import validate
+from proxy.config_loading import validate
 from proxy.demo.provider import SimulatedProvider
 
 MAX_IN_FLIGHT = 256  # a stalled proxy must not pile up requests without bound

@@ -21,8 +21,10 @@ from proxy.accounting.tokens import TokenCounter
 if TYPE_CHECKING:
     from proxy.lookup.service import Lookups
     from proxy.policies.side_calls import SideCalls
+    from proxy.stages.upstream import UpstreamClient
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
+Endpoint = Literal["chat", "completions", "responses", "embeddings", "messages", "count_tokens"]
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -32,7 +34,7 @@ class MatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: tuple[str, ...] | None = None  # globs on the requested model
-    endpoints: tuple[Literal["chat", "completions", "responses", "embeddings"], ...] | None = None
+    endpoints: tuple[Endpoint, ...] | None = None
     teams: tuple[str, ...] | None = None
     keys: tuple[str, ...] | None = None
     tags: tuple[str, ...] | None = None  # any of these in the x-thriftgate-tags header
@@ -77,3 +79,4 @@ class Services:
     tokens: TokenCounter
     side_calls: "SideCalls"
     lookups: "Lookups | None" = None  # embedders and stored answers, for the lookup policies
+    upstreams: "UpstreamClient | None" = None  # which upstream (and provider) serves a model

@@ -10,12 +10,9 @@ from pydantic import Field, model_validator
 
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange
-from proxy.openai_wire import MAX_OUTPUT_FIELDS
 from proxy.policies.base import PolicyConfig, Services
 
 Positive = Annotated[int, Field(ge=1)]
-# Reasoning-era chat models refuse `max_tokens`; `max_completion_tokens` is accepted by all.
-_FIELD_WHEN_UNSET = {"chat": "max_completion_tokens", "completions": "max_tokens", "responses": "max_output_tokens"}
 
 
 class Settings(PolicyConfig):
@@ -41,8 +38,8 @@ class Policy:
 
     async def on_request(self, ex: Exchange) -> str | None:
         body = ex.body
-        if body is None or ex.endpoint == "embeddings":
-            return None
+        if body is None or not ex.dialect.max_output_fields:
+            return None  # embeddings, token counts: no output to cap
         actions = []
         if self._max_tokens is not None and self._cap_output(ex, body):
             actions.append("clamp_max_tokens")
@@ -54,9 +51,9 @@ class Policy:
         return "+".join(actions)
 
     def _cap_output(self, ex: Exchange, body: dict[str, Any]) -> bool:
-        present = [f for f in MAX_OUTPUT_FIELDS[ex.endpoint] if body.get(f) is not None]
+        present = [f for f in ex.dialect.max_output_fields if body.get(f) is not None]
         if not present:
-            body[_FIELD_WHEN_UNSET[ex.endpoint]] = ex.max_output_tokens = self._max_tokens
+            body[ex.dialect.output_field_when_unset] = ex.max_output_tokens = self._max_tokens
             return True
         changed = False
         for field in present:

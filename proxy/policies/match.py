@@ -4,7 +4,6 @@ import fnmatch
 import re
 from collections.abc import Callable
 
-from proxy import openai_wire as wire
 from proxy.exchange import Exchange
 from proxy.policies.base import MatchConfig
 
@@ -44,13 +43,13 @@ def _cheap_tests(c: MatchConfig) -> list[Test]:
         tests.append(lambda ex: ex.max_output_tokens is not None and ex.max_output_tokens >= c.min_max_tokens)
     if c.max_max_tokens is not None:
         tests.append(lambda ex: ex.max_output_tokens is not None and ex.max_output_tokens <= c.max_max_tokens)
-    for flag, probe in ((c.has_tools, wire.has_tools), (c.has_images, wire.has_images),
-                        (c.has_response_format, wire.has_response_format)):
+    for flag, question in ((c.has_tools, "has_tools"), (c.has_images, "has_images"),
+                           (c.has_response_format, "has_response_format")):
         if flag is not None:
-            tests.append(lambda ex, flag=flag, probe=probe: probe(ex.endpoint, ex.body) == flag)
+            tests.append(lambda ex, flag=flag, question=question: getattr(ex.dialect, question)(ex.body) == flag)
     if c.last_message_regex is not None:
         regex = re.compile(c.last_message_regex)
-        tests.append(lambda ex: regex.search(wire.last_user_text(ex.endpoint, ex.body)) is not None)
+        tests.append(lambda ex: regex.search(ex.dialect.last_user_text(ex.body)) is not None)
     return tests
 
 

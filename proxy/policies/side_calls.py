@@ -56,7 +56,7 @@ class SideCalls:
         except BaseException:
             await self._settle_budget(child)
             raise
-        answer = read_answer(child, body) if child.status < 400 else None
+        answer = child.answer if child.status < 400 else None
         self._settler.settle(child)
         return Attempt(child, body, headers, answer)
 
@@ -80,17 +80,21 @@ class SideCalls:
             raise BadRequest(f"No upstream serves the model '{child.model}'.", param="model", code="model_not_found")
 
     async def _send(self, child: Exchange) -> tuple[bytes, CIMultiDict[str]]:
+        """One attempt through the upstream's leg: the answer in the request's own dialect."""
+        leg = child.upstream.provider.leg(child)
         child.upstream_started = time.perf_counter()
-        path = child.request.rel_url.path_qs[3:]
-        async with self._upstreams.open(
-            child.upstream, "POST", path, child.forward_body(), child.client_headers()
-        ) as resp:
+        async with self._upstreams.open(child.upstream, "POST", leg.path, leg.body, child.client_headers()) as resp:
             body = await read_body(child.upstream, resp)
             child.status = resp.status
             headers = relayed_headers(resp.headers)
         child.upstream_seconds = time.perf_counter() - child.upstream_started
         if child.status >= 400:
             child.error_code = f"upstream_{child.status}"
+        translated = leg.answer(child, child.status, body)
+        if translated is not None:
+            child.status, body = translated
+        elif child.status < 400:
+            read_answer(child, body)
         return body, headers
 
     async def _settle_budget(self, child: Exchange) -> None:
@@ -105,6 +109,7 @@ def _fork(ex: Exchange, model: str) -> Exchange:
     child.body = orjson.loads(orjson.dumps(ex.body))
     child.policy_marks, child.applied, child.savings, child.output_text = {}, [], [], []
     child.usage, child.cost_nanos, child.settled, child.early_response = None, None, False, None
+    child.answer, child.partial_usage = None, None
     child.reservation = None
     child.status, child.error_code, child.stream = 0, None, False
     child.body.pop("stream", None)

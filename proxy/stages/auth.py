@@ -1,4 +1,5 @@
-"""Who is asking: a thriftgate key (`Authorization: Bearer tg-...`) -> key id and team; the master key.
+"""Who is asking: a thriftgate key (`Authorization: Bearer tg-...`, or `x-api-key: tg-...` as Anthropic's
+SDKs send it) -> key id and team; the master key.
 
 Keys are stored only as the sha256 of their text. A key is found by its hash: config-declared
 keys in a dict, created keys in the store (behind a short cache when the store is shared, so a
@@ -22,6 +23,7 @@ from proxy.control.keys import KEY_PREFIX, key_hash
 from proxy.store import KeyRecord, Store, StoreUnavailable
 
 USER_HEADER = "x-thriftgate-user"
+_KEY_HEADERS = frozenset({"authorization", "x-api-key"})
 MAX_USER_LENGTH = 128
 _CACHE_LIMIT = 10_000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -32,6 +34,12 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     scheme, _, token = value.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def client_key(headers: Mapping[str, str]) -> str | None:
+    """The key a client sent: OpenAI's bearer token, or Anthropic's x-api-key (which wins when both are
+    sent, as it does at Anthropic)."""
+    return headers.get("x-api-key", "").strip() or bearer(headers)
 
 
 def _basic_password(headers: Mapping[str, str]) -> str | None:
@@ -75,11 +83,11 @@ class Auth:
             ex.user = user
         if not self.keys_possible:
             return
-        token = bearer(headers)
+        token = client_key(headers)
         if token is None:
             if self._required:
                 raise Unauthorized("You didn't provide an API key. Send your thriftgate key as "
-                                   "'Authorization: Bearer tg-...'.")
+                                   "'Authorization: Bearer tg-...' (or 'x-api-key: tg-...').")
             return
         digest = key_hash(token)
         record = self._declared.get(digest)
@@ -92,7 +100,7 @@ class Auth:
         if record.revoked_at is not None:
             raise Unauthorized(f"The API key '{record.id}' has been revoked.")
         ex.key_id, ex.team, ex.key_budget_nanos = record.id, record.team, record.budget_nanos_per_day
-        ex.upstream_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "authorization")
+        ex.upstream_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _KEY_HEADERS)
 
     def require_master(self, request: web.Request, *, always: bool = False) -> None:
         """Admin routes: open only while auth is off and no master key is set (and `always` is False)."""

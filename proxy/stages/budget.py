@@ -223,6 +223,7 @@ class Budgets:
             prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0,
             cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,
             reasoning_tokens=usage.reasoning_tokens if usage else 0, cost_nanos=ex.cost_nanos,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
         )
 
     # ---- headers and metrics ----

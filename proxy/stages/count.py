@@ -1,33 +1,36 @@
-"""The count stage: tokens of a request's prompt, and usage estimated when the upstream gave none."""
+"""The count stage: tokens of a request's prompt (each dialect counts its own bodies), and usage estimated
+when the upstream gave none."""
 
 import logging
+from dataclasses import replace
 from typing import Any
 
-from proxy.accounting.tokens import ModelTokenizer
+from proxy.accounting.tokens import ModelTokenizer, TokenCounter
 from proxy.accounting.usage import Usage
+from proxy.exchange import PromptCounter
 
 log = logging.getLogger("thriftgate.count")
 
 
-def prompt_tokens(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any]) -> int:
-    if endpoint == "chat":
-        return tokenizer.chat(body.get("messages") or [], body.get("tools"), body.get("functions"))
-    if endpoint == "completions":
-        return tokenizer.prompt(body.get("prompt") or "")
-    if endpoint == "embeddings":
-        return tokenizer.embedding_input(body.get("input") or "")
-    if endpoint == "responses":
-        return tokenizer.responses_input(body.get("input") or "", body.get("instructions"), body.get("tools"))
-    return 0
+def prompt_counter(tokens: TokenCounter) -> PromptCounter:
+    """What the pipeline hands each exchange to count its prompt (Exchange.prompt_tokens memoises it):
+    the client's dialect counts its own body, with the tokenizer of the model that answers."""
+    return lambda model, dialect, body: dialect.prompt_tokens(tokens.for_model(model), body)
 
 
-def estimate_usage(tokenizer: ModelTokenizer, endpoint: str, body: dict[str, Any] | None, output: list[str]) -> Usage:
-    """Usage counted locally, flagged as estimated; a body the counter cannot read counts as 0."""
+def estimate_usage(tokenizer: ModelTokenizer, dialect: Any, body: dict[str, Any] | None, output: list[str],
+                   reported: Usage | None = None) -> Usage:
+    """Usage counted locally, flagged as estimated; a body the counter cannot read counts as 0.
+
+    `reported`: what a stream cut short had reported at its start (Anthropic's message_start): its input
+    counts are exact and kept, its output count is only a floor."""
+    completion = tokenizer.completion_output("".join(output)) if output else 0
+    if reported is not None:
+        return replace(reported, completion_tokens=max(reported.completion_tokens, completion), estimated=True)
     prompt = 0
     if body is not None:
         try:
-            prompt = prompt_tokens(tokenizer, endpoint, body)
+            prompt = dialect.prompt_tokens(tokenizer, body)
         except ValueError as exc:
             log.warning("could not count the prompt: %s", exc)
-    completion = tokenizer.completion_output("".join(output)) if output else 0
     return Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True)

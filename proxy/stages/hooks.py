@@ -17,6 +17,7 @@ from proxy.errors import ProxyError
 from proxy.exchange import Exchange, Saving
 from proxy.accounting.metrics import Metrics
 from proxy.policies.base import PolicyConfig, Services
+from proxy.policies import registry
 from proxy.policies.match import Matcher
 from proxy.accounting.savings import HoldoutStats
 
@@ -165,6 +166,4 @@ def _probe_copy(ex: Exchange) -> Exchange:
 
 def build_chain(configs: tuple[PolicyConfig, ...], services: Services, metrics: Metrics,
                 holdout: HoldoutStats) -> PolicyChain:
-    from proxy import policies  # the registry imports every policy type, which import this module's peers
-
-    return PolicyChain(policies.build(configs, services), services, metrics, holdout)
+    return PolicyChain(registry.build(configs, services), services, metrics, holdout)

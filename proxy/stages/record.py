@@ -11,7 +11,6 @@ from proxy.accounting.ledger import BatchedLedger as Ledger
 from proxy.accounting.spend_record import SpendRecord
 from proxy.lookup.trace import ledger_column
 from proxy.accounting.metrics import Metrics
-from proxy.openai_wire import last_user_text
 from proxy.accounting.usage import Usage
 
 access_log = logging.getLogger("thriftgate.access")
@@ -47,7 +46,7 @@ class Recorder:
             if line[column] is not None:
                 line[column] = orjson.Fragment(line[column])  # an object, not a string of JSON
         if prompt:
-            line["prompt"] = last_user_text(ex.endpoint, ex.body)
+            line["prompt"] = ex.dialect.last_user_text(ex.body)
         return orjson.dumps(line).decode()
 
 
@@ -60,6 +59,7 @@ def spend_record(ex: Exchange) -> SpendRecord:
         key_id=ex.key_id, team=ex.team, user=ex.user,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
         reasoning_tokens=usage.reasoning_tokens, cost_nanos=ex.cost_nanos, usage_source=usage.source,
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,

@@ -5,7 +5,6 @@ from typing import Any
 import orjson
 
 from proxy.stages import count
-from proxy import openai_wire as wire
 from proxy.exchange import Exchange
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.tokens import TokenCounter
@@ -19,9 +18,9 @@ def read_answer(ex: Exchange, body: bytes) -> Any:
     except orjson.JSONDecodeError:
         return None  # relayed as it came; counted locally when settled
     ex.answer = answer
-    ex.usage = wire.usage_of_response(ex.endpoint, answer)
+    ex.usage = ex.dialect.usage_of_answer(answer)
     if ex.usage is None:
-        ex.output_text.append(wire.output_text_of_response(ex.endpoint, answer))
+        ex.output_text.append(ex.dialect.answer_text(answer))
     return answer
 
 
@@ -37,7 +36,8 @@ class Settler:
         if ex.usage is None:
             answered = 0 < ex.status < 400
             ex.usage = (
-                count.estimate_usage(self._tokens.for_model(ex.model), ex.endpoint, ex.body, ex.output_text)
+                count.estimate_usage(self._tokens.for_model(ex.model), ex.dialect, ex.body, ex.output_text,
+                                     ex.partial_usage)
                 if answered or ex.output_text else Usage()
             )
         # Nothing used costs nothing, priced or not; an unpriced model that did work stays None.

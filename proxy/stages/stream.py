@@ -1,7 +1,9 @@
 """SSE relay: events go to the client as they arrive; accounting parses as little as it can.
 
-Bytes are passed through untouched except for two edits: the usage chunk the proxy asked for is
-dropped when the client did not ask for it, and when the client did ask, it gains `cost_usd`.
+The stream is in the client's own dialect (a provider of another dialect is translated instead, by
+the leg's own stream translator, proxy/dialects). Bytes are passed through untouched except for two
+edits of OpenAI streams: the usage chunk the proxy asked for is dropped when the client did not ask
+for it, and when the client did ask, it gains `cost_usd`.
 Only events that carry a usage object are parsed (plus the first ones, until the first token shows,
 for time to first token); the generated text is parsed from the kept events only when the stream
 ended without usage and has to be counted locally. This matters: a 50-word answer is 50 events.
@@ -9,6 +11,7 @@ ended without usage and has to be counted locally. This matters: a 50-word answe
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 
@@ -18,20 +21,21 @@ from proxy.accounting.usage import Usage
 
 
 class SseRelay:
-    __slots__ = ("_endpoint", "_hide_usage_chunk", "_price", "_pending", "_kept", "usage",
+    __slots__ = ("_dialect", "_hide_usage_chunk", "_price", "_pending", "_kept", "usage", "partial_usage",
                  "first_text_at", "done")
 
     def __init__(
-        self, endpoint: str, *, hide_usage_chunk: bool, price: Callable[[Usage], int | None] | None
+        self, dialect: Any, *, hide_usage_chunk: bool, price: Callable[[Usage], int | None] | None
     ) -> None:
-        self._endpoint = endpoint
+        self._dialect = dialect  # proxy.dialects.Dialect
         self._hide_usage_chunk = hide_usage_chunk
         self._price = price  # set when the client asked for usage: it also gets the cost
         self._pending = b""
         self._kept: list[bytes] = []  # events kept unparsed, to count the text if usage never comes
-        self.usage: Usage | None = None
+        self.usage: Usage | None = None  # final usage
+        self.partial_usage: Usage | None = None  # usage reported so far (Anthropic's message_start)
         self.first_text_at: float | None = None
-        self.done = False  # saw the end of the stream ([DONE], or response.completed)
+        self.done = False  # saw the end of the stream ([DONE], response.completed, message_stop)
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to send to the client now; an incomplete trailing event waits for its end.
@@ -65,7 +69,7 @@ class SseRelay:
     def _pass(self, events: bytes, out: list[bytes]) -> None:
         """Events with no usage in them, after the first token: relayed and kept as they are."""
         self._kept.append(events)
-        if events.startswith(b"data: [DONE]") or b"\n\ndata: [DONE]" in events:
+        if self._dialect.stream_done(events):
             self.done = True
         out.append(events)
 
@@ -85,7 +89,7 @@ class SseRelay:
         for event in self.events():
             chunk = _parsed(event)
             if chunk is not None:
-                texts.append(wire.stream_delta_text(self._endpoint, chunk))
+                texts.append(self._dialect.stream_text(chunk))
         return [t for t in texts if t]
 
     def _inspect(self, event: bytes) -> bytes:
@@ -96,18 +100,23 @@ class SseRelay:
             self._kept.append(event)
             if self.first_text_at is None:
                 self._note_first_text(event)
+            if self._dialect.stream_done(event):
+                self.done = True
             return event
         chunk = _parsed(event)
         if chunk is None:
             return event
         self._kept.append(event)
-        if self._endpoint == "responses" and chunk.get("type") == "response.completed":
+        if self._dialect.stream_ends(chunk):
             self.done = True
-        usage = wire.stream_chunk_usage(self._endpoint, chunk)
-        if usage is None:
+        reported = self._dialect.stream_usage(chunk, self.partial_usage)
+        if reported is None:
             return event
-        self.usage = usage
-        if self._endpoint == "responses" or not wire.is_usage_only_chunk(chunk):
+        usage, final = reported
+        self.partial_usage = usage
+        if final:
+            self.usage = usage
+        if not self._dialect.is_usage_only_chunk(chunk):
             return event
         if self._hide_usage_chunk:
             return b""
@@ -115,7 +124,7 @@ class SseRelay:
 
     def _note_first_text(self, event: bytes) -> None:
         chunk = _parsed(event)
-        if chunk is not None and wire.stream_delta_text(self._endpoint, chunk):
+        if chunk is not None and self._dialect.stream_text(chunk):
             self.first_text_at = time.perf_counter()
 
     def _with_cost(self, event: bytes, chunk: dict, usage: Usage) -> bytes:

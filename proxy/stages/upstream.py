@@ -7,13 +7,14 @@ when the request is sent and while its answer is read.
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig, UpstreamMatcher
+from proxy.dialects.providers import PROVIDERS
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.upstream_types import Upstream
 
 # Marks requests this proxy sent, so a misconfigured upstream pointing back at us fails fast.
 HOP_HEADER = "x-thriftgate-hop"
@@ -24,33 +25,25 @@ _HOP_BY_HOP = frozenset(
 )
 # The proxy decompresses (it must read usage), so length and encoding no longer hold downstream.
 _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
-_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization"}
+_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "x-api-key"}
 
 
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    name: str
-    base_url: str
-    authorization: str | None  # resolved once at start-up from the configured env var
-    timeout: aiohttp.ClientTimeout
-
-    @classmethod
-    def from_config(cls, config: UpstreamConfig) -> "Upstream":
-        key = config.api_key
-        return cls(
-            name=config.name,
-            base_url=config.base_url,
-            authorization=f"Bearer {key}" if key else None,
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
-            ),
-        )
+def upstream_from_config(config: UpstreamConfig) -> Upstream:
+    return Upstream(
+        name=config.name,
+        base_url=config.base_url,
+        api_key=config.api_key,
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
+        ),
+        provider=PROVIDERS[config.provider](config),
+    )
 
 
 class UpstreamClient:
     def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
         self._matcher = UpstreamMatcher(upstreams)
-        self._by_name = {u.name: Upstream.from_config(u) for u in upstreams}
+        self._by_name = {u.name: upstream_from_config(u) for u in upstreams}
         self.default = self._by_name[upstreams[0].name]
         self._session: aiohttp.ClientSession | None = None
 
@@ -68,6 +61,10 @@ class UpstreamClient:
 
     def named(self, name: str) -> Upstream | None:
         return self._by_name.get(name)
+
+    def default_for(self, wire: str) -> Upstream:
+        """Where an unpriced path goes: the first upstream that speaks the client's dialect, else the first."""
+        return next((u for u in self._by_name.values() if u.provider.wire == wire), self.default)
 
     @asynccontextmanager
     async def open(
@@ -109,13 +106,12 @@ def translate_errors(upstream: Upstream) -> Iterator[None]:
 
 def forward_headers(client_headers: Mapping[str, str], upstream: Upstream) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
+    provider = upstream.provider
     for name, value in client_headers.items():
         lowered = name.lower()
-        if lowered not in _NOT_FORWARDED and not lowered.startswith("x-thriftgate-"):
+        if lowered not in _NOT_FORWARDED and not lowered.startswith("x-thriftgate-") and provider.forwards(lowered):
             headers.add(name, value)
-    authorization = upstream.authorization or client_headers.get("authorization")
-    if authorization:
-        headers["Authorization"] = authorization
+    headers.update(provider.credentials(client_headers, upstream.api_key))
     headers[HOP_HEADER] = "1"
     return headers
 

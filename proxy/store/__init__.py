@@ -11,18 +11,15 @@ at its deadline: a request whose process crashed stops holding budget without an
 Callers pass `now`: the clock is theirs (tests inject one), so windows and deadlines agree.
 """
 
-import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.control.config import StoreConfig
-
 SPEND_DIMENSIONS = ("model", "team", "key", "day")
-SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens",
-                 "cost_nanos", "unpriced_requests")
+SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens",
+                 "reasoning_tokens", "cost_nanos", "unpriced_requests")
 SPEND_RETENTION_SECONDS = 400 * 86400  # fleet totals per day are kept this long
 SETTLE_REPLAY_SECONDS = 10.0  # a settle repeated within this long (same request id) is applied once
 
@@ -64,11 +61,13 @@ class Totals:
     cached_prompt_tokens: int
     reasoning_tokens: int
     cost_nanos: int | None  # None: unpriced
+    cache_write_tokens: int = 0
 
     def increments(self) -> dict[str, int]:
         """Field -> increment of the day's totals: `metric|dimension|value` (value last: it may hold '|')."""
         values = {"requests": 1, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                  "cached_prompt_tokens": self.cached_prompt_tokens, "reasoning_tokens": self.reasoning_tokens,
+                  "cached_prompt_tokens": self.cached_prompt_tokens, "cache_write_tokens": self.cache_write_tokens,
+                  "reasoning_tokens": self.reasoning_tokens,
                   "cost_nanos": self.cost_nanos or 0, "unpriced_requests": int(self.cost_nanos is None)}
         groups = {"model": self.model, "team": self.team or "", "key": self.key or "", "day": self.day}
         return {f"{metric}|{dim}|{value}": amount
@@ -128,16 +127,6 @@ class Store(Protocol):
     async def revoke_key(self, key_id: str, at: float) -> KeyRecord | None: ...
 
 
-def open_store(config: StoreConfig) -> Store:
-    if config.backend == "redis":
-        from proxy.store.redis import RedisStore
-
-        return RedisStore(config)
-    from proxy.store.memory import MemoryStore
-
-    return MemoryStore()
-
-
 async def fleet_spend(store: Store, by: str, since: float | None, now: float) -> tuple[list[dict], float]:
     """Spend rows from the store's daily totals: whole UTC days, from the one holding `since` (default:
     all that are kept) to today. Returns the rows and the start of the first day counted."""
@@ -146,22 +135,6 @@ async def fleet_spend(store: Store, by: str, since: float | None, now: float) ->
     first = max(since if since is not None else 0.0, now - SPEND_RETENTION_SECONDS) // 86400 * 86400
     days = [time.strftime("%Y-%m-%d", time.gmtime(day)) for day in range(int(first), int(now) + 1, 86400)]
     return await store.spend(by, days), first
-
-
-def read_fleet_spend(config: StoreConfig, by: str, since: float | None, now: float) -> list[dict]:
-    """For the CLI: the fleet's spend rows, read straight from the shared store."""
-    if config.backend != "redis":
-        raise StoreUnavailable("fleet totals live in Redis: this config has store.backend: memory")
-
-    async def read() -> list[dict]:
-        store = open_store(config)
-        await store.start()
-        try:
-            return (await fleet_spend(store, by, since, now))[0]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def spend_rows(by: str, day_totals: Iterable[dict[str, int]]) -> list[dict]:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.config import ConfigError, load
+from proxy.config import ConfigError
+from proxy.config_loading import load
 from tests.conftest import UPSTREAM_KEY_ENV, base_config
 from tests.processes import thriftgate
 

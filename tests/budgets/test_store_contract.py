@@ -101,9 +101,9 @@ async def test_fleet_totals_by_model_team_key_and_day(store: Store) -> None:
     by_model = await store.spend("model", ["2025-03-30", "2025-03-31"])
     assert by_model == [
         {"model": "gpt-4o", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10, "cached_prompt_tokens": 4,
-         "reasoning_tokens": 2, "cost_nanos": 1_500, "unpriced_requests": 0},
+         "cache_write_tokens": 0, "reasoning_tokens": 2, "cost_nanos": 1_500, "unpriced_requests": 0},
         {"model": "odd|model", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2,
-         "reasoning_tokens": 1, "cost_nanos": 0, "unpriced_requests": 1},
+         "cache_write_tokens": 0, "reasoning_tokens": 1, "cost_nanos": 0, "unpriced_requests": 1},
     ]
     assert [(r["team"], r["cost_nanos"]) for r in await store.spend("team", ["2025-03-31"])] == [
         ("support", 1_500), (None, 0)]

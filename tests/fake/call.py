@@ -72,6 +72,7 @@ class Knobs:
     fault: str | None  # x-fake-fault, or the model fake-NAME
     cached_tokens: int  # x-fake-cached-tokens
     cache_write_tokens: int  # x-fake-cache-write-tokens
+    cache_write_1h_tokens: int  # x-fake-cache-write-1h-tokens: the part of them written for an hour (Anthropic)
     anthropic_usage: bool  # x-fake-anthropic-usage: 1
     tool_call: bool  # x-fake-tool-call: 1
     retry_after: str  # x-fake-retry-after: the 429's Retry-After, "2" by default
@@ -89,6 +90,7 @@ class Knobs:
             fault=fault if fault in FAULTS else None,
             cached_tokens=int(headers.get("x-fake-cached-tokens", 0)),
             cache_write_tokens=int(headers.get("x-fake-cache-write-tokens", 0)),
+            cache_write_1h_tokens=int(headers.get("x-fake-cache-write-1h-tokens", 0)),
             anthropic_usage=headers.get("x-fake-anthropic-usage") == "1",
             tool_call=headers.get("x-fake-tool-call") == "1",
             retry_after=headers.get("x-fake-retry-after", "2"),

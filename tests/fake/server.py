@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.fake.anthropic import FAKE_ANTHROPIC_KEY, make_fake_anthropic_app
 from tests.fake.app import FAKE_API_KEY, make_fake_app
 from tests.fake.call import STATE, RecordedRequest
 from tests.fake.content import TEXT, generate, reply_length
@@ -25,8 +26,10 @@ class FakeUpstream:
     from a thread of its own, for synchronous clients, which would otherwise block the loop that serves them.
     """
 
-    def __init__(self, *, seed: int = 0, models: Iterable[str] = (), api_key: str = FAKE_API_KEY) -> None:
-        self.app = make_fake_app(seed=seed, models=models, api_keys=(api_key,))
+    def __init__(self, *, seed: int = 0, models: Iterable[str] = (), api_key: str = FAKE_API_KEY,
+                 app: web.Application | None = None) -> None:
+        """`app`: another fake provider's application (fake_anthropic())."""
+        self.app = app or make_fake_app(seed=seed, models=models, api_keys=(api_key,))
         self.seed = seed
         self.api_key = api_key
         recorded = self.app[STATE].recorded
@@ -92,12 +95,18 @@ class FakeUpstream:
         self._loop.close()
 
 
+def fake_anthropic(*, seed: int = 0, api_key: str = FAKE_ANTHROPIC_KEY) -> FakeUpstream:
+    """The fake Anthropic provider (tests/fake/anthropic.py), run like the OpenAI one."""
+    return FakeUpstream(seed=seed, api_key=api_key, app=make_fake_anthropic_app(seed=seed, api_keys=(api_key,)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.fake_upstream", description="A fake OpenAI provider.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--api-key", default=FAKE_API_KEY)
+    parser.add_argument("--api-key", default=None, help=f"default {FAKE_API_KEY}, {FAKE_ANTHROPIC_KEY} for Anthropic")
+    parser.add_argument("--anthropic", action="store_true", help="fake Anthropic's Messages API instead")
     args = parser.parse_args(argv)
     try:  # the benchmark baseline should be as quick as the proxy under test can be
         import uvloop
@@ -105,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    app = make_fake_app(seed=args.seed, api_keys=(args.api_key,), record=False)
+    if args.anthropic:
+        app = make_fake_anthropic_app(seed=args.seed, api_keys=(args.api_key or FAKE_ANTHROPIC_KEY,), record=False)
+    else:
+        app = make_fake_app(seed=args.seed, api_keys=(args.api_key or FAKE_API_KEY,), record=False)
     load_encodings()
     web.run_app(
         app, host=args.host, port=args.port, access_log=None, handler_cancellation=True, print=announce, loop=loop

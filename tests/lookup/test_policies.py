@@ -3,8 +3,8 @@
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy import policies
-from proxy.config import validate
+from proxy.policies import registry
+from proxy.config_loading import validate
 from proxy.lookup.entries import MemoryEntries
 from proxy.lookup.service import Lookups
 from proxy.accounting.metrics import Metrics
@@ -21,7 +21,7 @@ def exact_cache(**settings) -> object:
     config = validate({"policies": [{"type": "exact_cache", **settings}]}).policies[0]
     lookups = Lookups({}, MemoryEntries(), Metrics(CollectorRegistry(), models=PRICES.models), clock=lambda: 1000.0)
     services = Services(prices=PRICES, tokens=TOKENS, side_calls=None, lookups=lookups)
-    return policies.REGISTRY["exact_cache"].Policy(config, services), lookups
+    return registry.REGISTRY["exact_cache"].Policy(config, services), lookups
 
 
 async def answered(policy, lookups, team: str | None = None, key: str | None = None, **body) -> None:

@@ -2,12 +2,12 @@
 
 import pytest
 
-from proxy import policies
+from proxy.policies import registry
 from tests.conftest import RunningProxy, StartProxy
 from tests.observability import tools
 
 
 @pytest.fixture
 async def workload_proxy(start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch) -> RunningProxy:
-    monkeypatch.setitem(policies.REGISTRY, "fragile", tools.FRAGILE)
+    monkeypatch.setitem(registry.REGISTRY, "fragile", tools.FRAGILE)
     return await start_proxy(**tools.WORKLOAD)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from proxy.config import validate
+from proxy.config_loading import validate
 from tests.observability.tools import ROOT, require
 
 DEPLOY = ROOT / "deploy"

@@ -36,7 +36,8 @@ def free_port() -> int:
 
 
 # One round of traffic: (method, path, body, headers). Priced chat whole and streamed, embeddings, a
-# model with no price, an upstream failure and a pass-through, so that every panel has data.
+# model with no price, an upstream failure, prompt-cache reads and writes and a pass-through, so that
+# every panel has data.
 CHAT = {"messages": [{"role": "user", "content": "Name three rivers."}]}
 Request = tuple[str, str, dict | None, dict[str, str]]
 ROUND: tuple[Request, ...] = (
@@ -45,6 +46,8 @@ ROUND: tuple[Request, ...] = (
     ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "three rivers"}, {}),
     ("POST", "/v1/chat/completions", {"model": "llama-3.1-70b", **CHAT}, {}),  # no price
     ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {"x-fake-fault": "500"}),
+    ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT},  # the prompt cache read and written
+     {"x-fake-cached-tokens": "6", "x-fake-cache-write-tokens": "2"}),
     ("GET", "/v1/models", None, {}),  # passed through
 )
 
@@ -63,7 +66,7 @@ class _FragilePolicy:
         raise RuntimeError("a policy bug, on purpose")
 
 
-# A policy type for tests only (monkeypatch it into proxy.policies.REGISTRY): no real type fails on purpose.
+# A policy type for tests only (monkeypatch it into proxy.policies.registry.REGISTRY): no real type fails on purpose.
 FRAGILE = SimpleNamespace(Settings=_FragileSettings, Policy=_FragilePolicy)
 
 # Policies and budgets for the savings and budget dashboards, and POLICY_ROUND, which exercises them: a

@@ -7,12 +7,13 @@ import orjson
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 
-from proxy import policies
-from proxy.config import validate
+from proxy.policies import registry
+from proxy.config_loading import validate
 from proxy.exchange import Exchange
+from proxy.stages.count import prompt_counter
 from proxy.stages.hooks import PolicyChain, build_chain
 from proxy.accounting.metrics import Metrics
-from proxy.openai_wire import request_facts
+from proxy.dialects.ingress import INGRESS
 from proxy.policies.base import Services
 from proxy.accounting.pricing import PriceTable, default_pricing_path
 from proxy.accounting.savings import HoldoutStats
@@ -22,7 +23,7 @@ PRICES = PriceTable.load([default_pricing_path()], {})
 TOKENS = TokenCounter()
 SERVICES = Services(prices=PRICES, tokens=TOKENS, side_calls=None)  # cascade is tested end to end
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "responses": "/v1/responses",
-         "embeddings": "/v1/embeddings"}
+         "embeddings": "/v1/embeddings", "messages": "/v1/messages", "count_tokens": "/v1/messages/count_tokens"}
 
 
 @lru_cache(maxsize=64)
@@ -32,13 +33,14 @@ def _request(endpoint: str, headers: tuple[tuple[str, str], ...]):
 
 
 def exchange(endpoint: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Exchange:
-    ex = Exchange(_request(endpoint, tuple(sorted((headers or {}).items()))), endpoint)
+    dialect = INGRESS[PATHS[endpoint]]
+    ex = Exchange(_request(endpoint, tuple(sorted((headers or {}).items()))), endpoint, dialect)
     ex.raw_body = orjson.dumps(body)
     ex.body = orjson.loads(ex.raw_body)
-    facts = request_facts(endpoint, ex.body)
+    facts = dialect.facts(ex.body)
     ex.requested_model = ex.model = facts.model
     ex.stream, ex.max_output_tokens = facts.stream, facts.max_output_tokens
-    ex.tokens = TOKENS
+    ex.count_prompt = prompt_counter(TOKENS)
     return ex
 
 
@@ -51,4 +53,4 @@ def chain(*entries: dict[str, Any]) -> tuple[PolicyChain, Metrics]:
 def policy(entry: dict[str, Any]):
     """One policy object of the entry's type, built as the app builds it."""
     config = validate({"policies": [entry]}).policies[0]
-    return policies.REGISTRY[config.type].Policy(config, SERVICES)
+    return registry.REGISTRY[config.type].Policy(config, SERVICES)

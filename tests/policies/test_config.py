@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, load, validate
+from proxy.config import ConfigError
+from proxy.config_loading import load, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 ISSUE_EXAMPLE = """
@@ -36,13 +37,14 @@ policies:
 """
 
 
-def test_the_issue_example_and_the_shipped_example_load(tmp_path: Path) -> None:
+def test_the_issue_example_and_the_shipped_example_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-example")  # the example's Anthropic upstream needs its key
     path = tmp_path / "thriftgate.yaml"
     path.write_text(ISSUE_EXAMPLE)
     names = [p.name for p in load(path).policies]
     assert names == ["be-brief", "cap", "small-for-summaries", "prompt-heavy-to-self-hosted", "cheap-first"]
     assert [p.type for p in load(ROOT / "config" / "example.yaml").policies] == [
-        "concise", "cap", "route", "route", "cascade", "exact_cache", "semantic_cache"]
+        "concise", "cap", "route", "route", "cascade", "exact_cache", "semantic_cache", "prompt_cache"]
 
 
 @pytest.mark.parametrize("policy,message", [

@@ -1,0 +1,54 @@
+"""What every stream translator shares: whole events in, translated events out, accounting on the way.
+
+It offers the pipeline what stages/stream.py's SseRelay offers (feed, remainder, events, output_text,
+usage, partial_usage, first_text_at, done); a subclass translates one parsed event at a time.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from proxy import openai_wire as wire
+from proxy.accounting.usage import Usage
+
+
+class TranslatedStream:
+    def __init__(self) -> None:
+        self._pending = b""
+        self._sent: list[bytes] = []  # the translated events, for hooks that read them after
+        self._texts: list[str] = []  # the generated text, to count it if usage never comes
+        self.usage: Usage | None = None
+        self.partial_usage: Usage | None = None
+        self.first_text_at: float | None = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._pending + data
+        events, used = wire.split_events(buffer)
+        self._pending = buffer[used:]
+        out = [translated for event in events for translated in self._translate(wire.event_data(event))]
+        self._sent.extend(out)
+        return b"".join(out)
+
+    def remainder(self) -> bytes:
+        self._pending = b""  # half an event cannot be translated; the stream is reported incomplete
+        return b""
+
+    def events(self) -> Iterator[bytes]:
+        return iter(self._sent)
+
+    def output_text(self) -> list[str]:
+        return self._texts
+
+    def _translate(self, data: bytes | None) -> list[bytes]:
+        raise NotImplementedError
+
+
+def parsed(data: bytes | None) -> dict[str, Any] | None:
+    """An event's JSON object; None for comments, keep-alives and anything else."""
+    try:
+        chunk = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
