@@ -1,12 +1,14 @@
 """Running thriftgate as a real process in tests: the CLI, free ports, waiting until it is ready."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -104,10 +106,11 @@ class PostgresServer:
                        check=True, capture_output=True, timeout=120)
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
-            [*self._as, str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.directory), "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        with (self.directory / "log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self._as, str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
+                 "-k", str(self.directory), "-c", "fsync=off"],
+                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         import asyncpg
 
         for _ in range(300):
@@ -118,12 +121,22 @@ class PostgresServer:
                 continue
             await conn.close()
             return
-        raise AssertionError("postgres did not start")
+        raise AssertionError("postgres did not start: " + (self.directory / "log").read_text()[-2000:])
 
     def kill(self) -> None:
-        """SIGKILL the whole server (postmaster and backends): a crash, not a shutdown."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """SIGKILL the postmaster and its backends: a crash, not a shutdown."""
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():
+            postmaster = int(pid_file.read_text().split()[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(postmaster), signal.SIGKILL)  # its backends are in its process group
+            for _ in range(200):  # a new postmaster needs the old one's shared memory released
+                if not Path(f"/proc/{postmaster}").exists():
+                    break
+                time.sleep(0.02)
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
             self.process.wait(10)
 
     def remove(self) -> None:

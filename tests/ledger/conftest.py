@@ -16,6 +16,7 @@ import pytest
 from proxy.accounting.ledger import BatchedLedger, Ledger
 from proxy.accounting.ledger_postgres import PostgresLedger
 from proxy.control.config import LedgerConfig
+from tests.processes import PostgresServer
 
 SHARED_PG = "postgresql://postgres@127.0.0.1:5432"
 DSN_ENV = "THRIFTGATE_TEST_LEDGER_DSN"
@@ -76,3 +77,15 @@ async def any_ledger(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch
         await ledger.start()
         yield ledger
         await ledger.close()
+
+
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[PostgresServer]:
+    """A PostgreSQL server this test may kill (never the shared one)."""
+    server = PostgresServer()
+    try:
+        server.init()
+        await server.start()
+        yield server
+    finally:
+        server.remove()
