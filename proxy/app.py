@@ -54,7 +54,7 @@ def make_app(
     ledger = open_ledger(config.ledger)
     metrics = Metrics(
         registry or CollectorRegistry(), models=prices.models | _configured_models(config),
-        teams=configured_teams(config.auth, config.budgets),
+        teams=configured_teams(config.auth, config.budgets), tags=config.tags.metrics,
         exposition=multiprocess_exposition(metrics_dir) if metrics_dir else None,
     )
     tokens = TokenCounter()

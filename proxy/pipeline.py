@@ -31,6 +31,7 @@ from proxy.stages.count import prompt_counter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
+from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.accounting.tokens import TokenCounter
 from proxy.accounting.usage import Usage
 from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
@@ -39,7 +40,6 @@ from proxy.dialects.providers import Passthrough, upstream_path
 log = logging.getLogger("thriftgate.pipeline")
 
 _UNPRICED_LOG_LIMIT = 1000
-TAGS_HEADER = "x-thriftgate-tags"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
@@ -120,7 +120,7 @@ class Pipeline:
         facts = ex.dialect.facts(ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
-        ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
+        ex.tags = parse_tags(ex.request.headers.get(TAGS_HEADER)) | ex.tags  # and the key's, from authenticate
         ex.count_prompt = self._count_prompt
         if policies:
             await policies.on_request(ex)
@@ -270,10 +270,6 @@ class Pipeline:
         if self._budgets is not None:
             headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
         return headers
-
-
-def _tags(header: str | None) -> frozenset[str]:
-    return frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -29,7 +29,7 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(
-        self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = (),
+        self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = (), tags: Iterable[str] = (),
         *, exposition: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry
@@ -37,6 +37,7 @@ class Metrics:
         self._exposition = exposition or registry  # what /metrics renders
         self._models = frozenset(models)
         self._teams = frozenset(teams)
+        self._tags = frozenset(tags)
         self.requests = Counter(
             "thriftgate_requests", "Requests answered, by endpoint, answering model and HTTP status.",
             ["endpoint", "model", "status"], registry=registry,
@@ -103,6 +104,14 @@ class Metrics:
             "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
             ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
         )
+        self.tag_requests = Counter(
+            "thriftgate_tag_requests", "Requests by tag, for the tags listed in tags.metrics.", ["tag"],
+            registry=registry,
+        )
+        self.tag_spend = Counter(
+            "thriftgate_tag_spend_usd", "Spend in US dollars by tag, for the tags listed in tags.metrics.", ["tag"],
+            registry=registry,
+        )
         self.budget_rejections = Counter(
             "thriftgate_budget_rejections", "Requests refused by a budget or rate limit, by the kind of scope.",
             ["scope_kind"], registry=registry,
@@ -159,6 +168,11 @@ class Metrics:
                 child(self.spend, model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
         elif ex.endpoint != "passthrough" and ex.model:
             child(self.unpriced, model).inc()
+        if ex.tags and self._tags:
+            for tag in ex.tags & self._tags:  # configured tags only: a label set of bounded size
+                child(self.tag_requests, tag).inc()
+                if ex.cost_nanos:
+                    child(self.tag_spend, tag).inc(ex.cost_nanos / NANOS_PER_USD)
 
     def _child(self, metric, *values: str):
         """labels() validates and takes a lock on every call; label sets are bounded, so keep the children."""

@@ -10,6 +10,7 @@ from proxy.exchange import Exchange
 from proxy.accounting.ledger import BatchedLedger as Ledger
 from proxy.accounting.spend_record import SpendRecord
 from proxy.lookup.trace import ledger_column
+from proxy.stages.tags import tags_column
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.usage import Usage
 
@@ -64,7 +65,7 @@ def spend_record(ex: Exchange) -> SpendRecord:
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
         policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
-        lookups=ledger_column(ex.lookups),
+        lookups=ledger_column(ex.lookups), tags=tags_column(ex.tags),
     )
 
 

@@ -91,6 +91,7 @@ class KeyRecord:
     revoked_at: float | None = None
     budget_nanos_per_day: int | None = None
     source: str = "store"  # store | config
+    tags: tuple[str, ...] = ()  # default tags of every request made with it
 
 
 @dataclass(frozen=True, slots=True)

@@ -293,4 +293,5 @@ def _encode(record: KeyRecord) -> str:
 
 
 def _decode(raw: str) -> KeyRecord:
-    return KeyRecord(**orjson.loads(raw))
+    fields = orjson.loads(raw)
+    return KeyRecord(**{**fields, "tags": tuple(fields.get("tags", ()))})
