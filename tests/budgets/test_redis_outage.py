@@ -83,3 +83,41 @@ async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
     finally:
         await client.aclose()
     assert int(counter["used"]) == spent  # every cent counted
+
+
+async def test_redis_stopped_mid_load_never_lets_a_budget_be_overspent(
+    start_proxy: StartProxy, own_redis: RedisServer
+) -> None:
+    """A budget for 60 requests, Redis stopped and started again while it runs out: never a 61st."""
+    from tests.budgets.test_budgets import request_cost, usd
+
+    cost = request_cost()
+    proxy = await start_proxy(
+        store={"backend": "redis", "redis_url": own_redis.url, "key_prefix": PREFIX, "retry_seconds": 0.05,
+               "timeout_seconds": 0.25},
+        budgets=[{"scope": "global", "usd": usd(60 * cost), "window": "day"}],
+    )
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    statuses: Counter = Counter()
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        async with session.post(proxy.base_url + "/chat/completions", json=body,
+                                headers={"x-fake-latency-ms": "20"}) as response:
+            await response.read()
+            statuses[response.status] += 1
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(one(session) for _ in range(24)))
+        await own_redis.stop()
+        await asyncio.gather(*(one(session) for _ in range(8)))  # refused: 503
+        await own_redis.start()
+        for _ in range(100):
+            status, ready = await readyz(session, proxy)
+            if ready["store"]["reachable"]:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(6):
+            await asyncio.gather(*(one(session) for _ in range(16)))
+    assert statuses[200] == 60 and statuses[503] >= 8 and set(statuses) == {200, 429, 503}
+    spent = sum(row["cost_nanos"] or 0 for row in await proxy.ledger.recent(10_000))
+    assert spent == 60 * cost
