@@ -16,7 +16,7 @@ from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY,
 from proxy.config import Config
 from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError
-from proxy.accounting.ledger import open_ledger
+from proxy.accounting.ledger_backends import open_ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
 from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.hooks import build_chain

@@ -254,7 +254,7 @@ def _ledger_report(args: argparse.Namespace, query, table) -> int:
 @contextlib.contextmanager
 def _reader(args: argparse.Namespace):
     """The ledger the arguments name, or one clear line and exit status 1."""
-    from proxy.accounting.ledger import open_reader
+    from proxy.accounting.ledger_backends import open_reader
     from proxy.accounting.ledger_postgres import LedgerUnavailable
 
     ledger = config_loading.load(args.config).ledger

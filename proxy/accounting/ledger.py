@@ -25,8 +25,7 @@ from proxy.accounting import ledger_sql as sql
 from proxy.accounting.ledger_read import LedgerReader, fetch_dicts, open_readonly, parse_since
 from proxy.accounting.spend_record import COLUMNS, SpendRecord
 
-__all__ = ["BatchedLedger", "Ledger", "LedgerReader", "SpendRecord", "open_ledger", "open_reader", "open_readonly",
-           "parse_since"]
+__all__ = ["BatchedLedger", "Ledger", "LedgerReader", "SpendRecord", "open_readonly", "parse_since"]
 logger = logging.getLogger("thriftgate.ledger")
 T = TypeVar("T")
 
@@ -221,20 +220,3 @@ def _append_jsonl(path: str, batch: list[SpendRecord]) -> None:
     with open(path, "a", encoding="utf-8") as out:
         out.writelines(json.dumps(dataclasses.asdict(record)) + "\n" for record in batch)
 
-
-def open_ledger(config) -> BatchedLedger:
-    """The ledger a LedgerConfig names."""
-    if config.backend == "postgres":
-        from proxy.accounting.ledger_postgres import PostgresLedger
-
-        return PostgresLedger(config)
-    return Ledger(config.path)
-
-
-def open_reader(config, path: str | None = None) -> LedgerReader:
-    """The CLI's reader: the file at `path`, else the ledger the config names (PostgreSQL: the fleet's)."""
-    if path is None and config.backend == "postgres":
-        from proxy.accounting.ledger_postgres import PostgresReader
-
-        return PostgresReader(config)
-    return open_readonly(path or config.path)
