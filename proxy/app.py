@@ -7,19 +7,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
 from proxy.control import admin, ui
 from proxy.stages.auth import Auth
 from proxy.stages.budget import build_budgets
-from proxy.appkeys import AUTH, BUDGETS, CONFIG, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
+from proxy.appkeys import AUTH, BUDGETS, CONFIG, IN_FLIGHT, LEDGER, METRICS, PRICES, READY, RELOADER, STORE, UPSTREAMS
 from proxy.config import Config
 from proxy.control.config import configured_teams
-from proxy.errors import NotFound, ProxyError
+from proxy.errors import NotFound, ProxyError, UnreadableBody
 from proxy.accounting.ledger_backends import open_ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
 from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.hooks import build_chain
+from proxy.in_flight import InFlight
 from proxy.pipeline import Pipeline
 from proxy.policies.base import Services
 from proxy.accounting.pricing import PriceTable, default_pricing_path
@@ -71,9 +73,10 @@ def make_app(
                         lookups=lookups, upstreams=upstreams)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
+    in_flight = InFlight()
     pipeline = Pipeline(
         config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, recorder=recorder, policies=chain,
-        auth=auth, budgets=budgets,
+        in_flight=in_flight, auth=auth, budgets=budgets,
     )
     reloader = Reloader(config_path, config, pipeline, services, metrics, holdout)
 
@@ -90,18 +93,21 @@ def make_app(
     app[STORE] = store
     app[AUTH] = auth
     app[BUDGETS] = budgets
+    app[IN_FLIGHT] = in_flight
     if handle_sighup:
         app.on_startup.append(lambda app: _install_sighup(app[RELOADER]))
     app.cleanup_ctx.append(_running_services)
     app[LOOKUPS] = lookups
     app.cleanup_ctx.append(running_lookups)  # after the upstreams start; drains cache writes before they close
 
-    for path, dialect in INGRESS.items():
-        app.router.add_post(path, pipeline.priced(dialect))
-    app.router.add_route("*", "/v1/{tail:.*}", pipeline.passthrough)
+    for path in INGRESS:
+        app.router.add_post(path, pipeline.priced(path))
+    app.router.add_route("*", "/v1/{tail:.*}", pipeline.any_v1_path)  # encoded, dotted, or passed through
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_page)
+    server = config.server
+    app.router.add_get("/metrics", auth.metrics_guard(server.metrics_auth, server.metrics_token,
+                                                      server.metrics_token_env)(metrics_page))
     admin.add_routes(app.router)
     lookup_admin.add_routes(app.router)
     app.router.add_routes([reload_route(RELOADER)])
@@ -141,6 +147,10 @@ async def openai_shaped_errors(request: web.Request, handler) -> web.StreamRespo
         return await handler(request)
     except ProxyError as err:
         return _in_dialect(request, err)
+    except RequestPayloadError:  # an admin body that is not what its Content-Encoding says
+        request.content.feed_eof()  # the rest is unreadable too: aiohttp must not try to drain it
+        return _in_dialect(request, UnreadableBody("The request body could not be decoded as its Content-Encoding "
+                                                   "says."))
     except web.HTTPNotFound:
         return _in_dialect(request, NotFound(f"Unknown route: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:
@@ -150,7 +160,10 @@ async def openai_shaped_errors(request: web.Request, handler) -> web.StreamRespo
 
 
 def _in_dialect(request: web.Request, err: ProxyError) -> web.Response:
-    return for_request(request.path, request.headers).error_response(err)
+    response = for_request(request.path, request.headers).error_response(err)
+    if err.close_connection:
+        response.force_close()
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

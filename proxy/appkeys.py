@@ -6,6 +6,7 @@ from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
 from proxy.accounting.ledger import BatchedLedger
+from proxy.in_flight import InFlight
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
 from proxy.control.reload import Reloader
@@ -22,3 +23,4 @@ RELOADER = web.AppKey("reloader", Reloader)
 STORE = web.AppKey("store", Store)
 AUTH = web.AppKey("auth", Auth)
 BUDGETS = web.AppKey("budgets", Budgets | None)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)

@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import functools
+from importlib import metadata
 import json
 import logging
 import logging.handlers
@@ -19,7 +20,7 @@ from proxy.accounting import reports
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
 from proxy.control.config import workers_problem
-from proxy.accounting.ledger_sql import SPEND_GROUPS
+from proxy.accounting.ledger_sql import SPEND_GROUPINGS
 from proxy.accounting.savings import savings_report
 
 
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thriftgate", description="Cost-control proxy for LLM APIs.")
+    parser.add_argument("--version", action="version", version=f"thriftgate {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy")
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
 
     spend = _ledger_command(commands, "spend", "spend from the ledger, as a table", since="24h")
-    spend.add_argument("--by", default="model", choices=SPEND_GROUPS, metavar="{" + ",".join(SPEND_GROUPS) + "}",
+    spend.add_argument("--by", default="model", choices=SPEND_GROUPINGS, metavar="{" + ",".join(SPEND_GROUPINGS) + "}",
                        help="what to group by (default model); tag: a row counts under each of its tags")
     spend.add_argument("--source", choices=("fleet", "ledger"),
                        help="ledger: the ledger (with ledger.backend: postgres, the whole fleet's, the default); "
@@ -87,11 +89,19 @@ def _parser() -> argparse.ArgumentParser:
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")
-    pricing_import.add_argument("file")
-    pricing_import.add_argument("--out", default="config/pricing.yaml")
+    pricing_import.add_argument("file", help="LiteLLM's model_prices_and_context_window.json, or a litellm wheel")
+    pricing_import.add_argument("--out", help="write the table here (never over the shipped one); default: stdout. "
+                                "Use it with pricing.files in the config")
     pricing_import.add_argument("--providers", nargs="*", help="only these LiteLLM providers")
     pricing_import.set_defaults(run=_pricing_import)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("thriftgate")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def _ledger_command(commands, name: str, help: str, *, since: str) -> argparse.ArgumentParser:
@@ -122,8 +132,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise config_module.ConfigError(f"--workers {args.workers}: {problem}")
     serve_one = functools.partial(_serve_process, config_path=Path(args.config) if args.config else None)
     if args.workers > 1:
+        from proxy import serving
         from proxy.workers import supervise
 
+        try:  # once here, rather than once in every worker
+            for sock in serving.bind(config.server.host, config.server.port, reuse_port=True):
+                sock.close()
+        except serving.CannotListen as exc:
+            print(f"thriftgate: {exc}", file=sys.stderr)
+            return 1
         _configure_logging(config)
         return supervise(config, args.workers, serve_one)
     serve_one(config)
@@ -134,28 +151,40 @@ def _serve_process(
     config: config_module.Config, metrics_dir: str | None = None, *, config_path: Path | None = None
 ) -> None:
     """One server process: the whole proxy, or with a metrics_dir one of the --workers sharing the port."""
-    from aiohttp import web
+    import asyncio
 
+    from proxy import serving
     from proxy.app import make_app
+    from proxy.appkeys import IN_FLIGHT
 
+    server = config.server
+    try:
+        sockets = serving.bind(server.host, server.port, reuse_port=metrics_dir is not None)  # workers share it
+    except serving.CannotListen as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     access_writer = _configure_logging(config)
+    for warning in config_module.warnings(config):
+        logging.getLogger("thriftgate").warning("%s", warning)
     try:
         import uvloop
     except ImportError:
         uvloop = None
-    app = make_app(config, metrics_dir=metrics_dir, config_path=config_path, handle_sighup=True)
-    server = config.server
-    logging.getLogger("thriftgate").info(
-        "thriftgate listening on http://%s:%s/v1 -> %s", server.host, server.port,
-        ", ".join(f"{u.name}={u.base_url}" for u in config.upstreams),
-    )
-    try:
-        web.run_app(
-            app, host=server.host, port=server.port, access_log=None, print=None,
-            shutdown_timeout=server.shutdown_grace_seconds, loop=uvloop.new_event_loop() if uvloop else None,
-            reuse_port=metrics_dir is not None,  # workers share the port; the kernel spreads connections
+
+    def announce() -> None:
+        logging.getLogger("thriftgate").info(
+            "thriftgate listening on %s -> %s", ", ".join(f"http://{a}/v1" for a in serving.addresses(sockets)),
+            ", ".join(f"{u.name}={u.base_url}" for u in config.upstreams),
         )
+
+    try:
+        app = make_app(config, metrics_dir=metrics_dir, config_path=config_path, handle_sighup=True)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
+            runner.run(serving.serve(app, sockets, in_flight=app[IN_FLIGHT], grace=server.shutdown_grace_seconds,
+                                     announce=announce))
     finally:
+        for sock in sockets:
+            sock.close()
         if access_writer is not None:
             access_writer.stop()  # writes every queued line
 
@@ -197,6 +226,8 @@ def _check_config(args: argparse.Namespace) -> int:
     overrides = {m: o.model_dump(exclude_none=True) for m, o in config.pricing.overrides.items()}
     table = PriceTable.load(files, overrides)
     print(json.dumps(config_module.masked_summary(config), indent=2))
+    for warning in config_module.warnings(config):
+        print(f"# warning: {warning}", file=sys.stderr)
     print(f"# {args.file}: valid; {len(table.models)} priced models", file=sys.stderr)
     return 0
 
@@ -314,8 +345,27 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _pricing_import(args: argparse.Namespace) -> int:
-    from proxy.accounting.pricing_import import import_file
+    from proxy.accounting.pricing import default_pricing_path
+    from proxy.accounting.pricing_import import PriceMapError, import_file
 
-    count = import_file(Path(args.file), Path(args.out), providers=set(args.providers) if args.providers else None)
-    print(f"wrote {count} models to {args.out}")
+    out = Path(args.out) if args.out and args.out != "-" else None
+    if out is not None and out.resolve() == default_pricing_path().resolve():
+        print(f"thriftgate: --out {args.out} is the shipped price table, which stays as shipped: write the "
+              "import elsewhere and list it in the config's pricing.files", file=sys.stderr)
+        return 2
+    try:
+        text, count = import_file(Path(args.file), providers=set(args.providers) if args.providers else None)
+    except PriceMapError as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        return 2
+    if out is None:
+        sys.stdout.write(text)
+        print(f"# {count} models", file=sys.stderr)
+        return 0
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"thriftgate: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {count} models to {out}", file=sys.stderr)
     return 0

@@ -21,6 +21,17 @@ DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
 ANTHROPIC_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_API_VERSION = "2026-10-21"  # proxy.dialects.anthropic.API_VERSION (config imports no dialect)
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+# The providers' API paths besides the priced endpoints: passed through unpriced (still authenticated, recorded
+# and counted against request budgets); any other path is refused.
+KNOWN_PASSTHROUGH_PATHS = (
+    "/v1/models", "/v1/models/*", "/v1/moderations",
+    "/v1/chat/completions/**", "/v1/responses/**", "/v1/conversations/**",
+    "/v1/files/**", "/v1/uploads/**", "/v1/batches/**", "/v1/fine_tuning/**",
+    "/v1/images/generations", "/v1/images/edits", "/v1/images/variations",
+    "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/translations",
+    "/v1/vector_stores/**", "/v1/assistants/**", "/v1/threads/**",
+    "/v1/messages/batches/**",  # Anthropic's (its /v1/models is OpenAI's path too)
+)
 
 
 class ConfigError(ValueError):
@@ -39,11 +50,30 @@ class Section(BaseModel):
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 4100
-    max_body_bytes: Annotated[int, Field(gt=0)] = 32 * 1024 * 1024
+    # A long chat (a 1M-token context is ~4 MB of text) with a few images; larger bodies get a 413.
+    max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     # How long an in-flight request may take to finish after SIGTERM before the process exits.
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
     access_log: bool = True  # one JSON line per request on stdout: ids, team, models, tokens, cost, policies
     log_prompts: bool = False  # add the last user message to that line (off: prompts are the users' data)
+    # /metrics shows every team's and model's spend: none (open, keep the port private), master_key, or
+    # token (a scrape token from metrics_token_env; the master key works too).
+    metrics_auth: Literal["none", "master_key", "token"] = "none"
+    metrics_token_env: str = "THRIFTGATE_METRICS_TOKEN"
+    # The /v1 paths passed through unpriced (`*` one segment, `**` any rest); others get a 404. [] passes none.
+    passthrough_paths: tuple[str, ...] = KNOWN_PASSTHROUGH_PATHS
+
+    @field_validator("passthrough_paths")
+    @classmethod
+    def _v1_paths(cls, globs: tuple[str, ...]) -> tuple[str, ...]:
+        for glob in globs:
+            if not re.fullmatch(r"/v1(/([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]*|\*))*(/\*\*)?", glob) or glob == "/v1":
+                raise ValueError(f"{glob!r}: expected a /v1/ path of names, '*' (one segment) and a last '**'")
+        return globs
+
+    @property
+    def metrics_token(self) -> str | None:
+        return os.environ.get(self.metrics_token_env) or None
 
 
 class UpstreamConfig(Section):
@@ -229,12 +259,33 @@ def _without_credentials(text: str) -> str:
     return re.sub(r"://[^/@\s'\"]*@", "://***@", text)
 
 
+def warnings(config: Config) -> list[str]:
+    """What is valid but probably not meant: printed by `check-config` and logged by `serve`."""
+    found = []
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.api_key_env and not upstream.api_key:
+            passed_on = ("requests go upstream with the client's own Authorization header; a request that has none "
+                         "(a client using a thriftgate key) gets" if upstream.provider == "openai" else "requests get")
+            found.append(
+                f"upstreams[{index}] ({upstream.name}): ${upstream.api_key_env} (api_key_env) is not set: {passed_on} "
+                "a 502 naming the variable. Set it, or api_key_env: null to pass clients' keys on by design")
+    server = config.server
+    if server.metrics_auth == "token" and not server.metrics_token and not config.auth.master_key:
+        found.append(f"server.metrics_auth: token, but ${server.metrics_token_env} is not set: /metrics answers 403")
+    if server.metrics_auth == "master_key" and not config.auth.master_key:
+        found.append(f"server.metrics_auth: master_key, but ${config.auth.master_key_env} is not set: "
+                     "/metrics answers 403")
+    return found
+
+
 def masked_summary(config: Config) -> dict[str, Any]:
     """The resolved settings as plain data, with each secret shown only as set/unset."""
     summary = config.model_dump(mode="json", exclude={"policies"})
     mask_secrets(summary, config.auth, config.store)
     summary["policies"] = [policy.model_dump(mode="json", exclude_defaults=True) | {"name": policy.name}
                            for policy in config.policies]
+    token_state = "set" if config.server.metrics_token else "unset"
+    summary["server"]["metrics_token_env"] = f"{config.server.metrics_token_env} ({token_state})"
     for upstream, shown in zip(config.upstreams, summary["upstreams"]):
         if upstream.api_key_env:
             state = "set" if upstream.api_key else "unset"

@@ -1,8 +1,10 @@
 """Errors the proxy itself raises, rendered in OpenAI's error shape by one function (`response`); the
 client's dialect renders them in its own shape (proxy/dialects: Anthropic's for its clients).
 
-Upstream errors are not ProxyErrors: they are relayed to the client as they came (translated into the
-client's dialect when the upstream speaks another one).
+Upstream errors are relayed to the client as they came (translated into the client's dialect when the
+upstream speaks another one); one that came as plain text (an HTML error page, a bare 404 from an upstream
+without that endpoint) is put in the client's error shape by `upstream_text_error`, naming the upstream,
+with its status kept.
 """
 
 from collections.abc import Mapping
@@ -15,6 +17,7 @@ class ProxyError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    close_connection = False  # True: the request's framing is lost, the connection cannot be reused
 
     def __init__(
         self,
@@ -42,9 +45,32 @@ class ProxyError(Exception):
         )
 
 
+def upstream_text_error(upstream: str, status: int, body: bytes) -> "ProxyError | None":
+    """None for an upstream error in JSON (relayed as it came); for a plain-text one, the error to render in
+    the client's shape instead, naming the upstream, its status kept."""
+    try:
+        if isinstance(orjson.loads(body), dict):
+            return None
+    except orjson.JSONDecodeError:
+        pass
+    text = " ".join(body.decode("utf-8", "replace").split())[:_QUOTED_TEXT]
+    said = f": {text}" if text else " with an empty body"
+    error = ProxyError(f"The upstream '{upstream}' answered {status}{said}", code=f"upstream_{status}")
+    error.status, error.type = status, "upstream_error"
+    return error
+
+
+_QUOTED_TEXT = 300
+
+
 class BadRequest(ProxyError):
     status = 400
     type = "invalid_request_error"
+
+
+class UnreadableBody(BadRequest):
+    code = "unreadable_body"
+    close_connection = True
 
 
 class Unauthorized(ProxyError):
@@ -79,6 +105,14 @@ class UpstreamUnavailable(ProxyError):
     status = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+
+
+class UpstreamKeyMissing(ProxyError):
+    """The upstream's key comes from the proxy's environment, and it is not set."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_key_missing"
 
 
 class ServiceUnavailable(ProxyError):

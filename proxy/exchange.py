@@ -41,6 +41,7 @@ class Exchange:
     request: web.Request
     endpoint: str  # chat | completions | embeddings | responses | messages | count_tokens | passthrough
     dialect: Any = None  # proxy.dialects.Dialect: the wire format the client speaks, asked about its body
+    upstream_path: str = ""  # what follows the upstream's base URL: the normalised path and the client's query
     request_id: str = field(default_factory=new_request_id)
     received_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)

@@ -3,6 +3,7 @@
 Nothing here does I/O; the pipeline feeds it bytes and gets facts back.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,25 @@ MAX_OUTPUT_FIELDS = {
 }
 
 DONE = b"[DONE]"
+MAX_MODEL_LENGTH = 256
+MAX_NESTING = 254  # what orjson writes
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def model_name_problem(model: str) -> str | None:
+    """What is wrong with a model name any dialect accepts (it is echoed in a response header), or None."""
+    if len(model) > MAX_MODEL_LENGTH or _CONTROL.search(model):
+        return (f"'model' must be at most {MAX_MODEL_LENGTH} characters without control characters "
+                "(it names a model, and is echoed in a response header)")
+    return None
+
+
+def header_value(text: str) -> str:
+    """Client input echoed in a response header: anything but printable ASCII percent-encoded (UTF-8)."""
+    if _NOT_HEADER_SAFE.search(text) is None:
+        return text
+    return _NOT_HEADER_SAFE.sub(lambda found: "".join(f"%{byte:02X}" for byte in found[0].encode()), text)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -31,6 +51,14 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"We could not parse the JSON body of your request: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"The request body must be a JSON object, got {type(body).__name__}.")
+    # orjson reads up to 1024 levels but writes only 254: a body edited or hashed must be writable. Only a
+    # body with that many brackets can nest that deep; only such a body pays for the check.
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING:
+        try:
+            orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise BadRequest(f"The JSON body nests deeper than {MAX_NESTING} levels.",
+                             code="too_deeply_nested") from None
     return body
 
 
@@ -47,6 +75,8 @@ def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("you must provide a model parameter", param="model", code="missing_model")
+    if problem := model_name_problem(model):
+        raise BadRequest(problem, param="model", code="invalid_model")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -58,7 +88,68 @@ def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
     if options is not None and not isinstance(options, dict):
         raise BadRequest("'stream_options' must be an object", param="stream_options")
     include_usage = bool(options and options.get("include_usage"))
+    _check_shape(endpoint, body)
     return RequestFacts(model, stream, include_usage, _max_output(endpoint, body))
+
+
+def _check_shape(endpoint: str, body: dict[str, Any]) -> None:
+    """The structures that counting, matching and lookups walk, checked once, as OpenAI checks them: past
+    here every stage may take messages and items for objects and their content for text or parts."""
+    if endpoint == "chat":
+        messages = body.get("messages")
+        if messages is not None:
+            _check_list_of_objects(messages, "messages", _check_message)
+        for field in ("tools", "functions"):
+            if body.get(field) is not None:
+                _check_list_of_objects(body[field], field, _no_check)
+    elif endpoint == "responses":
+        given = body.get("input")
+        if given is not None and not isinstance(given, str):
+            _check_list_of_objects(given, "input", _check_message, expected="a string or an array of items")
+        if not isinstance(body.get("instructions"), str | None):
+            raise _invalid("instructions", "a string")
+    else:
+        field = "prompt" if endpoint == "completions" else "input"
+        _check_token_input(body.get(field), field)
+
+
+def _check_list_of_objects(value: Any, field: str, check_each, expected: str = "an array of objects") -> None:
+    if not isinstance(value, list):
+        raise _invalid(field, expected)
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _invalid(f"{field}[{index}]", "an object")
+        check_each(item, f"{field}[{index}]")
+
+
+def _check_message(message: dict[str, Any], field: str) -> None:
+    for name in ("content", "output"):  # a message's content; a Responses tool output
+        content = message.get(name)
+        if content is not None and not isinstance(content, str):
+            _check_list_of_objects(content, f"{field}.{name}", _no_check, expected="a string or an array of parts")
+    if message.get("tool_calls") is not None:
+        _check_list_of_objects(message["tool_calls"], f"{field}.tool_calls", _no_check)
+    if not isinstance(message.get("role"), str | None):
+        raise _invalid(f"{field}.role", "a string")
+
+
+def _no_check(item: dict[str, Any], field: str) -> None:
+    return None
+
+
+def _check_token_input(value: Any, field: str) -> None:
+    """A completions prompt or embeddings input: a string, or an array of strings, token ids or token arrays."""
+    if value is None or isinstance(value, str):
+        return
+    if not isinstance(value, list):
+        raise _invalid(field, "a string or an array")
+    for index, element in enumerate(value):
+        if not isinstance(element, str | list) and not (isinstance(element, int) and not isinstance(element, bool)):
+            raise _invalid(f"{field}[{index}]", "a string, a token id or an array of token ids")
+
+
+def _invalid(param: str, expected: str) -> BadRequest:
+    return BadRequest(f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type")
 
 
 def _max_output(endpoint: str, body: dict[str, Any]) -> int | None:

@@ -12,35 +12,38 @@ whatever happened to it.
 """
 
 import asyncio
+import dataclasses
 import logging
 import time
 
 from aiohttp import web
 
-from proxy.dialects.base import Dialect
-from proxy.dialects.ingress import for_request
+from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.errors import BadRequest, LoopDetected, PayloadTooLarge, ProxyError
+from proxy.errors import BadRequest, ProxyError, upstream_text_error
 from proxy.exchange import Exchange
+from proxy.in_flight import InFlight
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
 from proxy.stages.count import prompt_counter
+from proxy.stages.paths import PathRouter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
 from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.accounting.tokens import TokenCounter
 from proxy.accounting.usage import Usage
-from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.stages import outcome, request_body
+from proxy.stages.upstream import UpstreamClient, iter_body, read_body, relayed_headers
 from proxy.dialects.providers import Passthrough, upstream_path
+from proxy.openai_wire import header_value
 
 log = logging.getLogger("thriftgate.pipeline")
 
 _UNPRICED_LOG_LIMIT = 1000
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
 class Pipeline:
@@ -54,10 +57,12 @@ class Pipeline:
         upstreams: UpstreamClient,
         recorder: Recorder,
         policies: PolicyChain,
+        in_flight: InFlight,
         auth: Auth | None = None,
         budgets: Budgets | None = None,  # None: no budget, no key budget, no shared totals: nothing to do
     ) -> None:
         self._max_body = config.server.max_body_bytes
+        self._paths = PathRouter(INGRESS, config.server.passthrough_paths)
         self._reject_unpriced = config.pricing.unpriced == "reject"
         self._settler = settler
         self._count_prompt = prompt_counter(tokens)
@@ -65,21 +70,27 @@ class Pipeline:
         self._upstreams = upstreams
         self._recorder = recorder
         self._policies = policies
+        self._in_flight = in_flight
         self._auth = auth
         self._budgets = budgets
         self._unpriced_logged: set[str] = set()
 
     # ---- entry points ----
 
-    def priced(self, dialect: Dialect):
+    def priced(self, path: str):
+        """The handler of a priced endpoint's exact route (dialects/ingress.py)."""
+
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(Exchange(request, dialect.endpoint, dialect), self._priced)
+            route = self._paths.priced(path, request.rel_url.raw_query_string)
+            ex = Exchange(request, route.dialect.endpoint, route.dialect, upstream_path=route.upstream_path)
+            return await self._handle(ex, self._priced)
 
         return handler
 
-    async def passthrough(self, request: web.Request) -> web.StreamResponse:
-        dialect = for_request(request.path, request.headers)
-        return await self._handle(Exchange(request, "passthrough", dialect), self._pass_through)
+    async def any_v1_path(self, request: web.Request) -> web.StreamResponse:
+        """Every other /v1 path: decided on its normalised form (stages/paths.py)."""
+        dialect = for_request(request.path, request.headers)  # the shape of its errors, until it is resolved
+        return await self._handle(Exchange(request, "passthrough", dialect), self._resolved)
 
     def replace_policies(self, policies: PolicyChain) -> None:
         """Requests already in flight finish with the chain they started with."""
@@ -88,19 +99,27 @@ class Pipeline:
     async def _handle(self, ex: Exchange, run) -> web.StreamResponse:
         policies = self._policies
         try:
-            return await run(ex, policies)
+            with self._in_flight.tracked():
+                response = await run(ex, policies)
+            if not response.prepared and outcome.client_gone(ex.request):
+                outcome.client_left(ex, answer_started=False)  # the answer is ready (and paid for); the client is gone
+            return response
         except ProxyError as err:
             return self._refuse(ex, err)
         except asyncio.CancelledError:
-            # Servers built with handler_cancellation cancel us when the client hangs up.
-            if _client_gone(ex.request):
-                ex.client_disconnected = True
-                ex.status = ex.status or CLIENT_CLOSED_REQUEST
+            if self._in_flight.stopping:  # cut by this proxy: it is stopping and the grace is over
+                outcome.cut_at_shutdown(ex)
+            elif outcome.client_gone(ex.request):  # with handler_cancellation, a handler whose client left is cancelled
+                outcome.client_left(ex, answer_started=ex.status != 0)  # a stream's status is set once it has started
+            raise
+        except ConnectionResetError:  # the client left before an answer could start
+            outcome.client_left(ex, answer_started=False)
             raise
         except Exception:  # a bug still gets an answer in the client's shape and a ledger row
             log.exception("request %s failed inside the proxy", ex.request_id)
             return self._refuse(ex, ProxyError("The proxy failed to handle the request.", code="internal_error"))
         finally:
+            outcome.label(ex)
             try:
                 self._settler.settle(ex)
                 if self._budgets is not None:
@@ -112,22 +131,37 @@ class Pipeline:
 
     # ---- stages ----
 
+    async def _resolved(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
+        url = ex.request.rel_url
+        route = self._paths.resolve(ex.request.method, url.raw_path, url.raw_query_string)
+        ex.upstream_path = route.upstream_path
+        if route.dialect is None:
+            ex.dialect = for_request(route.path, ex.request.headers)  # which provider's API it is
+            return await self._pass_through(ex, policies)
+        ex.dialect, ex.endpoint = route.dialect, route.dialect.endpoint
+        return await self._priced(ex, policies)
+
     async def _priced(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:
             await self._auth.authenticate(ex)
-        ex.raw_body = await self._read_body(ex.request)
-        ex.body = ex.dialect.parse(ex.raw_body)
+        ex.raw_body = await request_body.read(ex.request, self._max_body)
+        ex.body = await request_body.parse(ex.dialect, ex.raw_body)
+        big = request_body.is_big(ex.raw_body)
         facts = ex.dialect.facts(ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = parse_tags(ex.request.headers.get(TAGS_HEADER)) | ex.tags  # and the key's, from authenticate
         ex.count_prompt = self._count_prompt
         if policies:
+            if big:
+                await asyncio.to_thread(ex.prompt_tokens)  # memoised for the policies' matches
             await policies.on_request(ex)
             if ex.early_response is not None:
                 return self._answer_early(ex)
         self._route(ex)
         if self._budgets is not None:
+            if big:
+                await asyncio.to_thread(ex.prompt_tokens)  # memoised (again, if a policy changed model or body)
             await self._budgets.reserve(ex, self._route)  # may downgrade the model and route again
         if ex.stream:
             return await self._stream(ex)
@@ -136,22 +170,13 @@ class Pipeline:
     async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:
             await self._auth.authenticate(ex)
-        ex.raw_body = await self._read_body(ex.request)
+        ex.raw_body = await request_body.read(ex.request, self._max_body)
         ex.upstream = self._upstreams.default_for(ex.dialect.wire)
+        if ex.key_id is None and self._auth is not None and self._auth.keys_possible:
+            ex.upstream = dataclasses.replace(ex.upstream, api_key=None, key_env=None)  # its own key, never ours
+        if self._budgets is not None:
+            await self._budgets.reserve_requests(ex)  # its cost is unknown: request limits only
         return await self._forward(ex, method=ex.request.method, priced=False)
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        if HOP_HEADER in request.headers:
-            raise LoopDetected("This request already passed through thriftgate: an upstream points back at the proxy.")
-        if request.content_length is not None and request.content_length > self._max_body:
-            raise self._too_large()
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise self._too_large() from None
-
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"The request body is larger than the limit of {self._max_body} bytes.")
 
     def _route(self, ex: Exchange) -> None:
         ex.upstream = self._upstreams.route(ex.model)
@@ -186,7 +211,10 @@ class Pipeline:
         translated = leg.answer(ex, resp.status, body)
         if translated is not None:
             ex.status, body = translated
-        elif priced and resp.status < 400:
+        elif resp.status >= 400:
+            if (err := upstream_text_error(ex.upstream.name, resp.status, body)) is not None:
+                body, headers["Content-Type"] = ex.dialect.error_response(err).body, "application/json"
+        elif priced:
             read_answer(ex, body)
         self._settler.settle(ex)
         headers.update(self._answer_headers(ex))
@@ -252,12 +280,14 @@ class Pipeline:
         ex.error_code = err.code or err.type
         response = ex.dialect.error_response(err)
         response.headers["x-thriftgate-request-id"] = ex.request_id
+        if err.close_connection:
+            response.force_close()
         return response
 
     def _answer_headers(self, ex: Exchange) -> dict[str, str]:
         headers = {"x-thriftgate-request-id": ex.request_id}
         if ex.model:
-            headers["x-thriftgate-model"] = ex.model
+            headers["x-thriftgate-model"] = header_value(ex.model)
         if ex.usage is not None:
             headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
             headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
@@ -266,13 +296,9 @@ class Pipeline:
         if ex.applied:
             headers["x-thriftgate-policies"] = ",".join(ex.applied)
         if ex.answer_headers:
-            headers.update(ex.answer_headers)
+            headers.update((name, header_value(value)) for name, value in ex.answer_headers.items())
         if self._budgets is not None:
             headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
         return headers
 
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
 

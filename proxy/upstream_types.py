@@ -14,3 +14,4 @@ class Upstream:
     api_key: str | None  # resolved once at start-up from the configured env var
     timeout: aiohttp.ClientTimeout
     provider: Any  # proxy.dialects.providers: the API it speaks, its credentials, each attempt's leg
+    key_env: str | None = None  # that variable's name: a request that needs the key while it is unset is refused

@@ -7,8 +7,9 @@ that variable when it is first imported, so workers are spawned (fresh interpret
 after it is set. Every worker writes the same ledger: the SQLite file (WAL lets them) or PostgreSQL;
 budgets and keys need the Redis store, shared by the workers as by replicas.
 
-The supervisor forwards SIGTERM/SIGINT to the workers once (a second signal to a worker would cut
-its ledger flush short), restarts a worker that dies, and gives up when workers die at start.
+The supervisor forwards every SIGTERM/SIGINT to the workers (the first drains them, a second cuts
+their requests short; neither cuts their ledger flush: proxy/serving.py), restarts a worker that dies,
+and gives up when workers die at start.
 """
 
 import logging
@@ -117,8 +118,6 @@ class _Supervisor:
         return False
 
     def _stop(self, signum: int, frame: object) -> None:
-        if self._stopping:
-            return
         self._stopping = True
         for process, _ in self._workers.values():
-            process.terminate()  # SIGTERM: each worker drains its requests and flushes its ledger
+            process.terminate()  # SIGTERM: a worker drains (a second time: cuts) its requests, then flushes its ledger

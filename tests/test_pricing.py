@@ -298,7 +298,9 @@ def test_import_file_round_trips(tmp_path):
     source = tmp_path / "model_prices.json"
     source.write_text(json.dumps(LITELLM_SAMPLE))
     out = tmp_path / "pricing.yaml"
-    assert import_file(source, out, providers={"openai", "anthropic"}) == 2
+    text, count = import_file(source, providers={"openai", "anthropic"})
+    assert count == 2
+    out.write_text(text)
     table = PriceTable.load([out], {})
     assert table.models == {"gpt-4o-mini", "claude-x"}
     assert table.lookup("gpt-4o-mini").cached_input == Decimal("0.075")

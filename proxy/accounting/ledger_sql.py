@@ -96,8 +96,12 @@ SPEND_GROUPS = {
     "day": None,  # the dialect's UTC day
     "tag": "t.value",  # a row with two tags counts under each
 }
+SPEND_GROUPINGS = tuple(SPEND_GROUPS)  # what `spend --by` and /admin/spend?by= take
 SUMMED = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens",
           "cost_nanos")
+# Unpriced: a request to a model that did work (tokens) and has no price. Not a refusal (no model yet, or a
+# cost of 0: nothing used) nor a pass-through (priced by nobody, by design). Metrics.observe counts the same.
+_UNPRICED = "cost_nanos IS NULL AND endpoint <> 'passthrough' AND model <> ''"
 _FILTER_COLUMNS = {"model": "model", "team": "team", "key": "key_id", "user": '"user"'}
 
 
@@ -147,7 +151,7 @@ def spend(dialect: Dialect, by: str, filters: Filters = Filters()) -> Query:
     sums = ", ".join(f"CAST(COALESCE(SUM({column}), 0) AS BIGINT) AS {column}" for column in SUMMED)
     join = f" {dialect.tag_rows}" if by == "tag" else ""
     sql = (f'SELECT {group} AS "{by}", COUNT(*) AS requests, {sums},'
-           " CAST(COALESCE(SUM(CASE WHEN cost_nanos IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS unpriced_requests"
+           f" CAST(COALESCE(SUM(CASE WHEN {_UNPRICED} THEN 1 ELSE 0 END), 0) AS BIGINT) AS unpriced_requests"
            f" FROM spend{join} WHERE {where} GROUP BY 1 ORDER BY cost_nanos DESC, requests DESC, 1")
     return Query(sql, tuple(params))
 

@@ -52,7 +52,7 @@ class Metrics:
             ["model", "team"], registry=registry,
         )
         self.unpriced = Counter(
-            "thriftgate_unpriced_requests", "Requests to a model with no known price.",
+            "thriftgate_unpriced_requests", "Requests to a model with no known price that used tokens.",
             ["model"], registry=registry,
         )
         self.upstream_requests = Counter(
@@ -166,7 +166,7 @@ class Metrics:
         if ex.cost_nanos is not None:
             if ex.cost_nanos:
                 child(self.spend, model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
-        elif ex.endpoint != "passthrough" and ex.model:
+        elif ex.endpoint != "passthrough" and ex.model:  # unpriced as the ledger counts it (ledger._UNPRICED)
             child(self.unpriced, model).inc()
         if ex.tags and self._tags:
             for tag in ex.tags & self._tags:  # configured tags only: a label set of bounded size

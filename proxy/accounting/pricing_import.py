@@ -63,8 +63,12 @@ class PriceMap(NamedTuple):
     sha256: str
 
 
-def import_file(path: Path | str, out_path: Path | str, providers: set[str] | None = None) -> int:
-    """Convert the map at `path` into a price table at `out_path`; returns the number of entries."""
+class PriceMapError(ValueError):
+    """A file that is not a price map; str() is one line naming it."""
+
+
+def import_file(path: Path | str, providers: set[str] | None = None) -> tuple[str, int]:
+    """The map at `path` as a price table (YAML text), and its number of entries. Raises PriceMapError."""
     price_map = read_price_map(Path(path))
     table = convert_litellm(
         price_map.entries, source_name=price_map.source_name, as_of=price_map.as_of, providers=providers
@@ -74,17 +78,29 @@ def import_file(path: Path | str, out_path: Path | str, providers: set[str] | No
         f"from {price_map.source_name},\n"
         f"dated {price_map.as_of}, sha256 {price_map.sha256}.\n"
     )
-    Path(out_path).write_text(dump_yaml(table, header=_HEADER + origin), encoding="utf-8")
-    return len(table["models"])
+    return dump_yaml(table, header=_HEADER + origin), len(table["models"])
 
 
 def read_price_map(path: Path) -> PriceMap:
-    if zipfile.is_zipfile(path):
-        return _read_wheel(path)
-    data = path.read_bytes()
-    # unzip keeps the wheel entry's date as the file's modification time.
-    modified = datetime.fromtimestamp(path.stat().st_mtime, UTC).date()
-    return PriceMap(json.loads(data), f"LiteLLM price map {path.name}", modified.isoformat(), _sha256(data))
+    try:
+        if zipfile.is_zipfile(path):
+            price_map = _read_wheel(path)
+        else:
+            data = path.read_bytes()
+            # unzip keeps the wheel entry's date as the file's modification time.
+            modified = datetime.fromtimestamp(path.stat().st_mtime, UTC).date()
+            price_map = PriceMap(json.loads(data), f"LiteLLM price map {path.name}", modified.isoformat(),
+                                 _sha256(data))
+    except OSError as exc:
+        raise PriceMapError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except KeyError:
+        raise PriceMapError(f"{path}: a zip without {_WHEEL_MEMBER}: not a litellm wheel") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise PriceMapError(f"{path}: not JSON ({exc}): expected LiteLLM's price map "
+                            "(model_prices_and_context_window.json) or a litellm wheel") from None
+    if not isinstance(price_map.entries, dict):
+        raise PriceMapError(f"{path}: expected a JSON object of models, got {type(price_map.entries).__name__}")
+    return price_map
 
 
 def _read_wheel(path: Path) -> PriceMap:

@@ -1,4 +1,5 @@
-"""The built-in page at /ui: spend today and this month by model and team, savings, the last requests.
+"""The built-in page at /ui: spend today and this month, what the policies saved, spend by day (a chart),
+by model and team, savings by mechanism, the last requests (cache hits marked).
 
 One page rendered on the server from the ledger: inline CSS, no script, nothing fetched from
 elsewhere, so it works offline and its Content-Security-Policy forbids everything else. It shows no
@@ -7,9 +8,10 @@ key, user or prompt. `add_routes` takes the guard (authentication) that wraps th
 
 import html
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 from aiohttp import web
 
 from proxy.appkeys import LEDGER
@@ -18,6 +20,7 @@ from proxy.accounting.savings import savings_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RECENT_ROWS = 25
+CHART_DAYS = 30
 REFRESH_SECONDS = 15
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
@@ -49,7 +52,10 @@ async def page(request: web.Request) -> web.Response:
     report = savings_report(await ledger.policy_rows(since=since_month), since=since_month, until=now.timestamp())
     savings = sorted(report, key=lambda row: (row["mechanism"] or "", row["policy"]))
     recent = await ledger.recent(RECENT_ROWS)
-    body = _document(now, by_model, by_team, savings, recent)
+    first_day = day_start - timedelta(days=CHART_DAYS - 1)
+    daily = {row["day"]: row["cost_nanos"] for row in await ledger.spend(by="day", since=first_day.timestamp())}
+    days = [(first_day + timedelta(days=n)).date().isoformat() for n in range(CHART_DAYS)]
+    body = _document(now, by_model, by_team, savings, recent, [(day, daily.get(day, 0)) for day in days])
     return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_HEADERS)
 
 
@@ -79,8 +85,12 @@ def _name(value: str | None, missing: str) -> str:
     return _e(value) if value else f'<span class="dim">{missing}</span>'
 
 
-def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings: list[dict], recent: list[dict]) -> str:
+def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings: list[dict], recent: list[dict],
+              daily: list[tuple[str, int]]) -> str:
     month_total = sum(row["cost_nanos"] for row in by_model)
+    saved = [_saved(row) for row in savings]
+    saved_total = sum(nanos for nanos, _ in saved if nanos)
+    estimated = any(nanos and not exact for nanos, exact in saved)
     today_total = sum(row["today_nanos"] for row in by_model)
     requests = sum(row["requests"] for row in by_model)
     unpriced = sum(row["unpriced_requests"] for row in by_model)
@@ -94,9 +104,13 @@ def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings:
 <div class="figure" id="today-total">{usd(today_total)}</div></div>
 <div class="card"><div class="label">This month</div><div class="figure" id="month-total">{usd(month_total)}</div>
 <div class="dim">{requests:,} requests</div></div>
+<div class="card"><div class="label">Saved this month</div>
+<div class="figure good" id="month-saved">{'~' if estimated else ''}{usd(saved_total)}</div>
+<div class="dim">{'exact and held-out estimates' if estimated else 'by the policies, exactly'}</div></div>
 <div class="card"><div class="label">Unpriced requests this month</div>
 <div class="figure{' warn' if unpriced else ''}" id="month-unpriced">{unpriced:,}</div></div>
 </section>
+<h2>Spend by day (UTC), last {CHART_DAYS} days</h2>{_chart(daily)}
 <h2>By model</h2>{_spend_table("by-model", "Model", "model", "(pass-through)", by_model, month_total)}
 <h2>By team</h2>{_spend_table("by-team", "Team", "team", "(no team)", by_team, month_total)}
 <h2>Savings by mechanism this month</h2>{_table("savings", _SAVINGS_HEADINGS, map(_savings_row, savings),
@@ -137,15 +151,36 @@ def _savings_row(row: dict) -> str:
             f"{_saved_cells(row)}<td class=num>{usd(row['shadow_would_save_nanos'])}</td>")
 
 
-def _saved_cells(row: dict) -> str:
-    """Exact savings where the policy knows them (route, cascade), else held-out traffic's estimate."""
+def _saved(row: dict) -> tuple[int | None, bool]:
+    """What a policy saved, and whether exactly: exact where the policy knows it (route, cascade, lookups),
+    else held-out traffic's estimate (None until both arms have requests)."""
     if row["counterfactual_saved_nanos"]:
-        return f"<td class=num>{usd(row['counterfactual_saved_nanos'])}</td><td>exact</td>"
-    per_request, interval, treated = row["saving_per_request_nanos"], row["saving_ci95_nanos"], row["treated_requests"]
-    if per_request is None:
+        return row["counterfactual_saved_nanos"], True
+    per_request = row["saving_per_request_nanos"]
+    return (None if per_request is None else round(per_request * row["treated_requests"])), False
+
+
+def _saved_cells(row: dict) -> str:
+    nanos, exact = _saved(row)
+    if exact:
+        return f"<td class=num>{usd(nanos)}</td><td>exact</td>"
+    if nanos is None:
         return '<td class=num>-</td><td class="dim">needs held-out requests</td>'
-    low, high = (usd(round(bound * treated)) for bound in interval)
-    return f"<td class=num>~{usd(round(per_request * treated))}</td><td>held-out estimate, 95%: {low} to {high}</td>"
+    low, high = (usd(round(bound * row["treated_requests"])) for bound in row["saving_ci95_nanos"])
+    return f"<td class=num>~{usd(nanos)}</td><td>held-out estimate, 95%: {low} to {high}</td>"
+
+
+def _chart(daily: list[tuple[str, int]]) -> str:
+    """One bar a day, scaled to the dearest; a bar's title tells its day and amount."""
+    top = max((nanos for _, nanos in daily), default=0)
+    if not top:
+        return '<p class="empty" id="daily">No spend in these days.</p>'
+    bars = "".join(
+        f'<div class="day" title="{day}: {usd(nanos)}"><i style="height:{_share(nanos, top)}%"></i>'
+        f"<span>{day[8:]}</span></div>"
+        for day, nanos in daily
+    )
+    return f'<div class="chart" id="daily" data-max="{usd(top)}">{bars}</div>'
 
 
 _RECENT_HEADINGS = ("Time (UTC)", "Request id", "Endpoint", "Model", "Team", "Status", "Prompt tokens",
@@ -155,12 +190,28 @@ _RECENT_HEADINGS = ("Time (UTC)", "Request id", "Endpoint", "Model", "Team", "St
 def _recent_row(row: dict) -> str:
     return (f"<td>{datetime.fromtimestamp(row['ts'], UTC):%m-%d %H:%M:%S}</td>"
             f"<td class=mono>{_e(row['request_id'])}</td>"
-            f"<td>{_e(row['endpoint'])}{' (stream)' if row['stream'] else ''}</td>"
+            f"<td>{_e(row['endpoint'])}{' (stream)' if row['stream'] else ''}{_hit_mark(row['lookups'])}</td>"
             f"<td>{_name(row['model'], '-')}</td><td>{_name(row['team'], '-')}</td>"
             f"<td class=\"num{' err' if row['status'] >= 400 else ''}\">{row['status']}</td>"
             f"<td class=num>{row['prompt_tokens']:,}</td><td class=num>{row['completion_tokens']:,}</td>"
-            f"<td class=num>{usd(row['cost_nanos'])}{'*' if row['usage_source'] == 'estimated' else ''}</td>"
+            f"<td class=num>{_request_cost(row)}{'*' if row['usage_source'] == 'estimated' else ''}</td>"
             f"<td class=num>{_milliseconds(row['latency_ms'])}</td>")
+
+
+def _request_cost(row: dict) -> str:
+    """A refusal or a pass-through has no price to show; only a model with no price that did work is unpriced."""
+    if row["cost_nanos"] is None and (row["endpoint"] == "passthrough" or not row["model"]):
+        return "-"
+    return usd(row["cost_nanos"])
+
+
+def _hit_mark(lookups: str | None) -> str:
+    """A request a lookup answered (not a shadow's would-be hit): marked, with the kind of hit."""
+    if not lookups:
+        return ""
+    hits = [trace["result"] for trace in orjson.loads(lookups).values()
+            if trace.get("result", "").endswith("-hit") and not trace.get("shadow")]
+    return f' <span class="hit">{_e(hits[0].replace("-hit", " hit"))}</span>' if hits else ""
 
 
 def _milliseconds(ms: float) -> str:
@@ -192,4 +243,10 @@ th{font-size:12px;color:#6b7385;font-weight:600;background:#fafbfc}
 .num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#b91c1c;font-weight:600}
 .bar{width:18%}.bar i{display:block;height:8px;background:#3b82f6;border-radius:2px;min-width:1px}
 .empty{background:#fff;border:1px dashed #c9ced8;border-radius:6px;padding:12px 16px;color:#6b7385}
+.good{color:#047857}.hit{font-size:11px;background:#dcfce7;color:#047857;border-radius:3px;padding:1px 5px}
+.chart{display:flex;align-items:flex-end;gap:3px;height:120px;background:#fff;border:1px solid #dde1e7;
+border-radius:6px;padding:8px 8px 20px}
+.day{flex:1;height:100%;display:flex;flex-direction:column;justify-content:flex-end;position:relative}
+.day i{display:block;background:#3b82f6;border-radius:2px 2px 0 0;min-height:1px}
+.day span{position:absolute;bottom:-16px;width:100%;text-align:center;font-size:10px;color:#6b7385}
 """

@@ -1,7 +1,8 @@
 """The provider of `thriftgate demo`: a small simulated OpenAI-compatible API.
 
 It answers chat completions (whole or streamed, with usage when asked, reasoning tokens for o-series
-models, a share of prompts read from the cache) and embeddings, takes as long as a real model
+models, a share of prompts read from the cache, short answers when a system message asks for concision)
+and embeddings, takes as long as a real model
 would (a first-token delay, then tokens at the model's speed) and now and then refuses with a 429 or
 a 500, so that every panel of the dashboards has something to show. Counts are exact for what it
 sends: the proxy's own tokenizer counts them.
@@ -42,6 +43,12 @@ _PACES = (("gpt-4o-mini", Pace((0.15, 0.4), 110)), ("claude", Pace((0.3, 0.7), 6
 _DEFAULT_PACE = Pace((0.2, 0.6), 70)
 
 
+def _asks_concise(messages: list) -> bool:
+    """A system message asking for brevity (the demo's concise policy adds one) gets a short answer."""
+    return any(isinstance(m, dict) and m.get("role") in ("system", "developer")
+               and "concise" in str(m.get("content", "")).lower() for m in messages)
+
+
 def _is_reasoning_model(model: str) -> bool:
     return model[:1] == "o" and model[1:2].isdigit()  # o1, o3-mini, o4-mini...
 
@@ -70,7 +77,8 @@ class SimulatedProvider:
         if (refusal := self._refusal()) is not None:
             return refusal
         tokenizer = self._tokens.for_model(model)
-        words = self._rng.choices(VOCABULARY, k=self._rng.randint(12, 90))
+        length = self._rng.randint(4, 24) if _asks_concise(messages) else self._rng.randint(12, 90)
+        words = self._rng.choices(VOCABULARY, k=length)
         text = " ".join(words)
         prompt = tokenizer.chat(messages)
         visible = tokenizer.text(text)
@@ -97,18 +105,22 @@ class SimulatedProvider:
     async def _stream(self, request: web.Request, head: dict, words: list[str], usage: dict | None,
                       pace: Pace) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
         chunk = {**head, "object": "chat.completion.chunk"}
         deltas = [{"role": "assistant", "content": ""}]
         deltas += [{"content": (" " if i else "") + word} for i, word in enumerate(words)]
-        for delta in deltas:
-            await response.write(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
-            await asyncio.sleep(1 / pace.tokens_per_second)
-        await response.write(_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
-        if usage is not None:
-            await response.write(_event({**chunk, "choices": [], "usage": usage}))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            for delta in deltas:
+                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                await response.write(_event({**chunk, "choices": [choice]}))
+                await asyncio.sleep(1 / pace.tokens_per_second)
+            await response.write(_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+            if usage is not None:
+                await response.write(_event({**chunk, "choices": [], "usage": usage}))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the proxy went away mid-stream (its client did, or the demo is stopping): as a provider would
         return response
 
     async def embeddings(self, request: web.Request) -> web.Response:

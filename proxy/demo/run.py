@@ -1,58 +1,40 @@
-"""`thriftgate demo`: real traffic through the proxy in a minute, for /ui, /metrics and the dashboards.
+"""`thriftgate demo`: what thriftgate is for, in a minute, on /ui, /metrics and the dashboards.
 
-It starts a simulated provider (proxy.demo.provider) and sends a mixed workload at --rps for
---duration seconds (0: until Ctrl-C): several chat models, streamed and not, embeddings, a model
-with no price, and the provider's occasional 429 and 500.
+It starts a simulated provider (proxy.demo.provider) and sends a mixed workload (proxy.demo.workload) at
+--rps for --duration seconds (0: until Ctrl-C). On its own it also runs a proxy on --port with its own
+ledger (never the real one) and a config that puts it to work: two teams with keys and a budget each, a
+route sending summaries to a cheaper model, an exact cache for the questions asked again and again, and a
+concise policy with a holdout that measures what it saves. The page stays up after the traffic, until
+Ctrl-C; Ctrl-C at any time prints the summary and stops cleanly, the ledger written.
 
-On its own it also runs a proxy on --port with its own ledger (never the real one). With --target
-the traffic goes to proxies already running (the compose stack's load balancer), which must forward
-to this provider: start them with OPENAI_BASE_URL=http://<demo host>:<--upstream-port>/v1.
+With --target the traffic goes to proxies already running (the compose stack's load balancer), which must
+forward to this provider: start them with OPENAI_BASE_URL=http://<demo host>:<--upstream-port>/v1.
 """
 
 import argparse
 import asyncio
 import random
-import time
-from collections import Counter
-from dataclasses import dataclass
+import signal
+import sys
 
-import aiohttp
 from aiohttp import web
 
+from proxy import serving
 from proxy.config_loading import validate
+from proxy.control.keys import key_hash
 from proxy.demo.provider import SimulatedProvider
+from proxy.demo.workload import drive
 
-MAX_IN_FLIGHT = 256  # a stalled proxy must not pile up requests without bound
-SYSTEM_PROMPT = "You are a helpful assistant for an operations team. Answer briefly and precisely."
-QUESTIONS = (
-    "Summarise yesterday's incident report in three bullet points.",
-    "Which rivers flow through more than three countries?",
-    "Draft a polite reminder about the unpaid invoice from March.",
-    "Explain the difference between p50 and p99 latency to a new engineer.",
-    "Translate 'the deployment finished without errors' into French and German.",
-    "What should a runbook for a failing cache contain?",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    model: str
-    endpoint: str  # chat | embeddings
-    stream: bool
-    weight: int
-
-
-SCENARIOS = (
-    Scenario("gpt-4o-mini", "chat", stream=False, weight=28),
-    Scenario("gpt-4o-mini", "chat", stream=True, weight=14),
-    Scenario("gpt-4o", "chat", stream=True, weight=12),
-    Scenario("gpt-4.1-mini", "chat", stream=False, weight=10),
-    Scenario("o3-mini", "chat", stream=False, weight=6),
-    Scenario("claude-sonnet-4-5", "chat", stream=True, weight=7),
-    Scenario("text-embedding-3-small", "embeddings", stream=False, weight=15),
-    Scenario("llama-3.1-70b", "chat", stream=False, weight=5),  # no price: shows on the unpriced panels
-    Scenario("", "models", stream=False, weight=3),  # GET /v1/models: passed through, unpriced
-)
+# Demo keys, declared in the demo proxy's config by their hash like any key: team -> key.
+TEAM_KEYS = {"support": "tg-demo-support-0000000000000000000", "research": "tg-demo-research-000000000000000000"}
+DEMO_POLICIES = [
+    {"name": "summaries-to-mini", "type": "route", "to": "gpt-4o-mini",
+     "match": {"models": ["gpt-4o"], "last_message_regex": "(?i)summari[sz]e"}},
+    {"name": "faq-cache", "type": "exact_cache", "ttl": "1h"},
+    {"name": "be-brief", "type": "concise", "holdout": 0.2},
+]
+DEMO_BUDGETS = [{"scope": "team:support", "usd": 5, "window": "day"},
+                {"scope": "team:research", "usd": "0.5", "window": "day"}]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,27 +42,38 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("thriftgate demo: --rps must be above 0 and --duration 0 or more")
     try:
         asyncio.run(_run(args))
-    except KeyboardInterrupt:
-        pass  # _run's cleanup already ran: the ledger is flushed
+    except serving.CannotListen as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 async def _run(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     runners: list[web.AppRunner] = []
     try:
         provider_url = await _serve(runners, SimulatedProvider(rng).app(), args.upstream_host, args.upstream_port)
         print(f"simulated provider: {provider_url}/v1", flush=True)
         target = args.target or await _serve(runners, _demo_proxy(args, provider_url), args.host, args.port)
         print(f"proxy: {target}/v1   page: {target}/ui   metrics: {target}/metrics", flush=True)
-        statuses = await _drive(target.rstrip("/"), rps=args.rps, duration=args.duration, rng=rng)
+        tally = await drive(target.rstrip("/"), rps=args.rps, duration=args.duration, rng=rng, stop=stop,
+                            team_keys=None if args.target else TEAM_KEYS)
+        print(tally.line(), flush=True)
+        if not args.target and not stop.is_set():
+            print(f"the page stays up at {target}/ui; Ctrl-C to stop", flush=True)
+            await stop.wait()
     finally:
-        for runner in reversed(runners):  # the proxy first: it flushes its ledger on the way out
+        for runner in reversed(runners):  # the proxy first: it writes its ledger on the way out
             await runner.cleanup()
-    print(f"sent {sum(statuses.values())} requests: "
-          + ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items())), flush=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
     if not args.target:
-        print(f"spend so far: thriftgate spend --ledger {args.ledger}", flush=True)
+        print(f"spend: thriftgate spend --ledger {args.ledger}   savings: thriftgate savings --ledger {args.ledger}",
+              flush=True)
 
 
 def _demo_proxy(args: argparse.Namespace, provider_url: str) -> web.Application:
@@ -90,58 +83,19 @@ def _demo_proxy(args: argparse.Namespace, provider_url: str) -> web.Application:
         "server": {"host": args.host, "port": args.port, "access_log": False},
         "upstreams": [{"name": "simulated", "base_url": provider_url + "/v1", "api_key_env": None}],
         "ledger": {"path": args.ledger},
+        "auth": {"keys": [{"id": f"{team}-app", "team": team, "sha256": key_hash(key)}
+                          for team, key in TEAM_KEYS.items()]},
+        "budgets": DEMO_BUDGETS,
+        "policies": DEMO_POLICIES,
     })
     return make_app(config)
 
 
 async def _serve(runners: list[web.AppRunner], app: web.Application, host: str, port: int) -> str:
+    sockets = serving.bind(host, port)  # before the app starts: a port in use is one line, nothing to undo
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     runners.append(runner)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    return f"http://{bound_host}:{bound_port}"
-
-
-async def _drive(target: str, *, rps: float, duration: float, rng: random.Random) -> Counter[str]:
-    """Poisson arrivals at `rps` for `duration` seconds, then waits for the requests still running."""
-    statuses: Counter[str] = Counter()
-    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-    deadline = time.monotonic() + duration if duration else float("inf")
-    headers = {"Authorization": "Bearer sk-demo"}  # the simulated provider takes any key
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with asyncio.TaskGroup() as requests:
-            while time.monotonic() < deadline:
-                await asyncio.sleep(rng.expovariate(rps))
-                await slots.acquire()
-                scenario = rng.choices(SCENARIOS, weights=[s.weight for s in SCENARIOS])[0]
-                requests.create_task(_send(session, target, scenario, rng, statuses, slots))
-    return statuses
-
-
-async def _send(session: aiohttp.ClientSession, target: str, scenario: Scenario, rng: random.Random,
-                statuses: Counter[str], slots: asyncio.Semaphore) -> None:
-    try:
-        if scenario.endpoint == "models":
-            async with session.get(f"{target}/v1/models") as response:
-                await response.read()
-        else:
-            async with session.post(f"{target}/v1/{_PATHS[scenario.endpoint]}", json=_body(scenario, rng)) as response:
-                await response.read()  # a stream too: read to its end, as a client would
-        statuses[str(response.status)] += 1
-    except aiohttp.ClientError as exc:
-        statuses[type(exc).__name__] += 1
-    finally:
-        slots.release()
-
-
-_PATHS = {"chat": "chat/completions", "embeddings": "embeddings"}
-
-
-def _body(scenario: Scenario, rng: random.Random) -> dict:
-    question = rng.choice(QUESTIONS)
-    if scenario.endpoint == "embeddings":
-        return {"model": scenario.model, "input": [question, rng.choice(QUESTIONS)], "encoding_format": "base64"}
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
-    return {"model": scenario.model, "messages": messages, "stream": scenario.stream}
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
+    return f"http://{serving.addresses(sockets)[0]}"

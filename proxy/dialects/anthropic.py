@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from proxy import openai_wire as wire
-from proxy.openai_wire import RequestFacts, parse_body
+from proxy.openai_wire import RequestFacts, model_name_problem, parse_body
 from proxy.accounting.tokens import ModelTokenizer
 from proxy.accounting.usage import Usage
 from proxy.dialects.anthropic_tokens import prompt_parts
@@ -51,6 +51,8 @@ class MessagesDialect:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _invalid("model", "Field required" if model is None else "Input should be a non-empty string")
+        if problem := model_name_problem(model):
+            raise _invalid("model", problem)
         check_messages(body)
         stream = body.get("stream") or False
         if not isinstance(stream, bool):

@@ -169,5 +169,6 @@ PROVIDERS = {"openai": OpenAIProvider, "anthropic": AnthropicProvider}
 
 
 def upstream_path(ex: Any) -> str:
-    """The upstream base URL already ends in /v1; the rest of the path and the query follow it."""
-    return ex.request.rel_url.path_qs[3:]
+    """The upstream base URL already ends in /v1; the rest of the path and the query follow it: the path as
+    routing normalised it (stages/paths.py), never as the client spelled it."""
+    return ex.upstream_path

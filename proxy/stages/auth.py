@@ -26,6 +26,7 @@ USER_HEADER = "x-thriftgate-user"
 _KEY_HEADERS = frozenset({"authorization", "x-api-key"})
 MAX_USER_LENGTH = 128
 _CACHE_LIMIT = 10_000
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -103,28 +104,66 @@ class Auth:
         ex.tags = frozenset(record.tags)
         ex.upstream_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _KEY_HEADERS)
 
-    def require_master(self, request: web.Request, *, always: bool = False) -> None:
+    def require_master(self, request: web.Request, *, always: bool = False, what: str = "The admin API") -> None:
         """Admin routes: open only while auth is off and no master key is set (and `always` is False)."""
         if not (always or self.guards_admin):
             return
         if self._master_digest is None:
-            raise Forbidden(f"The admin API is disabled: set the master key in ${self.master_key_env}.",
+            raise Forbidden(f"{what} is disabled until a master key is set: {self._master_setting()}.",
                             code="admin_disabled")
+        if not self._is_master(request):
+            raise Unauthorized(f"{what} needs the master key as 'Authorization: Bearer <master key>'.")
+
+    def _is_master(self, request: web.Request, token_digest: bytes | None = None) -> bool:
         token = bearer(request.headers) or _basic_password(request.headers)
         given = hashlib.sha256(token.encode()).digest() if token else b""
-        if not hmac.compare_digest(given, self._master_digest):
-            raise Unauthorized("The admin API needs the master key as 'Authorization: Bearer <master key>'.")
+        return any(digest is not None and hmac.compare_digest(given, digest)
+                   for digest in (self._master_digest, token_digest))
+
+    def _master_setting(self) -> str:
+        if self.master_key_env:
+            return f"export {self.master_key_env}=... (the variable auth.master_key_env names)"
+        return "set auth.master_key_env to the name of a variable holding it"
 
     def admin_middleware(self) -> Handler:
-        """Guards every /admin/ route (the key routes always need the master key)."""
+        """Guards every /admin/ route: writes (and every key route) always need the master key; reads
+        need it once it is set or auth is required."""
 
         @web.middleware
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request.path.startswith("/admin/"):
-                self.require_master(request, always=request.path.startswith("/admin/keys"))
+            resource = request.match_info.route.resource
+            path = resource.canonical if resource is not None else request.path
+            if path.startswith("/admin/") or path == "/admin":
+                writes = request.method not in _READS
+                self.require_master(request, always=writes or path.startswith("/admin/keys"),
+                                    what="Writing through the admin API" if writes else "The admin API")
             return await handler(request)
 
         return guard
+
+    def metrics_guard(self, mode: str, token: str | None, token_env: str) -> Callable[[Handler], Handler]:
+        """`server.metrics_auth`: open (none), the master key, or a scrape token (the master key works too)."""
+
+        def wrap(handler: Handler) -> Handler:
+            if mode == "none":
+                return handler
+            token_digest = hashlib.sha256(token.encode()).digest() if mode == "token" and token else None
+
+            async def guarded(request: web.Request) -> web.StreamResponse:
+                if self._master_digest is None and token_digest is None:
+                    setting = (f"export {token_env}=... (server.metrics_token_env)" if mode == "token"
+                               else self._master_setting())
+                    raise Forbidden(f"/metrics needs a credential (server.metrics_auth: {mode}) and none is set: "
+                                    f"{setting}.", code="metrics_disabled")
+                if not self._is_master(request, token_digest):
+                    credential = "the scrape token or the master key" if mode == "token" else "the master key"
+                    raise Unauthorized(f"/metrics needs {credential} as 'Authorization: Bearer <...>' "
+                                       f"(server.metrics_auth: {mode}).")
+                return await handler(request)
+
+            return guarded
+
+        return wrap
 
     def page_guard(self, handler: Handler) -> Handler:
         """For /ui: a browser asks for the master key (as the password of Basic auth) when auth is on."""

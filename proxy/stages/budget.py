@@ -85,9 +85,21 @@ class Budgets:
             ex.reservation = None
             raise self._refusal(plan, now)
 
-    def _plan(self, ex: Exchange, now: float, *, estimate: bool = True) -> Reservation | None:
-        rules = [rule for rule in self._rules if rule.applies(ex)]
-        if ex.key_budget_nanos is not None:
+    async def reserve_requests(self, ex: Exchange) -> None:
+        """A passed-through request (no model, no price): counted against the request limits of its scopes."""
+        now = self._clock()
+        plan = self._plan(ex, now, estimate=False, metrics=("requests",))
+        if plan is None:
+            return
+        await self._hold(ex, plan)
+        if plan.reserved is not None and not plan.reserved.ok:
+            ex.reservation = None
+            raise self._refusal(plan, now)
+
+    def _plan(self, ex: Exchange, now: float, *, estimate: bool = True,
+              metrics: tuple[str, ...] = ("usd", "tokens", "requests")) -> Reservation | None:
+        rules = [rule for rule in self._rules if rule.metric in metrics and rule.applies(ex)]
+        if ex.key_budget_nanos is not None and "usd" in metrics:
             rules.append(Rule(f"key:{ex.key_id}", "key", ex.key_id, "usd", "day", ex.key_budget_nanos, labelled=False))
         if not rules:
             return None

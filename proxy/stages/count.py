@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from proxy.accounting.tokens import ModelTokenizer, TokenCounter
+from proxy.errors import BadRequest
 from proxy.accounting.usage import Usage
 from proxy.exchange import PromptCounter
 
@@ -14,8 +15,16 @@ log = logging.getLogger("thriftgate.count")
 
 def prompt_counter(tokens: TokenCounter) -> PromptCounter:
     """What the pipeline hands each exchange to count its prompt (Exchange.prompt_tokens memoises it):
-    the client's dialect counts its own body, with the tokenizer of the model that answers."""
-    return lambda model, dialect, body: dialect.prompt_tokens(tokens.for_model(model), body)
+    the client's dialect counts its own body, with the tokenizer of the model that answers. A body it cannot
+    read is the client's mistake, whichever stage (a budget, a policy's match) asked first."""
+
+    def count(model: str, dialect: Any, body: dict[str, Any]) -> int:
+        try:
+            return dialect.prompt_tokens(tokens.for_model(model), body)
+        except ValueError as exc:
+            raise BadRequest(f"The request cannot be counted: {exc}", code="invalid_type") from None
+
+    return count
 
 
 def estimate_usage(tokenizer: ModelTokenizer, dialect: Any, body: dict[str, Any] | None, output: list[str],

@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 
 from proxy.config import UpstreamConfig, UpstreamMatcher
 from proxy.dialects.providers import PROVIDERS
-from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import UpstreamKeyMissing, UpstreamTimeout, UpstreamUnavailable
 from proxy.upstream_types import Upstream
 
 # Marks requests this proxy sent, so a misconfigured upstream pointing back at us fails fast.
@@ -25,7 +25,8 @@ _HOP_BY_HOP = frozenset(
 )
 # The proxy decompresses (it must read usage), so length and encoding no longer hold downstream.
 _NOT_RELAYED_BACK = _HOP_BY_HOP | {"content-encoding", "set-cookie", "date", "server"}
-_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "x-api-key"}
+# The body goes decoded (aiohttp decoded it), so its content-encoding stays here too.
+_NOT_FORWARDED = _HOP_BY_HOP | {"accept-encoding", "authorization", "x-api-key", "content-encoding"}
 
 
 def upstream_from_config(config: UpstreamConfig) -> Upstream:
@@ -33,6 +34,7 @@ def upstream_from_config(config: UpstreamConfig) -> Upstream:
         name=config.name,
         base_url=config.base_url,
         api_key=config.api_key,
+        key_env=config.api_key_env,
         timeout=aiohttp.ClientTimeout(
             total=None, connect=config.connect_timeout_seconds, sock_read=config.read_timeout_seconds
         ),
@@ -73,6 +75,11 @@ class UpstreamClient:
         """Send a request and yield the response with its body still unread."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
         headers = forward_headers(client_headers, upstream)
+        carries_key = headers.get("Authorization") or headers.get("x-api-key")  # the client's own, passed on
+        if upstream.api_key is None and upstream.key_env and not carries_key:
+            raise UpstreamKeyMissing(
+                f"The upstream '{upstream.name}' needs an API key: ${upstream.key_env} (its api_key_env) is not set "
+                "in the proxy's environment, and the request carries no key of its own.")
         url = upstream.base_url + path
         with translate_errors(upstream):
             async with self._session.request(

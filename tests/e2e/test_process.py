@@ -157,3 +157,42 @@ def test_pricing_import_converts_a_litellm_price_map(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     entry = yaml.safe_load(out.read_text())["models"]["my-model"]
     assert (str(entry["input"]), str(entry["output"]), str(entry["cached_input"])) == ("0.15", "0.6", "0.075")
+
+
+def test_pricing_import_writes_stdout_or_out_and_never_the_shipped_table(tmp_path: Path) -> None:
+    from proxy.accounting.pricing import default_pricing_path
+
+    source = tmp_path / "prices.json"
+    source.write_text(json.dumps({"my-model": {"litellm_provider": "openai", "mode": "chat",
+                                               "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}))
+    shipped = default_pricing_path().read_bytes()
+    result = thriftgate("pricing", "import", str(source))  # on 0d52d64: replaced config/pricing.yaml in a checkout
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["models"]["my-model"]["input"] == 1
+    for out in ("config/pricing.yaml", str(default_pricing_path())):
+        refused = thriftgate("pricing", "import", str(source), "--out", out)
+        assert refused.returncode == 2 and "shipped price table" in refused.stderr, out
+    assert default_pricing_path().read_bytes() == shipped
+
+    missing_dir = thriftgate("pricing", "import", str(source), "--out", str(tmp_path / "no" / "such" / "p.yaml"))
+    assert missing_dir.returncode == 1 and len(missing_dir.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b"not json at all", b"\xff\xfe\x00", b"[1, 2]", None])
+def test_pricing_import_of_something_else_is_one_line(tmp_path: Path, content: bytes | None) -> None:
+    source = tmp_path / "prices.json"
+    if content is not None:
+        source.write_bytes(content)
+    result = thriftgate("pricing", "import", str(source), "--out", str(tmp_path / "out.yaml"))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()  # on 0d52d64: a traceback
+    assert line.startswith(f"thriftgate: {source}: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_version_and_spend_by_choices(tmp_path: Path) -> None:
+    version = thriftgate("--version")
+    assert version.returncode == 0 and version.stdout.startswith("thriftgate ")  # on 0d52d64: no such option
+    bad = thriftgate("spend", "--ledger", str(tmp_path / "none.db"), "--by", "foo")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr  # on 0d52d64: a traceback
+    assert "invalid choice: 'foo'" in bad.stderr and "'team'" in bad.stderr

@@ -53,12 +53,17 @@ def make_fake_anthropic_app(*, seed: int = 0, api_keys: tuple[str, ...] = (FAKE_
 
 @web.middleware
 async def _invalid_urls(request: web.Request, handler) -> web.StreamResponse:
-    """A path or method the API does not have: Anthropic's 404, not aiohttp's plain text."""
+    """A path or method the API does not have: Anthropic's 404, not aiohttp's plain text; a body whose fields have
+    the wrong types: its 400."""
     try:
         return await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         body = wire.error_body("not_found_error", "Not Found", "req_011notfound")
         return web.Response(status=404, body=body, content_type="application/json")
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError) as exc:
+        # Anthropic validates every field's type before it generates: a malformed request is its 400, not a 500.
+        body = wire.error_body("invalid_request_error", f"{type(exc).__name__}: {exc}"[:300], "req_011invalid")
+        return web.Response(status=400, body=body, content_type="application/json")
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from tests.fake.tokens import chat_prompt_tokens, prompt_list, text_of
 
 EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
 DEFAULT_EMBEDDING_DIMENSIONS = 1536
+MAX_EMBEDDING_DIMENSIONS = 3072
 LEGACY_DEFAULT_MAX_TOKENS = 16  # /v1/completions stops at 16 tokens unless told otherwise, as OpenAI's does
 
 
@@ -83,6 +84,11 @@ async def completions(call: Call) -> web.StreamResponse:
 
 async def embeddings(call: Call) -> web.StreamResponse:
     dimensions = call.body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)
+                                   or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS):
+        body = wire.error_body(f"Invalid 'dimensions': expected an integer from 1 to {MAX_EMBEDDING_DIMENSIONS}.",
+                               "invalid_request_error", "dimensions", "invalid_value")
+        return error_response(call, 400, body)
     if dimensions and call.model == "text-embedding-ada-002":
         body = wire.error_body("This model does not support specifying dimensions.", "invalid_request_error")
         return error_response(call, 400, body)

@@ -46,7 +46,12 @@ def endpoint(handler: EndpointHandler, *required: str, reads_body: bool = True) 
             await asyncio.sleep(TIMEOUT_FAULT_SECONDS)
         if call.fault == "garbage":
             return web.Response(body=GARBAGE_BODY, content_type="application/json", headers=call.headers())
-        return await handler(call)
+        try:
+            return await handler(call)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+            # OpenAI validates every field's type before it generates: a malformed request is its 400, not a 500.
+            message = f"Invalid request body: {type(exc).__name__}: {exc}"[:300]
+            return error_response(call, 400, wire.error_body(message, "invalid_request_error"))
 
     return serve
 

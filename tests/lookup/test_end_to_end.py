@@ -210,11 +210,12 @@ async def test_shadow_mode_answers_upstream_and_records_the_candidate_and_agreem
     assert lookups_of(para_row)["faq"]["agreed"] is False
 
 
-async def test_operator_answers_are_loaded_served_and_deleted_by_scope(start_lookups, fake) -> None:
+async def test_operator_answers_are_loaded_served_and_deleted_by_scope(start_lookups, fake, monkeypatch) -> None:
+    monkeypatch.setenv("THRIFTGATE_MASTER_KEY", "master-key-for-tests")  # loading and deleting are admin writes
     proxy = await start_lookups([{"type": "answers", "embedder": "minilm", "scope": "global", "threshold": 0.85}])
     pairs = [{"question": "What is your refund window?", "answer": "30 days from delivery."},
              {"question": "Do you ship to Canada?", "answer": "Yes, in 5 to 8 business days."}]
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer master-key-for-tests"}) as session:
         async with session.post(proxy.url + "/admin/lookup/answers?scope=global&embedder=minilm", json=pairs) as r:
             assert r.status == 200 and (await r.json())["loaded"] == 2
         async with sdk(proxy) as client:

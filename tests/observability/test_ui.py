@@ -133,3 +133,30 @@ async def _assert_figures_match(page: PageText, ledger: Ledger) -> None:
         assert shown[name][:5] == expected
     assert page.text["month-total"] == ui.usd(sum(row["cost_nanos"] for row in month))
     assert page.text["today-total"] == ui.usd(sum(today.values()))
+
+
+async def test_page_headlines_savings_charts_days_and_marks_cache_hits(start_proxy: StartProxy) -> None:
+    proxy = await start_proxy(policies=[ROUTE, {"name": "faq", "type": "exact_cache"}])
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):  # the second is answered by the cache
+            hi = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            async with session.post(proxy.base_url + "/chat/completions", json=hi) as r:
+                await r.read()
+        await send_round(proxy.url)  # its gpt-4o requests are routed to gpt-4o-mini
+        async with session.get(proxy.url + "/ui") as response:
+            page = PageText(await response.text())
+    rows = await proxy.ledger.recent(100)
+    saved = sum(row["savings_nanos"] for row in rows)
+    assert saved > 0 and page.text["month-saved"] == ui.usd(saved)  # exact savings only: no "~"
+    marked = {cells[1] for cells in page.tables["recent"][1:] if "exact hit" in cells[2]}
+    hit_rows = {row["request_id"] for row in rows if row["lookups"] and '"exact-hit"' in row["lookups"]}
+    assert marked == hit_rows and len(marked) >= 1  # on 0d52d64: no mark, no headline, no chart
+    today = datetime.now(UTC).date().isoformat()
+    month = sum(row["cost_nanos"] or 0 for row in rows)
+    assert f'title="{today}: {ui.usd(month)}"' in (await _page(proxy))
+    assert page.text["daily"].strip().endswith(today[8:])  # the last bar is today's
+
+
+async def _page(proxy: RunningProxy) -> str:
+    async with aiohttp.ClientSession() as session, session.get(proxy.url + "/ui") as response:
+        return await response.text()

@@ -15,6 +15,8 @@ from tests.conftest import StartProxy, base_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ASK = [{"role": "user", "content": "Tell me about the rivers of Europe."}]
+MASTER = "master-key-for-tests"
+ADMIN = {"Authorization": f"Bearer {MASTER}"}
 
 
 async def test_concise_savings_are_measured_against_the_holdout(start_proxy: StartProxy, tmp_path: Path) -> None:
@@ -47,7 +49,8 @@ async def test_concise_savings_are_measured_against_the_holdout(start_proxy: Sta
     assert "be-brief" in result.stdout and "saving/req (95% CI)" in result.stdout
 
 
-async def test_reload_under_load_loses_no_request(start_proxy: StartProxy, fake, tmp_path: Path) -> None:
+async def test_reload_under_load_loses_no_request(start_proxy: StartProxy, fake, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("THRIFTGATE_MASTER_KEY", MASTER)  # a reload is an admin write
     config_path = tmp_path / "thriftgate.yaml"
     config = base_config(fake.base_url, tmp_path)
     config_path.write_text(yaml.safe_dump(config))
@@ -64,14 +67,14 @@ async def test_reload_under_load_loses_no_request(start_proxy: StartProxy, fake,
         while len(fake.requests) < 30:
             await asyncio.sleep(0.01)
         config_path.write_text(yaml.safe_dump({**config, "policies": [{"name": "be-brief", "type": "concise"}]}))
-        async with session.post(proxy.url + "/admin/reload") as response:
+        async with session.post(proxy.url + "/admin/reload", headers=ADMIN) as response:
             assert response.status == 200
             assert (await response.json())["policies"] == ["be-brief"]
         after = await ask(0)
         before = await asyncio.gather(*in_flight)
 
         config_path.write_text("policies:\n  - {type: cap}\n")
-        async with session.post(proxy.url + "/admin/reload") as response:
+        async with session.post(proxy.url + "/admin/reload", headers=ADMIN) as response:
             assert response.status == 400
             refusal = await response.json()
         still = await ask(0)
