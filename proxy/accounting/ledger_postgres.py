@@ -81,6 +81,7 @@ class PostgresLedger(BatchedLedger):
         self._pool: asyncpg.Pool | None = None
         self._up = False
         self._recovery: asyncio.Task | None = None
+        self._writing = asyncio.Lock()
 
     def health(self) -> dict:
         return {"backend": self.backend, "reachable": self._up, "spooled_rows": self._spool.rows,
@@ -122,7 +123,8 @@ class PostgresLedger(BatchedLedger):
     async def _write(self, batch: list[SpendRecord]) -> None:
         if self._up:
             try:
-                await self._insert(batch)
+                async with self._writing:
+                    await self._insert(batch)
                 self._written += len(batch)
                 return
             except Exception as exc:
@@ -135,6 +137,8 @@ class PostgresLedger(BatchedLedger):
         if not self._up:
             raise LedgerUnavailable(f"the ledger database at {self._where} is unreachable")
         query_sql, params = query.render(self.dialect)
+        async with self._writing:  # after the batches on their way: a read sees every row written before it
+            pass
         try:
             rows = await self._pool.fetch(query_sql, *params)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
