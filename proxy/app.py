@@ -134,8 +134,6 @@ async def _running_services(app: web.Application) -> AsyncIterator[None]:
     yield
     app[READY]["ready"] = False
     await app[UPSTREAMS].close()
-    if app[BUDGETS] is not None:
-        await app[BUDGETS].close()  # settlements still being written
     await app[STORE].close()  # writes what waited for Redis, if it is back
     await app[LEDGER].close()  # flushes every pending spend record
 

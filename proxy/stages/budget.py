@@ -4,12 +4,11 @@ reserve (after routing: model, body and output limit are final): every rule the 
 (team, key, user, model glob, global; usd per calendar window, tokens and requests per minute)
 becomes a charge on a counter, and the store holds all of them or none, atomically. A soft limit,
 or an exhausted `on_exhausted: downgrade` budget, moves the request to `downgrade_to` (once) and
-reserves again for that model. settle (in the pipeline's `finally`, shielded from cancellation):
+reserves again for that model. settle (in the pipeline's `finally`; it never waits on I/O):
 the holds become what the request really cost; a request that failed before any answer costs 0.
 With a shared store, settle also adds the request to the fleet's spend totals.
 """
 
-import asyncio
 import logging
 import math
 import time
@@ -55,7 +54,6 @@ class Budgets:
         self._fail_closed = store_config.on_failure == "closed"
         self._clock = clock
         self._windows: dict[str, tuple[str, float, float]] = {}
-        self._settling: set[asyncio.Task] = set()
 
     # ---- reserve ----
 
@@ -204,24 +202,13 @@ class Budgets:
             return
         settlement = Settlement(plan.hold_id if plan and plan.hold_id else ex.request_id, self._clock(),
                                 counters, totals)
-        if not self._store.shared:
-            await self._settle(settlement)  # in process: nothing in it waits, so nothing can cut it short
-            return
-        task = asyncio.ensure_future(self._settle(settlement))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-        await asyncio.shield(task)
+        await self._settle(settlement)  # recorded in process (Redis: written in batches): nothing to cut short
 
     async def _settle(self, settlement: Settlement) -> None:
         try:
             await self._store.settle(settlement)
         except Exception:
             log.exception("could not settle request %s", settlement.id)
-
-    async def close(self) -> None:
-        """Waits for the settlements still being written."""
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
 
     def _actual(self, ex: Exchange, plan: Reservation) -> list[int]:
         tokens = ex.usage.total_tokens if ex.usage is not None else 0

@@ -1,12 +1,14 @@
 """The state budgets and keys need: counters with reservations, fleet spend totals, virtual keys.
 
-Two stores pass one contract suite (tests/store): MemoryStore (one process) and RedisStore (a
-fleet of replicas). Amounts are integers: nano-dollars, tokens or requests.
+Two stores pass one contract suite (tests/budgets): MemoryStore (one process) and RedisStore (a
+fleet of replicas, serving reservations from leases: store/leases.py). Amounts are integers:
+nano-dollars, tokens or requests.
 
 A counter holds `used` (settled) plus live holds (reservations). `reserve` checks every counter a
 request touches and holds the amounts in all of them, or in none, as one atomic step. A hold dies
 at its deadline: a request whose process crashed stops holding budget without anyone releasing it.
-`settle` drops the request's holds and adds what it really used (idempotent per request id);
+`settle` drops the request's holds and adds what it really used (a repeat within
+SETTLE_REPLAY_SECONDS is applied once);
 `release` drops holds only (a reservation replaced by another, for a downgraded model).
 Callers pass `now`: the clock is theirs (tests inject one), so windows and deadlines agree.
 """
@@ -116,7 +118,8 @@ class Store(Protocol):
         """Drops the holds; raises StoreUnavailable (the holds then die at their deadline)."""
 
     async def settle(self, settlement: Settlement) -> None:
-        """Never loses a settlement: a shared store that is down keeps it and writes it on its return."""
+        """Records the settlement in process, never waiting on I/O (Redis: written in batches), and never
+        loses it: a shared store that is down keeps it and writes it on its return."""
 
     async def spend(self, by: str, days: list[str]) -> list[dict]: ...
 
