@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a simulated provider and realistic traffic through the proxy")
     demo.add_argument("--duration", type=float, default=60, help="seconds of traffic; 0 runs until Ctrl-C (default 60)")
+    demo.add_argument("--requests", type=int, help="stop after this many requests (with --seed: the same traffic each run)")
     demo.add_argument("--rps", type=float, default=5, help="requests per second, on average (default 5)")
     demo.add_argument("--port", type=int, default=4100, help="port of the demo's own proxy (default 4100)")
     demo.add_argument("--host", default="127.0.0.1", help="address of the demo's own proxy (default 127.0.0.1)")

@@ -38,6 +38,8 @@ DEMO_BUDGETS = [{"scope": "team:support", "usd": 5, "window": "day"},
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.requests is not None and args.requests < 1:
+        raise SystemExit("thriftgate demo: --requests must be 1 or more")
     if args.rps <= 0 or args.duration < 0:
         raise SystemExit("thriftgate demo: --rps must be above 0 and --duration 0 or more")
     try:
@@ -61,7 +63,7 @@ async def _run(args: argparse.Namespace) -> None:
         target = args.target or await _serve(runners, _demo_proxy(args, provider_url), args.host, args.port)
         print(f"proxy: {target}/v1   page: {target}/ui   metrics: {target}/metrics", flush=True)
         tally = await drive(target.rstrip("/"), rps=args.rps, duration=args.duration, rng=rng, stop=stop,
-                            team_keys=None if args.target else TEAM_KEYS)
+                            team_keys=None if args.target else TEAM_KEYS, requests=args.requests)
         print(tally.line(), flush=True)
         if not args.target and not stop.is_set():
             print(f"the page stays up at {target}/ui; Ctrl-C to stop", flush=True)

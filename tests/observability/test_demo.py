@@ -13,7 +13,7 @@ from proxy.accounting.ledger import open_readonly
 from tests.conftest import StartProxy
 from tests.observability.tools import ROOT, free_port
 
-TRAFFIC = ("--duration", "1.5", "--rps", "40", "--seed", "7")
+TRAFFIC = ("--duration", "30", "--requests", "60", "--rps", "40", "--seed", "7")  # the same 60 requests each run
 
 
 async def test_demo_puts_policies_teams_and_budgets_to_work_and_its_page_stays_up(tmp_path: Path) -> None:
