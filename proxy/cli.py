@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from proxy import config as config_module
 from proxy import config_loading
 from proxy.accounting import reports
+from proxy.analysis import cli as analysis_cli
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
 from proxy.control.config import workers_problem
@@ -52,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 
     spend = _ledger_command(commands, "spend", "spend from the ledger, as a table", since="24h")
     spend.add_argument("--by", default="model", choices=SPEND_GROUPINGS, metavar="{" + ",".join(SPEND_GROUPINGS) + "}",
-                       help="what to group by (default model); tag: a row counts under each of its tags")
+                       help="what to group by (default model); tag: a row counts under each of its tags;"
+                            " language adds tokens per word by model family")
     spend.add_argument("--source", choices=("fleet", "ledger"),
                        help="ledger: the ledger (with ledger.backend: postgres, the whole fleet's, the default); "
                             "fleet: every replica's daily totals in Redis (the default with store.backend: redis and "
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     keys.add_commands(commands)
     lookup_cli.add_commands(commands, _ledger_command, _ledger_report)
+    analysis_cli.add_commands(commands, _ledger_command)
 
     pricing = commands.add_parser("pricing", help="price table tools").add_subparsers(required=True, metavar="ACTION")
     pricing_import = pricing.add_parser("import", help="convert a LiteLLM-format price map into our table")
@@ -236,6 +239,8 @@ def _check_config(args: argparse.Namespace) -> int:
 def _spend(args: argparse.Namespace) -> int:
     from proxy.store import SPEND_DIMENSIONS
 
+    if args.by == "language":  # tokens per word beside the spend
+        return analysis_cli.language_report(args)
     config = config_loading.load(args.config)
     store = config.store
     if args.source == "fleet" or (args.source is None and not args.ledger and store.backend == "redis"
@@ -286,18 +291,13 @@ def _ledger_report(args: argparse.Namespace, query, table) -> int:
 @contextlib.contextmanager
 def _reader(args: argparse.Namespace):
     """The ledger the arguments name, or one clear line and exit status 1."""
-    from proxy.accounting.ledger_backends import open_reader
-    from proxy.accounting.ledger_postgres import LedgerUnavailable
+    from proxy.analysis.cli_common import Failure, ledger_reader
 
-    ledger = config_loading.load(args.config).ledger
-    if (args.ledger or ledger.backend == "sqlite") and not Path(args.ledger or ledger.path).exists():
-        print(f"thriftgate: no ledger at {args.ledger or ledger.path}", file=sys.stderr)
-        raise SystemExit(1)
     try:
-        reader = open_reader(ledger, args.ledger)
-    except LedgerUnavailable as exc:
+        reader = ledger_reader(args, config_loading.load(args.config))
+    except Failure as exc:
         print(f"thriftgate: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(exc.code) from None
     with reader:
         yield reader
 

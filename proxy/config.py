@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from proxy.control.alerting_config import AlertingConfig, alerting_problem
 from proxy.control.config import AuthConfig, BudgetConfig, LedgerConfig, StoreConfig, TagsConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
 
@@ -26,7 +27,7 @@ _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 KNOWN_PASSTHROUGH_PATHS = (
     "/v1/models", "/v1/models/*", "/v1/moderations",
     "/v1/chat/completions/**", "/v1/responses/**", "/v1/conversations/**",
-    "/v1/files/**", "/v1/uploads/**", "/v1/batches/**", "/v1/fine_tuning/**",
+    "/v1/uploads/**", "/v1/fine_tuning/**",  # /v1/files and /v1/batches are endpoints of their own (proxy/batch/)
     "/v1/images/generations", "/v1/images/edits", "/v1/images/variations",
     "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/translations",
     "/v1/vector_stores/**", "/v1/assistants/**", "/v1/threads/**",
@@ -133,6 +134,7 @@ class Config(Section):
     auth: AuthConfig = AuthConfig()
     store: StoreConfig = StoreConfig()
     budgets: tuple[BudgetConfig, ...] = ()
+    alerting: AlertingConfig = AlertingConfig()  # where budget alerts go (docs/budgets.md)
     # Output tokens a budget reserves for a request that sets no max_tokens (see docs/budgets.md).
     budgets_default_max_output_tokens: Annotated[int, Field(gt=0)] = 4096
     embedders: dict[str, EmbedderConfig] = {}  # by name, for lookup policies (docs/lookup.md)
@@ -212,6 +214,8 @@ def validate(data: dict[str, Any], *, source: str = "<config>", parse_policies: 
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(source, err) for err in exc.errors())) from None
+    if problem := alerting_problem(config.alerting, config.budgets):
+        raise ConfigError(f"{source}: {problem}")
     parsed = parse_policies(raw_policies, source)
     _check_models_are_served(config, parsed, source)
     _check_anthropic_keys(config, source)

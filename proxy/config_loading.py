@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy import config
+from proxy.accounting.pricing import PriceTable, default_pricing_path
 from proxy.policies import registry
 
 
@@ -18,3 +19,9 @@ def load(path: str | Path | None) -> config.Config:
 
 def validate(data: dict[str, Any], *, source: str = "<config>") -> config.Config:
     return config.validate(data, source=source, parse_policies=registry.parse)
+
+
+def price_table(cfg: config.Config) -> PriceTable:
+    """The prices the config says to use: its files (else the shipped table), then its overrides."""
+    overrides = {model: override.model_dump(exclude_none=True) for model, override in cfg.pricing.overrides.items()}
+    return PriceTable.load(list(cfg.pricing.files or [default_pricing_path()]), overrides)

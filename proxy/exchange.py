@@ -57,6 +57,8 @@ class Exchange:
     upstream: Upstream | None = None
     prompt_cache: Any = None  # a prompt_cache policy's plan: breakpoints an Anthropic upstream's leg places
     tags: frozenset[str] = frozenset()  # from the x-thriftgate-tags header
+    language: str | None = None  # from the x-thriftgate-language header (BCP 47, lower case)
+    requested_max_output_tokens: int | None = None  # the client's own output limit, before any policy's
     count_prompt: PromptCounter | None = None  # set by the pipeline so stages can count the prompt
     _prompt_count: tuple[str, int, int] | None = None  # (model, body edits, count)
     body_edits: int = 0

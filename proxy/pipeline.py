@@ -26,9 +26,12 @@ from proxy.errors import BadRequest, ProxyError, upstream_text_error
 from proxy.exchange import Exchange
 from proxy.in_flight import InFlight
 from proxy.stages.hooks import PolicyChain
+from proxy.accounting.language import HEADER as LANGUAGE_HEADER
+from proxy.accounting.language import language_of
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
 from proxy.stages.count import prompt_counter
+from proxy.stages import paths
 from proxy.stages.paths import PathRouter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
@@ -92,6 +95,23 @@ class Pipeline:
         dialect = for_request(request.path, request.headers)  # the shape of its errors, until it is resolved
         return await self._handle(Exchange(request, "passthrough", dialect), self._resolved)
 
+    def handled(self, endpoint: str, run):
+        """An endpoint with a module of its own (the Batch API's): `run(ex)` answers it; refusing errors in the
+        client's shape, settling and recording stay the pipeline's, as for every request."""
+        async def canonical(ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
+            url = ex.request.rel_url
+            path = paths.normalise(url.raw_path)
+            if path != ex.request.path:  # its route matched a spelling the upstream would read as another path
+                raise BadRequest(f"The request path is {path} once normalised; send it as such.", code="invalid_path")
+            ex.upstream_path = paths.upstream_path_for(path, url.raw_query_string)
+            return await run(ex)
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._handle(Exchange(request, endpoint, for_request(request.path, request.headers)),
+                                      canonical)
+
+        return handler
+
     def replace_policies(self, policies: PolicyChain) -> None:
         """Requests already in flight finish with the chain they started with."""
         self._policies = policies
@@ -151,6 +171,8 @@ class Pipeline:
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
         ex.tags = parse_tags(ex.request.headers.get(TAGS_HEADER)) | ex.tags  # and the key's, from authenticate
+        ex.language = language_of(ex.request.headers.get(LANGUAGE_HEADER))
+        ex.requested_max_output_tokens = facts.max_output_tokens
         ex.count_prompt = self._count_prompt
         if policies:
             if big:

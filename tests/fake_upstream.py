@@ -13,7 +13,10 @@ FakeUpstream(seed=0, models=(), api_key=FAKE_API_KEY); make_fake_app(seed=0, mod
 record=True) for aiohttp's own test tools. Standalone, for benchmarks (nothing recorded, nothing logged):
     python -m tests.fake_upstream [--host 127.0.0.1] [--port 4200] [--seed 0] [--api-key KEY] [--anthropic]
 
-Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses; GET /v1/models[/ID].
+Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses; GET /v1/models[/ID];
+the Files and Batch APIs (tests/fake/batches.py): POST/GET /v1/files, GET/DELETE /v1/files/ID, GET
+/v1/files/ID/content, POST/GET /v1/batches, GET /v1/batches/ID (each retrieve moves a batch one status on,
+until it completes with output and error files), POST /v1/batches/ID/cancel.
 Known models: MODELS (dated snapshots included), `models`, and any fake-* name. As OpenAI does:
   - answers name the dated snapshot of an alias (gpt-4o -> gpt-4o-2024-08-06);
   - a missing or wrong key, an unknown model or path get 401, 404 model_not_found, 404 "Invalid URL" bodies;

@@ -90,10 +90,10 @@ async def test_spend_groups_sums_and_orders_by_cost(ledger):
 @pytest.mark.parametrize(
     ("by", "value"),
     [("model", "gpt-4o"), ("requested_model", "gpt-4o"), ("team", "t1"), ("key", "k1"), ("user", "u1"),
-     ("upstream", "openai"), ("endpoint", "chat"), ("day", "2024-05-01")],
+     ("upstream", "openai"), ("endpoint", "chat"), ("language", "pt-br"), ("day", "2024-05-01")],
 )
 async def test_spend_by_each_key(ledger, by, value):
-    ledger.add(record(1))
+    ledger.add(record(1, language="pt-br"))
     assert await ledger.spend(by=by) == [
         {by: value, "requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cached_prompt_tokens": 2,
          "cache_write_tokens": 0, "reasoning_tokens": 1, "cost_nanos": 1000, "unpriced_requests": 0}
@@ -101,7 +101,7 @@ async def test_spend_by_each_key(ledger, by, value):
 
 
 async def test_spend_by_unknown_key_lists_the_allowed_ones(ledger):
-    allowed = "model, requested_model, team, key, user, upstream, endpoint, day"
+    allowed = "model, requested_model, team, key, user, upstream, endpoint, language, day"
     with pytest.raises(ValueError, match=f"use one of: {allowed}"):
         await ledger.spend(by="colour")
 

@@ -2,6 +2,7 @@
 
 import re
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,16 @@ class LedgerReader:
 
     def rows(self, filters: sql.Filters = sql.Filters()) -> list[dict]:
         return self.run(sql.rows(self.dialect, filters))
+
+    def iter_rows(self, filters: sql.Filters = sql.Filters(), page: int = 5000) -> Iterator[dict]:
+        """The same rows, read a page at a time: a month of traffic is never held whole."""
+        after = None
+        while True:
+            rows = self.run(sql.rows(self.dialect, filters, after=after, limit=page))
+            yield from rows
+            if len(rows) < page:
+                return
+            after = (rows[-1]["ts"], rows[-1]["request_id"])
 
     def close(self) -> None:
         self._conn.close()

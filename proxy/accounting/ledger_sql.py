@@ -50,6 +50,12 @@ _INDEXES = {  # name -> (columns, condition): for the time ranges, filters and r
 }
 
 
+_COMMA_TAGS_TO_JSON = (
+    "UPDATE spend SET tags = CASE WHEN tags = '' THEN NULL ELSE"
+    " '[\"' || replace(replace(replace(tags, '\\', '\\\\'), '\"', '\\\"'), ',', '\",\"') || '\"]' END"
+    " WHERE tags IS NOT NULL AND substr(tags, 1, 1) <> '['")
+
+
 def _column(dialect: Dialect, name: str) -> str:
     return f'"{name}" {dialect.types[COLUMNS[name]]}'
 
@@ -58,11 +64,15 @@ def migration_steps(dialect: Dialect, applied: set[str], existing_columns: set[s
     """The steps (name, statements) a database still needs, in order: the table, the columns SpendRecord
     gained since (one step naming them), the indexes. Each step is recorded in SCHEMA_TABLE by name."""
     steps = []
+    # An SQLite ledger of the release before recorded steps kept tags comma-separated ("" for none).
+    comma_tags = dialect is SQLITE and "spend-table" not in applied and "tags" in existing_columns
     if "spend-table" not in applied:
         columns = ", ".join(_column(dialect, name) for name in COLUMNS)
         steps.append(("spend-table", [f"CREATE TABLE IF NOT EXISTS spend ({columns}, PRIMARY KEY (request_id))"]))
         if not existing_columns:
             existing_columns = set(COLUMNS)  # the table is created whole
+    if comma_tags:
+        steps.append(("tags-json", [_COMMA_TAGS_TO_JSON]))
     missing = [name for name in COLUMNS if name not in existing_columns]
     if missing:
         # Names are quoted: "user" is a keyword in PostgreSQL (and may become one in SQLite).
@@ -93,6 +103,7 @@ SPEND_GROUPS = {
     "user": '"user"',
     "upstream": "upstream",
     "endpoint": "endpoint",
+    "language": "language",
     "day": None,  # the dialect's UTC day
     "tag": "t.value",  # a row with two tags counts under each
 }
@@ -175,11 +186,18 @@ def lookup_rows(dialect: Dialect, filters: Filters = Filters()) -> Query:
     return Query(f"SELECT ts, cost_nanos, savings_nanos, lookups FROM spend WHERE {where}", tuple(params))
 
 
-def rows(dialect: Dialect, filters: Filters = Filters(), columns: tuple[str, ...] = tuple(COLUMNS)) -> Query:
-    """Whole rows in time order: exports, and repricing what was recorded."""
+def rows(dialect: Dialect, filters: Filters = Filters(), columns: tuple[str, ...] = tuple(COLUMNS), *,
+         after: tuple[float, str] | None = None, limit: int | None = None) -> Query:
+    """Whole rows in time order: exports, and repricing what was recorded. A page at a time: the `limit`
+    rows after the row (ts, request_id) `after`."""
     unknown = [name for name in columns if name not in COLUMNS]
     if unknown:
         raise ValueError(f"unknown ledger columns: {', '.join(unknown)}")
     where, params = _where(dialect, filters)
+    if after is not None:
+        where += " AND (ts > ? OR (ts = ? AND request_id > ?))"
+        params += [after[0], after[0], after[1]]
     quoted = ", ".join(f'"{name}"' for name in columns)
-    return Query(f"SELECT {quoted} FROM spend WHERE {where} ORDER BY ts, request_id", tuple(params))
+    page = "" if limit is None else " LIMIT ?"
+    return Query(f"SELECT {quoted} FROM spend WHERE {where} ORDER BY ts, request_id{page}",
+                 tuple(params) + (() if limit is None else (limit,)))

@@ -95,13 +95,37 @@ class Metrics:
             "thriftgate_lookups", "Lookups by policy and result: exact-hit, semantic-hit, answer-hit, miss, "
             "embedder_failed, store_down (shadow_* in shadow mode).", ["policy", "result"], registry=registry,
         )
+        self.lookup_verifications = Counter(
+            "thriftgate_lookup_verifications", "Candidates a lookup's verifier judged: same, different or failed "
+            "(an error or timeout: a miss); remembered=true when the decision was cached.",
+            ["policy", "verdict", "remembered"], registry=registry,
+        )
         self.lookup_ignored_entries = Counter(
             "thriftgate_lookup_ignored_entries", "Stored lookup entries read back and never served: corrupt (does "
             "not decode) or foreign (not the entry asked for).", ["reason"], registry=registry,
         )
+        self.output_words = Counter(
+            "thriftgate_output_words", "Words of whole text answers (docs/whatif.md: what a word is), by model and "
+            "language (x-thriftgate-language's ISO 639-1 code, none, or other).", ["model", "language"],
+            registry=registry,
+        )
+        self.output_words_tokens = Counter(
+            "thriftgate_output_words_tokens", "Visible output tokens of the answers counted in "
+            "thriftgate_output_words_total: divide the two for tokens per word.", ["model", "language"],
+            registry=registry,
+        )
+        self.batch_spend = Counter(
+            "thriftgate_batch_spend_usd", "Spend through a Batch API, at batch prices, by model and team (also in "
+            "thriftgate_spend_usd_total).", ["model", "team"], registry=registry,
+        )
+        self.batch_lines = Counter(
+            "thriftgate_batch_lines", "Lines of finished Batch API jobs, by model and HTTP status of each.",
+            ["model", "status"], registry=registry,
+        )
         self.budget_remaining_usd = Gauge(
             "thriftgate_budget_remaining_usd",
-            "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
+            "USD left in a configured budget's current window after what it settled, as this replica last saw it "
+            "(with Redis: the fleet's, as of this replica's last write or lease renewal).",
             ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
         )
         self.tag_requests = Counter(
@@ -112,13 +136,46 @@ class Metrics:
             "thriftgate_tag_spend_usd", "Spend in US dollars by tag, for the tags listed in tags.metrics.", ["tag"],
             registry=registry,
         )
+        self.budget_used_ratio = Gauge(
+            "thriftgate_budget_used_ratio",
+            "Share of a configured usd budget settled in its current window (1 = all of it; a Batch API job's "
+            "ceiling counts until its lines are priced), as this replica last saw it (with Redis: the fleet's, as "
+            "of this replica's last write or lease renewal): for Alertmanager rules of your own.",
+            ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.budget_alerts = Counter(
+            "thriftgate_budget_alerts", "Budget alert webhooks this replica sent (sent) or gave up on (failed).",
+            ["scope", "threshold", "result"], registry=registry,
+        )
         self.budget_rejections = Counter(
             "thriftgate_budget_rejections", "Requests refused by a budget or rate limit, by the kind of scope.",
             ["scope_kind"], registry=registry,
         )
 
+    def words(self, model: str, language: str, words: int, tokens: int) -> None:
+        self._child(self.output_words, self.model_label(model), language).inc(words)
+        self._child(self.output_words_tokens, self.model_label(model), language).inc(tokens)
+
+    def batch_line(self, model: str, team: str | None, status: int, usage: Usage, cost_nanos: int | None) -> None:
+        """One answered line of a Batch API job: counted like a request's tokens and spend, and apart as batch."""
+        model = self.model_label(model)
+        self._child(self.batch_lines, model, str(status)).inc()
+        if usage.total_tokens:
+            self._count_tokens(model, usage)
+        if cost_nanos:
+            self._child(self.spend, model, self.team_label(team)).inc(cost_nanos / NANOS_PER_USD)
+            self._child(self.batch_spend, model, self.team_label(team)).inc(cost_nanos / NANOS_PER_USD)
+        elif cost_nanos is None and usage.total_tokens:
+            self._child(self.unpriced, model).inc()
+
     def budget_remaining(self, scope: str, window: str, nanos: int) -> None:
         self.budget_remaining_usd.labels(scope, window).set(nanos / NANOS_PER_USD)
+
+    def budget_used(self, scope: str, window: str, ratio: float) -> None:
+        self.budget_used_ratio.labels(scope, window).set(ratio)
+
+    def budget_alert(self, scope: str, threshold: float, result: str) -> None:
+        self.budget_alerts.labels(scope, f"{threshold:g}", result).inc()
 
     def budget_rejection(self, scope_kind: str) -> None:
         self.budget_rejections.labels(scope_kind).inc()
@@ -131,6 +188,9 @@ class Metrics:
 
     def lookup(self, policy: str, result: str) -> None:
         self.lookups.labels(policy, result).inc()
+
+    def lookup_verification(self, policy: str, verdict: str, remembered: bool) -> None:
+        self.lookup_verifications.labels(policy, verdict, str(remembered).lower()).inc()
 
     def lookup_ignored(self, reason: str) -> None:
         self.lookup_ignored_entries.labels(reason).inc()

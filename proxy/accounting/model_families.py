@@ -57,3 +57,9 @@ def _base_model(model: str) -> str:
 def family_of(model: str) -> Family:
     base = _base_model(model)
     return next((family for prefix, family in FAMILY_BY_PREFIX if base.startswith(prefix)), OTHER)
+
+
+def family_name(model: str) -> str:
+    """The family a model's counts are reported under: its known prefix (gpt-4o, claude...), else "other"."""
+    base = _base_model(model)
+    return next((prefix for prefix, _ in FAMILY_BY_PREFIX if base.startswith(prefix)), "other")

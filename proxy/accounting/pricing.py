@@ -20,6 +20,7 @@ from an earlier one; otherwise the exact entry wins. Among one source's patterns
 Usage arrives normalised to OpenAI's semantics (proxy.accounting.usage), so one formula prices every provider.
 """
 
+import dataclasses
 import fnmatch
 import re
 from collections import defaultdict
@@ -49,6 +50,10 @@ _LOOKUP_CACHE_LIMIT = 4096
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 _GLOB_CHARS = frozenset("*?[")
 _ZERO = Decimal(0)
+# Batch APIs bill half the synchronous price: the rate for a model without batch_input/batch_output of its own.
+# OpenAI: "a 50% cost discount compared to synchronous APIs" (https://platform.openai.com/docs/guides/batch);
+# Anthropic: batches "at 50% of standard API prices" (https://docs.anthropic.com/en/docs/build-with-claude/batch-processing).
+BATCH_DISCOUNT_BY_PROVIDER = {"openai": Decimal("0.5"), "anthropic": Decimal("0.5")}
 # libyaml reads the shipped table several times faster than the pure-Python parser.
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -125,11 +130,21 @@ class PriceTable:
         price = self.lookup(model)
         return None if price is None else usd_to_nanos(_cost_per_million(price, usage).scaleb(-6))
 
-    def estimate_nanos(self, model: str, prompt_tokens: int, max_output_tokens: int) -> int | None:
-        """The most the request can cost, whatever part of it the provider caches or spends reasoning."""
+    def batch_cost_nanos(self, model: str, usage: Usage) -> int | None:
+        """What the request costs through the provider's Batch API; None when no batch rate is known."""
+        price = self.lookup(model)
+        batch = None if price is None else batch_price(price)
+        return None if batch is None else usd_to_nanos(_cost_per_million(batch, usage).scaleb(-6))
+
+    def estimate_nanos(self, model: str, prompt_tokens: int, max_output_tokens: int, *,
+                       batch: bool = False) -> int | None:
+        """The most the request can cost, whatever part of it the provider caches or spends reasoning
+        (batch: through a Batch API, at its batch rate when one is known)."""
         price = self.lookup(model)
         if price is None:
             return None
+        if batch:
+            price = batch_price(price) or price
         return usd_to_nanos(_ceiling_per_million(price, prompt_tokens, max_output_tokens).scaleb(-6))
 
     def _resolve(self, model: str) -> Price | None:
@@ -156,6 +171,12 @@ class PriceTable:
         return price
 
 
+def name_variants(model: str) -> tuple[str, ...]:
+    """The names a model goes by, most specific first: itself, without its provider/ prefix, undated."""
+    bare = model.rpartition("/")[2]
+    return tuple(dict.fromkeys((model, bare, _undated(bare))))
+
+
 def default_pricing_path() -> Path:
     """The shipped table: proxy/defaults/pricing.yaml, a link to config/pricing.yaml in a checkout."""
     # thriftgate is installed unpacked (wheels are never zip-imported), so the resource is a real file.
@@ -177,6 +198,25 @@ def _cost_per_million(price: Price, usage: Usage) -> Decimal:
         + (usage.completion_tokens - reasoning) * price.output
         + reasoning * _or_main(price.reasoning, price.output)
     )
+
+
+def batch_price(price: Price) -> Price | None:
+    """Batch rates: the entry's batch_input and batch_output, else its provider's batch discount; the cache and
+    reasoning rates take the same discount as the main rate of their side (Anthropic: batch and prompt-caching
+    discounts stack; OpenAI bills cached input in a batch at the discounted cached rate)."""
+    if price.batch_input is not None and price.batch_output is not None:
+        batch_input, batch_output = price.batch_input, price.batch_output
+    elif (discount := BATCH_DISCOUNT_BY_PROVIDER.get(price.provider)) is not None:
+        batch_input, batch_output = price.input * discount, price.output * discount
+    else:
+        return None
+    input_scale = batch_input / price.input if price.input else Decimal(1)
+    output_scale = batch_output / price.output if price.output else Decimal(1)
+    scaled = {field.name: None if getattr(price, field.name) is None else getattr(price, field.name) * scale
+              for field in dataclasses.fields(price)
+              for scale in [input_scale if field.name.startswith("cache") else output_scale]
+              if field.name.startswith("cache") or field.name == "reasoning"}
+    return dataclasses.replace(price, input=batch_input, output=batch_output, **scaled)
 
 
 def _ceiling_per_million(price: Price, prompt_tokens: int, max_output_tokens: int) -> Decimal:

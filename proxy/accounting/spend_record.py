@@ -35,6 +35,14 @@ class SpendRecord:
     lookups: str | None = None  # JSON: lookup policy -> {result, similarity, embedding tokens and cost, agreed}
     cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour (Anthropic's 2x rate)
     tags: str | None = None  # JSON array: the x-thriftgate-tags header and the key's default tags
+    # Request facts that `thriftgate whatif` re-evaluates policy conditions on (no prompt text is kept):
+    max_output_tokens: int | None = None  # the output limit the client asked for (before any cap)
+    has_tools: bool | None = None
+    has_images: bool | None = None
+    has_response_format: bool | None = None
+    language: str | None = None  # x-thriftgate-language (BCP 47, lower case)
+    output_words: int | None = None  # words of a whole answer's text, for tokens per word
+    batch_id: str | None = None  # a Batch API line: the batch it came in
 
 
 def _python_type(hint: typing.Any) -> type:

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.control.alerting_config import AlertConfig
+
 # Key ids and team names: printable, short, safe as ledger values and as parts of Redis keys.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 SCOPE_KINDS = ("team", "key", "user", "model", "global")
@@ -130,6 +132,7 @@ class BudgetConfig(_Section):
     on_exhausted: Literal["reject", "downgrade"] = "reject"
     downgrade_to: str | None = None
     soft_limit: Annotated[float, Field(gt=0, lt=1)] | None = None  # past this share of usd, use downgrade_to
+    alerts: tuple[AlertConfig, ...] = ()  # a webhook message once per window as usd spend passes each share
 
     @field_validator("scope")
     @classmethod
@@ -152,6 +155,10 @@ class BudgetConfig(_Section):
             raise ValueError("on_exhausted: downgrade and soft_limit need a usd budget and downgrade_to")
         if self.downgrade_to and not downgrades:
             raise ValueError("downgrade_to is used only with on_exhausted: downgrade or a soft_limit")
+        if self.alerts and self.usd is None:
+            raise ValueError("alerts need a usd budget (usd and window)")
+        if len({alert.at for alert in self.alerts}) < len(self.alerts):
+            raise ValueError("alerts: each share (at) once")
         return self
 
     @property

@@ -14,6 +14,7 @@ from decimal import Decimal
 import orjson
 from aiohttp import web
 
+from proxy.analysis.ui_section import whatif_section
 from proxy.appkeys import LEDGER
 from proxy.accounting.money import NANOS_PER_USD
 from proxy.accounting.savings import savings_report
@@ -55,7 +56,8 @@ async def page(request: web.Request) -> web.Response:
     first_day = day_start - timedelta(days=CHART_DAYS - 1)
     daily = {row["day"]: row["cost_nanos"] for row in await ledger.spend(by="day", since=first_day.timestamp())}
     days = [(first_day + timedelta(days=n)).date().isoformat() for n in range(CHART_DAYS)]
-    body = _document(now, by_model, by_team, savings, recent, [(day, daily.get(day, 0)) for day in days])
+    whatif = await whatif_section(request, since_month, table=_table, usd=usd)
+    body = _document(now, by_model, by_team, savings, recent, [(day, daily.get(day, 0)) for day in days], whatif)
     return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_HEADERS)
 
 
@@ -86,7 +88,7 @@ def _name(value: str | None, missing: str) -> str:
 
 
 def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings: list[dict], recent: list[dict],
-              daily: list[tuple[str, int]]) -> str:
+              daily: list[tuple[str, int]], whatif: str = "") -> str:
     month_total = sum(row["cost_nanos"] for row in by_model)
     saved = [_saved(row) for row in savings]
     saved_total = sum(nanos for nanos, _ in saved if nanos)
@@ -115,6 +117,7 @@ def _document(now: datetime, by_model: list[dict], by_team: list[dict], savings:
 <h2>By team</h2>{_spend_table("by-team", "Team", "team", "(no team)", by_team, month_total)}
 <h2>Savings by mechanism this month</h2>{_table("savings", _SAVINGS_HEADINGS, map(_savings_row, savings),
                                                  "No savings recorded yet.")}
+<h2>What if</h2>{whatif}
 <h2>Last requests</h2>{_table("recent", _RECENT_HEADINGS, map(_recent_row, recent), "No requests yet.")}
 <p class="dim">* counted by the proxy: the upstream sent no usage</p>
 </body></html>
@@ -243,6 +246,7 @@ th{font-size:12px;color:#6b7385;font-weight:600;background:#fafbfc}
 .num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#b91c1c;font-weight:600}
 .bar{width:18%}.bar i{display:block;height:8px;background:#3b82f6;border-radius:2px;min-width:1px}
 .empty{background:#fff;border:1px dashed #c9ced8;border-radius:6px;padding:12px 16px;color:#6b7385}
+form.card{display:flex;gap:16px;align-items:center;flex-wrap:wrap;margin-bottom:8px}
 .good{color:#047857}.hit{font-size:11px;background:#dcfce7;color:#047857;border-radius:3px;padding:1px 5px}
 .chart{display:flex;align-items:flex-end;gap:3px;height:120px;background:#fff;border:1px solid #dde1e7;
 border-radius:6px;padding:8px 8px 20px}

@@ -26,7 +26,6 @@ import orjson
 
 from proxy.accounting.usage import Usage
 from proxy.dialects import anthropic, openai
-from proxy.dialects.anthropic import API_VERSION
 from proxy.dialects.chat_answer import ChatStream, chat_completion
 from proxy.dialects.chat_request import messages_body
 from proxy.dialects.messages_answer import MessagesStream, message

@@ -1,6 +1,8 @@
 """Admin API of lookups (guarded like every /admin route):
 
 DELETE /admin/lookup?scope=team:support         every stored entry of that scope (caches and answers)
+GET    /admin/lookup/operating                  per semantic policy: its threshold, where it came from, the
+                                                precision and hit rate expected there, its checks and verifier
 POST   /admin/lookup/answers?scope=&embedder=[&ttl=]
                                                 a JSON list of {"question", "answer"}: embedded and stored for
                                                 the `answers` policies (what `thriftgate lookup load` sends)
@@ -28,6 +30,7 @@ _SCOPE = re.compile(rf"global|(team|key):(-|{NAME_PATTERN.strip('^$')})")
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete("/admin/lookup", delete_scope)
+    router.add_get("/admin/lookup/operating", operating)
     router.add_post("/admin/lookup/answers", load_answers)
 
 
@@ -38,6 +41,10 @@ async def delete_scope(request: web.Request) -> web.Response:
     except LookupUnavailable as exc:
         raise ServiceUnavailable(f"The lookup store is unreachable: {exc}.") from None
     return web.json_response({"scope": scope, "deleted": deleted})
+
+
+async def operating(request: web.Request) -> web.Response:
+    return web.json_response(request.app[LOOKUPS].operating)
 
 
 async def load_answers(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ def add_commands(commands: argparse._SubParsersAction, ledger_command: Callable,
     load.set_defaults(run=_load)
     report = ledger_command(actions, "report", "hit rate, and precision by similarity band from shadow mode",
                             since="7d")
+    report.add_argument("--max-wrong-rate", type=float, help="show the threshold this rate picks from the curve")
     report.set_defaults(run=lambda args: _report(args, ledger_report))
 
 
@@ -50,4 +51,5 @@ def _load(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, ledger_report: Callable) -> int:
     from proxy.lookup.report import lookup_report, report_table
 
-    return ledger_report(args, lambda reader, since, now: lookup_report(reader.lookup_rows(since=since)), report_table)
+    return ledger_report(args, lambda reader, since, now: lookup_report(reader.lookup_rows(since=since),
+                                                                        args.max_wrong_rate), report_table)

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -68,3 +68,34 @@ def check_embedders(embedders: dict[str, Any], upstream_names: set[str], policie
             known = ", ".join(sorted(embedders)) or "none configured"
             return f"{source}: policies[{index}] ({policy.name}).embedder: no embedder named '{wanted}' ({known})"
     return None
+
+
+LOCAL = "local"  # `verify: {with: local}`: a cross-encoder on this machine
+
+
+class VerifySettings(BaseModel):
+    """A second opinion on a candidate the guard is not sure of (docs/lookup.md, "Verifying")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    model: str = Field(alias="with")  # a model an upstream serves, or `local` (a cross-encoder at model_path)
+    when: Literal["uncertain", "always"] = "uncertain"  # below the operating threshold only, or every candidate
+    model_path: str | None = None  # with: local: a sentence-transformers CrossEncoder directory
+    min_similarity: Similarity = 0.80  # candidates below it are a miss without asking
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.5  # with: local: the pair model's "same" probability
+    timeout_ms: Annotated[int, Field(gt=0)] = 2000
+    cache_size: Annotated[int, Field(ge=0)] = 10_000  # decisions remembered per pair of questions
+
+    @model_validator(mode="after")
+    def _model_found(self) -> "VerifySettings":
+        if self.model != LOCAL:
+            if self.model_path is not None:
+                raise ValueError("model_path is for `with: local` only")
+            return self
+        if self.model_path is None:
+            raise ValueError("`with: local` needs model_path: a cross-encoder directory")
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise ValueError("a local verifier needs sentence-transformers: pip install 'thriftgate[local]'")
+        if not Path(self.model_path).is_dir():
+            raise ValueError(f"model_path: no cross-encoder directory at {self.model_path}")
+        return self

@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from proxy import openai_wire as wire
+from proxy.lookup.calibration import model_identity
 from proxy.lookup.config import EmbedderConfig, LocalEmbedderConfig
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.tokens import TokenCounter
@@ -39,6 +40,7 @@ class Embedding:
 class Embedder(Protocol):
     name: str
     timeout: float  # seconds a lookup waits for it
+    identity: str  # which model embeds: a guard model's calibration holds for the model it was measured with
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -107,6 +109,7 @@ class UpstreamEmbedder:
                  upstreams: UpstreamClient, prices: PriceTable, tokens: TokenCounter) -> None:
         self.name = name
         self.timeout = timeout
+        self.identity = f"upstream:{model}"
         self._upstream_name = upstream
         self._model = model
         self._upstreams = upstreams
@@ -146,7 +149,7 @@ class LocalModels:
     (tests build many apps; the CLI builds one)."""
 
     def __init__(self) -> None:
-        self._models: dict[str, Any] = {}
+        self._models: dict[Any, Any] = {}
 
     def load(self, path: str) -> Any:
         """Runs on an embedder's thread; two threads may race to load the same path once, harmlessly."""
@@ -157,11 +160,21 @@ class LocalModels:
             model = self._models[path] = SentenceTransformer(path, device="cpu", local_files_only=True)
         return model
 
+    def cross_encoder(self, path: str) -> Any:
+        """A pair model for a local verifier (proxy/lookup/verifier.py); on its thread, like load."""
+        model = self._models.get(("cross-encoder", path))
+        if model is None:
+            from sentence_transformers import CrossEncoder
+
+            model = self._models[("cross-encoder", path)] = CrossEncoder(path, device="cpu", local_files_only=True)
+        return model
+
 
 class LocalEmbedder:
     def __init__(self, name: str, config: LocalEmbedderConfig, models: LocalModels) -> None:
         self.name = name
         self.timeout = config.timeout_ms / 1000
+        self.identity = model_identity(config.model_path)
         self._path = config.model_path
         self._models = models
         self._model: Any = None

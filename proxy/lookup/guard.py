@@ -117,26 +117,52 @@ def _facts(text: str) -> Facts:
     )
 
 
-def refusal(new: Facts, stored: Facts) -> str | None:
+def _negation(new: Facts, stored: Facts) -> bool:
+    return new.negated != stored.negated
+
+
+def _alternative(new: Facts, stored: Facts) -> bool:
+    return any(ours and theirs and ours != theirs for ours, theirs in zip(new.sides, stored.sides))
+
+
+def _question(new: Facts, stored: Facts) -> bool:
+    return new.asks != stored.asks
+
+
+def _number(new: Facts, stored: Facts) -> bool:
+    return new.numbers != stored.numbers
+
+
+def _name(new: Facts, stored: Facts) -> bool:
+    return any(name not in stored.words for name in new.names) or any(name not in new.words for name in stored.names)
+
+
+def _unit(new: Facts, stored: Facts) -> bool:
+    return bool(new.units and stored.units and new.units != stored.units)
+
+
+def _substitution(new: Facts, stored: Facts) -> bool:
+    return bool(_unaligned(new.content, stored.content) and _unaligned(stored.content, new.content))
+
+
+def _order(new: Facts, stored: Facts) -> bool:
+    same_words = not (_unaligned(new.content, stored.content) or _unaligned(stored.content, new.content))
+    return _swapped(new, stored, same_words=same_words)
+
+
+# Each check, by the name a refusal reports; in the order they are tried. Which of them a lookup applies is
+# learned from labelled pairs (proxy/lookup/calibration.py, bench/lookup_train.py).
+CHECKS = {
+    "negation": _negation, "alternative": _alternative, "question": _question, "number": _number, "name": _name,
+    "unit": _unit, "substitution": _substitution, "order": _order,
+}
+
+
+def refusal(new: Facts, stored: Facts, checks: tuple[str, ...] = tuple(CHECKS)) -> str | None:
     """Why the new question must not be answered with the stored one's answer, or None when it may."""
-    if new.negated != stored.negated:
-        return "negation"
-    for ours, theirs in zip(new.sides, stored.sides):
-        if ours and theirs and ours != theirs:
-            return "alternative"
-    if new.asks != stored.asks:
-        return "question"
-    if new.numbers != stored.numbers:
-        return "number"
-    if any(name not in stored.words for name in new.names) or any(name not in new.words for name in stored.names):
-        return "name"
-    if new.units and stored.units and new.units != stored.units:
-        return "unit"
-    ours, theirs = _unaligned(new.content, stored.content), _unaligned(stored.content, new.content)
-    if ours and theirs:
-        return "substitution"
-    if _swapped(new, stored, same_words=not (ours or theirs)):
-        return "order"
+    for name in checks:
+        if CHECKS[name](new, stored):
+            return name
     return None
 
 

@@ -1,7 +1,8 @@
 """The flow every lookup policy shares: find an entry for the request and serve it, else store the answer.
 
-on_request          eligible request (chat, one choice, no logprobs, not too hot) -> look up; a hit is
-                    served at once (ex.early_response), a miss goes upstream with `x-thriftgate-lookup: miss`.
+on_request          eligible request (chat, completions, responses; one choice, no logprobs, not too hot)
+                    -> look up; a hit is served at once (ex.early_response), a miss goes upstream with
+                    `x-thriftgate-lookup: miss`.
 on_response         a complete answer is stored, off the request path (Lookups.write).
 on_shadow_response  shadow mode: the lookup ran on a copy of the request, the upstream answered the
                     real one; judge whether the fresh answer agrees with the would-be hit, then store it.
@@ -24,6 +25,23 @@ if TYPE_CHECKING:  # proxy.policies imports the lookup policies, which import th
     from proxy.policies.base import Services
 
 SHADOW_BASIS = "shadow"
+
+
+def _never(body: dict[str, Any]) -> bool:
+    return False
+
+
+def _one_prompt(body: dict[str, Any]) -> bool:
+    prompt = body.get("prompt")
+    one = isinstance(prompt, str) or isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str)
+    return one and not body.get("echo") and body.get("best_of") in (None, 1)
+
+
+_ELIGIBLE = {
+    "chat": lambda body: isinstance(body.get("messages"), list),
+    "completions": _one_prompt,
+    "responses": lambda body: isinstance(body.get("input"), str | list) and not body.get("background"),
+}
 
 
 class LookupPolicy:
@@ -54,7 +72,8 @@ class LookupPolicy:
     async def on_request(self, ex: Exchange) -> str | None:
         if not self._eligible(ex):
             return None
-        trace = LookupTrace(self._name, shadow=self._shadow, model=ex.model, key=canonical.chat_key(ex.body))
+        trace = LookupTrace(self._name, shadow=self._shadow, model=ex.model,
+                            key=canonical.request_key(ex.endpoint, ex.body))
         ex.lookups[self._name] = trace  # shared with the real exchange when this runs on a shadow copy
         entry = None
         try:
@@ -63,13 +82,15 @@ class LookupPolicy:
             trace.result = "embedder_failed"
         except LookupUnavailable:
             trace.result = "store_down"
-        ex.side_cost_nanos += trace.embedding_cost_nanos
+        ex.side_cost_nanos += trace.embedding_cost_nanos + trace.verify_cost_nanos
         if entry is not None:
             trace.result = f"{self.KIND}-hit"
         self._lookups.count(self._name, f"shadow_{trace.result}" if self._shadow else trace.result)
         if self._shadow:
             return trace.result if entry is not None else None  # the chain marks it shadow:<result>
         if entry is None:
+            if trace.verify_cost_nanos:  # a verifier that said no was paid for and saved nothing
+                ex.savings.append(Saving(self._name, "lookup", -trace.verify_cost_nanos))
             ex.answer_headers = {**(ex.answer_headers or {}), HEADER: "miss"}
             return None
         self._serve(ex, entry, trace)
@@ -102,8 +123,10 @@ class LookupPolicy:
         self._store(ex, trace)
 
     def _eligible(self, ex: Exchange) -> bool:
+        """One answer, no log probabilities, not sampled hotter than max_temperature; for completions one prompt
+        string, not echoed, no best_of; for the Responses API no background job."""
         body = ex.body
-        if ex.endpoint != "chat" or body is None or not isinstance(body.get("messages"), list):
+        if body is None or not _ELIGIBLE.get(ex.endpoint, _never)(body):
             return False
         if body.get("n") not in (None, 1) or body.get("logprobs") or body.get("top_logprobs"):
             return False
@@ -123,15 +146,16 @@ class LookupPolicy:
             completion = self._tokens.for_model(ex.model).text(entry.text())
         would_cost = self._prices.cost_nanos(
             ex.requested_model, Usage(prompt_tokens=ex.prompt_tokens(), completion_tokens=completion))
-        if would_cost:
-            ex.savings.append(Saving(self._name, "lookup", would_cost))
+        saved = (would_cost or 0) - trace.verify_cost_nanos  # net of what verifying the hit cost
+        if saved:
+            ex.savings.append(Saving(self._name, "lookup", saved))
         headers = {HEADER: trace.result}
         if trace.similarity is not None:
             headers[SIMILARITY_HEADER] = f"{trace.similarity:.4f}"
         ex.answer_headers = {**(ex.answer_headers or {}), **headers}  # over an earlier lookup's "miss"
         ex.early_response = respond.answer(
-            request_id=ex.request_id, model=entry.model or ex.model, choice=entry.choices[0], stream=ex.stream,
-            include_usage=ex.client_wants_usage, cost_nanos=ex.side_cost_nanos)
+            ex.endpoint, request_id=ex.request_id, model=entry.model or ex.model, choice=entry.choices[0],
+            stream=ex.stream, include_usage=ex.client_wants_usage, cost_nanos=ex.side_cost_nanos, request=ex.body)
 
     def _store(self, ex: Exchange, trace: LookupTrace) -> None:
         if not self._settings.writes or ex.model != trace.model:

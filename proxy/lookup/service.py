@@ -14,25 +14,46 @@ from typing import Any
 from aiohttp import web
 
 from proxy.config import Config, ConfigError
+from proxy.lookup.calibration import Verdicts, shadow_verdicts
+from proxy.lookup.config import VerifySettings
 from proxy.lookup.embedders import Embedder, LocalModels, build_embedder
 from proxy.lookup.entries import EntryStore, MemoryEntries
+from proxy.lookup.verifier import Verifier, build_verifier
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.tokens import TokenCounter
 from proxy.stages.upstream import UpstreamClient
 
+
 log = logging.getLogger("thriftgate.lookup")
 DRAIN_SECONDS = 10.0  # how long stopping waits for cache writes still in flight
+SHADOW_WINDOW = 30 * 86400.0  # shadow verdicts this recent recalibrate a policy at start
 
 
 class Lookups:
     def __init__(self, embedders: dict[str, Embedder], entries: EntryStore, metrics: Metrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, upstreams: UpstreamClient | None = None,
+                 prices: PriceTable | None = None, models: LocalModels | None = None,
+                 shadow: dict[str, Verdicts] | None = None) -> None:
         self._embedders = embedders
         self.entries = entries
         self.clock = clock
         self._metrics = metrics
         self._writes: set[asyncio.Task] = set()
+        self._upstreams, self._prices, self._models = upstreams, prices, models or LocalModels()
+        self._verifiers: dict[VerifySettings, Verifier] = {}  # one per distinct setting, across reloads
+        self.shadow = shadow or {}  # policy -> its shadow verdicts in the ledger when the proxy started
+        self.operating: dict[str, dict[str, Any]] = {}  # policy -> the operating point it reported (admin API)
+
+    def verifier(self, settings: VerifySettings) -> Verifier:
+        verifier = self._verifiers.get(settings)
+        if verifier is None:
+            verifier = self._verifiers[settings] = build_verifier(
+                settings, upstreams=self._upstreams, prices=self._prices, models=self._models)
+        return verifier
+
+    def verified(self, policy: str, verdict: str, remembered: bool) -> None:
+        self._metrics.lookup_verification(policy, verdict, remembered)
 
     def embedder(self, name: str) -> Embedder:
         try:
@@ -68,6 +89,8 @@ class Lookups:
                 task.cancel()
         for embedder in self._embedders.values():
             await embedder.close()
+        for verifier in self._verifiers.values():
+            verifier.close()
         await self.entries.close()
 
 
@@ -87,7 +110,13 @@ def build_lookups(config: Config, *, upstreams: UpstreamClient, prices: PriceTab
             retry_seconds=store.retry_seconds, block_ms=int(store.timeout_seconds * 500))
     else:
         entries = MemoryEntries()
-    return Lookups(embedders, entries, metrics, clock)
+    shadow = shadow_verdicts(config.ledger, since=clock() - SHADOW_WINDOW) if _semantic(config) else {}
+    return Lookups(embedders, entries, metrics, clock, upstreams=upstreams, prices=prices, models=models,
+                   shadow=shadow)
+
+
+def _semantic(config: Config) -> bool:
+    return any(getattr(policy, "embedder", None) for policy in config.policies)
 
 
 LOOKUPS = web.AppKey("lookups", Lookups)

@@ -8,10 +8,14 @@ Imported by the policy modules only (proxy.policies.* import this, and it import
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from proxy.lookup.config import Duration, Similarity
+from proxy.lookup import calibration
+from proxy.lookup.config import LOCAL, Duration, Similarity, VerifySettings
 from proxy.policies.base import PolicyConfig
+
+DEFAULT_MAX_WRONG_RATE = 0.10  # of the shipped calibration: a threshold of ~0.925 with all-MiniLM-L6-v2
+DEFAULT_THRESHOLD = 0.92  # for an embedder nothing is calibrated for (until shadow verdicts are in)
 
 
 class LookupSettings(PolicyConfig):
@@ -41,8 +45,31 @@ class SimilaritySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     embedder: str
-    threshold: Similarity = 0.92
+    # The operating point: the share of served answers allowed to be answers to another question, from which
+    # the threshold is picked (proxy/lookup/calibration.py); or a bare similarity threshold. Not both.
+    max_wrong_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
+    threshold: Similarity | None = None
+    guard_model: str | None = None  # a file bench/lookup_train.py wrote; default: the shipped one (MiniLM)
+    verify: VerifySettings | None = None
     # In shadow mode, the lowest similarity still recorded, so `lookup report` can show the bands below.
     shadow_floor: Similarity = 0.80
     # Shadow mode counts a would-be hit as right when the fresh answer's embedding is this close to the stored one's.
     agreement: Similarity = 0.90
+
+    @field_validator("guard_model")
+    @classmethod
+    def _guard_model_loads(cls, path: str | None) -> str | None:
+        if path is not None:
+            calibration.load(path)  # GuardModelError is a ValueError: reported with the policy and key
+        return path
+
+    @field_validator("threshold")
+    @classmethod
+    def _one_operating_point(cls, threshold: float | None, info: ValidationInfo) -> float | None:
+        if threshold is not None and info.data.get("max_wrong_rate") is not None:
+            raise ValueError("set threshold or max_wrong_rate, not both (max_wrong_rate picks the threshold)")
+        return threshold
+
+    def models_named(self) -> tuple[str, ...]:
+        """The verifier's model must be served by an upstream (checked with the rest of the config)."""
+        return (self.verify.model,) if self.verify is not None and self.verify.model != LOCAL else ()

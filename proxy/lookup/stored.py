@@ -20,7 +20,12 @@ def fresh_choice(ex: Exchange, *, tool_calls: bool) -> tuple[dict[str, Any], str
         return None
     if ex.stream and not isinstance(ex.stream_events, tuple):
         ex.stream_events = tuple(ex.stream_events)  # split once: every lookup policy reads the same answer
-    found = _streamed(ex.stream_events) if ex.stream else _whole(ex.answer)
+    if ex.endpoint == "completions":
+        found = _completion(ex.stream_events if ex.stream else None, ex.answer)
+    elif ex.endpoint == "responses":
+        found = _response(_last_response(ex.stream_events) if ex.stream else ex.answer)
+    else:
+        found = _streamed(ex.stream_events) if ex.stream else _whole(ex.answer)
     if found is None:
         return None
     choice, model = found
@@ -46,11 +51,10 @@ def _whole(answer: Any) -> tuple[dict[str, Any], str] | None:
     return choices[0], model if isinstance(model, str) else ""
 
 
-def _streamed(events: Any) -> tuple[dict[str, Any], str] | None:
-    content: list[str] = []
-    refusal: list[str] = []
-    calls: dict[int, dict[str, Any]] = {}
-    finish, model = None, ""
+def _choices(events: Any) -> tuple[list[dict[str, Any]], str] | None:
+    """A chat or completions stream's choice entries in order, and the model it named; None when a chunk does
+    not parse or a second choice shows."""
+    choices, model = [], ""
     for event in events:
         data = wire.event_data(event)
         if not data or data == wire.DONE:
@@ -63,12 +67,26 @@ def _streamed(events: Any) -> tuple[dict[str, Any], str] | None:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 return None  # more than one choice
-            delta = choice.get("delta") or {}
-            content.append(delta.get("content") or "")
-            refusal.append(delta.get("refusal") or "")
-            for call in delta.get("tool_calls") or ():
-                _merge_call(calls.setdefault(call.get("index", 0), {}), call)
-            finish = choice.get("finish_reason") or finish
+            choices.append(choice)
+    return choices, model
+
+
+def _streamed(events: Any) -> tuple[dict[str, Any], str] | None:
+    content: list[str] = []
+    refusal: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    streamed = _choices(events)
+    if streamed is None:
+        return None
+    choices, model = streamed
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        content.append(delta.get("content") or "")
+        refusal.append(delta.get("refusal") or "")
+        for call in delta.get("tool_calls") or ():
+            _merge_call(calls.setdefault(call.get("index", 0), {}), call)
+        finish = choice.get("finish_reason") or finish
     message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None}
     if any(refusal):
         message["refusal"] = "".join(refusal)
@@ -88,3 +106,49 @@ def _merge_call(call: dict[str, Any], delta: dict[str, Any]) -> None:
     piece = delta.get("function") or {}
     function["name"] += piece.get("name") or ""
     function["arguments"] += piece.get("arguments") or ""
+
+
+def _as_choice(text: str, finish_reason: str | None, model: Any) -> tuple[dict[str, Any], str]:
+    message = {"role": "assistant", "content": text}
+    return {"message": message, "finish_reason": finish_reason}, model if isinstance(model, str) else ""
+
+
+def _completion(events: Any, answer: Any) -> tuple[dict[str, Any], str] | None:
+    """A legacy completion's one choice, whole or streamed, as a chat choice."""
+    if events is None:
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return None
+        text = choices[0].get("text")
+        return _as_choice(text, choices[0].get("finish_reason"), answer.get("model")) if isinstance(text, str) else None
+    streamed = _choices(events)
+    if streamed is None:
+        return None
+    choices, model = streamed
+    finish = next((c["finish_reason"] for c in reversed(choices) if c.get("finish_reason")), None)
+    return _as_choice("".join(choice.get("text") or "" for choice in choices), finish, model)
+
+
+def _last_response(events: Any) -> Any:
+    """A Responses API stream ends with response.completed (or .incomplete, .failed), carrying the whole response."""
+    for event in reversed(events):
+        data = wire.event_data(event)
+        if data and data.startswith(b"{"):
+            try:
+                return orjson.loads(data).get("response")
+            except orjson.JSONDecodeError:
+                return None
+    return None
+
+
+def _response(response: Any) -> tuple[dict[str, Any], str] | None:
+    """A completed response whose output is one assistant message of text (reasoning items aside)."""
+    if not isinstance(response, dict) or response.get("status") != "completed":
+        return None
+    output = [item for item in response.get("output") or () if isinstance(item, dict) and item.get("type") != "reasoning"]
+    if len(output) != 1 or output[0].get("type") != "message" or output[0].get("role") != "assistant":
+        return None  # a function call, a web search, ...: they depend on the world
+    parts = output[0].get("content") or []
+    if not parts or any(not isinstance(part, dict) or part.get("type") != "output_text" for part in parts):
+        return None  # a refusal, or something this version does not know how to serve again
+    return _as_choice("".join(str(part.get("text") or "") for part in parts), "stop", response.get("model"))

@@ -18,6 +18,9 @@ class LookupTrace:
     embedding_tokens: int = 0
     embedding_cost_nanos: int = 0
     agreed: bool | None = None  # shadow mode: did the fresh answer agree with the candidate's
+    verified: str | None = None  # the verifier's verdict on the candidate: same | different | failed
+    verify_tokens: int = 0
+    verify_cost_nanos: int = 0
     shadow: bool = False
     # Carried from the request to the write; not recorded.
     model: str = ""  # that the lookup keyed on: an answer from another (a budget's downgrade) is not stored
@@ -34,6 +37,11 @@ class LookupTrace:
         if self.embedding_tokens:
             out["embedding_tokens"] = self.embedding_tokens
             out["embedding_cost_nanos"] = self.embedding_cost_nanos
+        if self.verified is not None:
+            out["verified"] = self.verified
+        if self.verify_tokens or self.verify_cost_nanos:
+            out["verify_tokens"] = self.verify_tokens
+            out["verify_cost_nanos"] = self.verify_cost_nanos
         if self.agreed is not None:
             out["agreed"] = self.agreed
         if self.shadow:

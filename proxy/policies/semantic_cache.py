@@ -1,7 +1,8 @@
 """semantic_cache: serve the stored answer of an earlier question that means the same (docs/lookup.md).
 
 Entries are partitioned by tenant scope, model, embedder and everything before the question; a
-match needs the similarity threshold and the near-miss guard (negations, alternatives, numbers, names, word alignment).
+match needs the operating threshold and the near-miss guard (negations, alternatives, numbers, names, word
+order), or, below the threshold, a verifier's yes (proxy/lookup/similar.py).
 """
 
 from typing import Any, Literal

@@ -6,7 +6,8 @@ becomes a charge on a counter, and the store holds all of them or none, atomical
 or an exhausted `on_exhausted: downgrade` budget, moves the request to `downgrade_to` (once) and
 reserves again for that model. settle (in the pipeline's `finally`; it never waits on I/O):
 the holds become what the request really cost; a request that failed before any answer costs 0.
-With a shared store, settle also adds the request to the fleet's spend totals.
+With a shared store, settle also adds the request to the fleet's spend totals. The remaining and
+used-ratio gauges and the alerts follow what the store says each budget has settled (Store.on_settled).
 """
 
 import logging
@@ -21,6 +22,7 @@ from proxy.exchange import Exchange
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
+from proxy.stages.budget_alerts import BudgetAlerts
 from proxy.stages.budget_rules import Rule, rules_from_config, window_of
 from proxy.store import Charge, Reserved, Settlement, Store, StoreUnavailable, Totals
 
@@ -44,8 +46,10 @@ class Reservation:
 
 class Budgets:
     def __init__(self, rules: tuple[Rule, ...], *, store: Store, store_config: StoreConfig, prices: PriceTable,
-                 metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time,
+                 alerts: BudgetAlerts | None = None) -> None:
         self._rules = rules
+        self._alerts = alerts
         self._store = store
         self._prices = prices
         self._metrics = metrics
@@ -54,6 +58,14 @@ class Budgets:
         self._fail_closed = store_config.on_failure == "closed"
         self._clock = clock
         self._windows: dict[str, tuple[str, float, float]] = {}
+        # (window, scope) -> the configured usd rules on that counter: what the used-ratio, remaining and
+        # alerts follow, from the totals the store settles (store.on_settled).
+        self._watched: dict[tuple[str, str], list[Rule]] = {}
+        for rule in rules:
+            if rule.metric == "usd" and rule.labelled:
+                self._watched.setdefault((rule.window, rule.scope), []).append(rule)
+        if self._watched:
+            store.on_settled(self._observe_settled)
 
     # ---- reserve ----
 
@@ -94,15 +106,37 @@ class Budgets:
             ex.reservation = None
             raise self._refusal(plan, now)
 
+    async def reserve_batch(self, ex: Exchange, usd_nanos: int) -> Reservation | None:
+        """A Batch API job: holds its batch-priced ceiling on every usd budget it touches while the provider
+        is asked to take it (per-minute token and request limits do not apply to work the provider runs
+        later). Raises RateLimited when it does not fit; commit_batch once the provider took it."""
+        plan = self._plan(ex, self._clock(), metrics=("usd",), usd_nanos=usd_nanos)
+        if plan is None:
+            return None
+        await self._hold(ex, plan)
+        if plan.reserved is not None and not plan.reserved.ok:
+            ex.reservation = None
+            raise self._refusal(plan, plan.now)
+        return plan
+
+    async def commit_batch(self, ex: Exchange, plan: Reservation) -> None:
+        """The provider took the batch: its ceiling counts as spent from now until its lines are priced (the
+        job then settles the difference, from whichever replica accounts it). Spent, not held: a hold lives in
+        one replica's lease and would die with it, or outlive a settle made by another replica."""
+        ex.reservation = None
+        counters = tuple((charge.counter, charge.amount, charge.ttl) for charge in plan.charges)
+        await self._settle(Settlement(plan.hold_id, self._clock(), counters))
+
     def _plan(self, ex: Exchange, now: float, *, estimate: bool = True,
-              metrics: tuple[str, ...] = ("usd", "tokens", "requests")) -> Reservation | None:
+              metrics: tuple[str, ...] = ("usd", "tokens", "requests"), usd_nanos: int | None = None
+              ) -> Reservation | None:
         rules = [rule for rule in self._rules if rule.metric in metrics and rule.applies(ex)]
         if ex.key_budget_nanos is not None and "usd" in metrics:
             rules.append(Rule(f"key:{ex.key_id}", "key", ex.key_id, "usd", "day", ex.key_budget_nanos, labelled=False))
         if not rules:
             return None
-        amounts = {"requests": 1, "tokens": 0, "usd": 0}
-        if estimate and any(rule.metric != "requests" for rule in rules):
+        amounts = {"requests": 1, "tokens": 0, "usd": usd_nanos or 0}
+        if usd_nanos is None and estimate and any(rule.metric != "requests" for rule in rules):
             prompt, output = self._prompt_tokens(ex), self._max_output(ex)
             amounts["tokens"] = prompt + output
             amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0  # unpriced: no usd limit
@@ -194,8 +228,6 @@ class Budgets:
             actual = self._actual(ex, plan)
             if plan.maybe_held or any(actual):
                 counters = tuple((charge.counter, amount, charge.ttl) for charge, amount in zip(plan.charges, actual))
-            if plan.reserved is not None:
-                self._observe(plan, actual)
         # The fleet's totals count what was answered (the ledger also has a row for each refusal).
         totals = self._totals(ex) if self._store.shared and answered and ex.model else None
         if not counters and totals is None:
@@ -209,6 +241,11 @@ class Budgets:
             await self._store.settle(settlement)
         except Exception:
             log.exception("could not settle request %s", settlement.id)
+
+    async def close(self) -> None:
+        """Gives the budget alerts on their way their time (settlements are the store's to write)."""
+        if self._alerts is not None:
+            await self._alerts.close()
 
     def _actual(self, ex: Exchange, plan: Reservation) -> list[int]:
         tokens = ex.usage.total_tokens if ex.usage is not None else 0
@@ -254,11 +291,23 @@ class Budgets:
                 headers[f"x-ratelimit-reset-{metric}"] = _duration(plan.ends[slot] - now)
         return headers
 
-    def _observe(self, plan: Reservation, used: list[int]) -> None:
-        for rule, slot in zip(plan.rules, plan.slots):
-            if rule.metric == "usd" and rule.labelled:
-                remaining = rule.limit - plan.reserved.levels[slot] - used[slot]
-                self._metrics.budget_remaining(rule.scope, rule.window, max(remaining, 0))
+    def _observe_settled(self, counter: str, settled: int) -> None:
+        """What a budget's window has settled, as the store learns it: in process (memory) or, with Redis, as
+        Redis holds it when this replica writes a batch or renews a lease, so every replica's spend is in it.
+        Whichever replica writes last sees the fleet's total: a share passed is alerted on, whichever replica
+        passed it. Holds and leases are not spent and do not count."""
+        metric, window, window_id, scope = counter.split(":", 3)
+        rules = self._watched.get((window, scope)) if metric == "usd" else None
+        if not rules:
+            return
+        current, _, end = self._window(window, self._clock())
+        if window_id != current:
+            return  # written late for a window that has closed
+        for rule in rules:
+            self._metrics.budget_remaining(rule.scope, rule.window, max(rule.limit - settled, 0))
+            self._metrics.budget_used(rule.scope, rule.window, max(settled, 0) / rule.limit)
+            if rule.alerts and self._alerts is not None:
+                self._alerts.observe(rule, window_id, end, settled)
 
     # ---- counting ----
 
@@ -307,5 +356,6 @@ def build_budgets(config, *, store: Store, keys_possible: bool, prices: PriceTab
     rules = rules_from_config(config.budgets)
     if not (rules or keys_possible or store.shared):
         return None
+    alerts = BudgetAlerts(config.alerting, store, metrics, clock) if any(rule.alerts for rule in rules) else None
     return Budgets(rules, store=store, store_config=config.store, prices=prices, metrics=metrics,
-                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock)
+                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock, alerts=alerts)

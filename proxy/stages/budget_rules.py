@@ -29,6 +29,7 @@ class Rule:
     downgrade_to: str | None = None
     labelled: bool = True  # a configured scope: bounded, so worth a metric label
     model_pattern: re.Pattern | None = None
+    alerts: tuple[float, ...] = ()  # usd: shares of the limit to send an alert at, ascending
 
     def applies(self, ex: Exchange) -> bool:
         if self.kind == "global":
@@ -47,7 +48,7 @@ def rules_from_config(budgets: Iterable[BudgetConfig]) -> tuple[Rule, ...]:
             limit = usd_to_nanos(b.usd)
             rules.append(Rule(metric="usd", window=b.window, limit=limit, enforced=b.on_exhausted == "reject",
                               soft_at=None if b.soft_limit is None else int(limit * b.soft_limit),
-                              downgrade_to=b.downgrade_to, **common))
+                              downgrade_to=b.downgrade_to, alerts=tuple(sorted(a.at for a in b.alerts)), **common))
         if b.tokens_per_minute is not None:
             rules.append(Rule(metric="tokens", window="minute", limit=b.tokens_per_minute, **common))
         if b.requests_per_minute is not None:

@@ -77,19 +77,21 @@ class PathRouter:
 
     def priced(self, endpoint_path: str, raw_query: str) -> Route:
         """A request that matched a priced route exactly: its canonical path goes upstream."""
-        return Route(self._priced[endpoint_path], endpoint_path, _upstream_path(endpoint_path, raw_query))
+        return Route(self._priced[endpoint_path], endpoint_path, upstream_path_for(endpoint_path, raw_query))
 
     def resolve(self, method: str, raw_path: str, raw_query: str) -> Route:
         path = normalise(raw_path)
         dialect = self._priced.get(path)
         if dialect is not None and method == "POST":
-            return Route(dialect, path, _upstream_path(path, raw_query))
+            return Route(dialect, path, upstream_path_for(path, raw_query))
         if self._allowed is None or not self._allowed.fullmatch(path):
             raise NotFound(f"Unknown route: {method} {path} (this proxy passes through only the API paths "
                            "listed in server.passthrough_paths).")
-        return Route(None, path, _upstream_path(path, raw_query))
+        return Route(None, path, upstream_path_for(path, raw_query))
 
 
-def _upstream_path(path: str, raw_query: str) -> str:
+def upstream_path_for(path: str, raw_query: str) -> str:
+    """What follows the upstream's base URL (which ends in /v1) for a normalised path: the path re-encoded, then
+    the client's query as it came."""
     tail = quote(path[len(PREFIX):], safe=_SAFE)
     return f"{tail}?{raw_query}" if raw_query else tail

@@ -1,6 +1,7 @@
 """The record stage: each answered request, exactly once, to the ledger, the metrics and the access log."""
 
 import dataclasses
+import itertools
 import logging
 import time
 
@@ -11,6 +12,7 @@ from proxy.accounting.ledger import BatchedLedger as Ledger
 from proxy.accounting.spend_record import SpendRecord
 from proxy.lookup.trace import ledger_column
 from proxy.stages.tags import tags_column
+from proxy.accounting.language import count_words, metric_label
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.usage import Usage
 
@@ -18,6 +20,8 @@ access_log = logging.getLogger("thriftgate.access")
 
 
 _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(SpendRecord))
+UNTAGGED_WORDS_SAMPLE = 8
+_untagged_answers = itertools.count()
 
 
 class Recorder:
@@ -34,6 +38,9 @@ class Recorder:
         record = spend_record(ex)
         self._ledger.add(record)
         self._metrics.observe(ex)
+        if record.output_words:
+            visible = record.completion_tokens - record.reasoning_tokens
+            self._metrics.words(ex.model, metric_label(ex.language), record.output_words, visible)
         if self._access_log:
             access_log.info(self._access_line(ex, record))
 
@@ -65,8 +72,29 @@ def spend_record(ex: Exchange) -> SpendRecord:
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
         policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
-        lookups=ledger_column(ex.lookups), tags=tags_column(ex.tags),
+        lookups=ledger_column(ex.lookups), tags=tags_column(ex.tags), **request_facts(ex),
     )
+
+
+def request_facts(ex: Exchange) -> dict:
+    """What `thriftgate whatif` re-evaluates policy conditions on, and the answer's words (no text is kept).
+
+    Costs a few microseconds: images are looked for only in a body that names one (a byte scan first), and
+    words (a split, ~15 us for 300 words) are counted for every tagged answer but one untagged answer in
+    UNTAGGED_WORDS_SAMPLE: tokens per word is a ratio, which a sample measures as well."""
+    facts = {"language": ex.language}
+    body, dialect = ex.body, ex.dialect
+    if body is None or ex.endpoint == "passthrough":
+        return facts
+    facts.update(max_output_tokens=ex.requested_max_output_tokens, has_tools=dialect.has_tools(body),
+                 has_images=b"image" in ex.raw_body and dialect.has_images(body),
+                 has_response_format=dialect.has_response_format(body))
+    # Words of prose only: an answer that may be a tool call or JSON is not counted.
+    if 0 < ex.status < 400 and not ex.stream and ex.answer is not None and not (
+            facts["has_tools"] or facts["has_response_format"]) and (
+            ex.language or next(_untagged_answers) % UNTAGGED_WORDS_SAMPLE == 0):
+        facts["output_words"] = count_words(dialect.answer_text(ex.answer)) or None
+    return facts
 
 
 def _policies_column(ex: Exchange) -> str | None:

@@ -15,7 +15,7 @@ Callers pass `now`: the clock is theirs (tests inject one), so windows and deadl
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,6 +109,9 @@ class Store(Protocol):
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+
+    async def flush(self) -> None:
+        """Writes what this replica settled (Redis: the batch on its way) if the store is up; never raises."""
     def health(self) -> Health: ...
 
     async def reserve(self, hold_id: str, charges: tuple[Charge, ...], now: float, hold_until: float) -> Reserved:
@@ -121,6 +124,11 @@ class Store(Protocol):
         """Records the settlement in process, never waiting on I/O (Redis: written in batches), and never
         loses it: a shared store that is down keeps it and writes it on its return."""
 
+    def on_settled(self, listener: Callable[[str, int], None]) -> None:
+        """listener(counter, settled) whenever the store learns what a counter has settled: in process at each
+        settle (memory), or as Redis holds it, every replica's batches included, each time this replica writes
+        a batch or renews a lease (Redis). Called on the event loop; it must not block."""
+
     async def spend(self, by: str, days: list[str]) -> list[dict]: ...
 
     async def add_key(self, record: KeyRecord) -> bool:
@@ -129,6 +137,14 @@ class Store(Protocol):
     async def key_by_hash(self, sha256: str) -> KeyRecord | None: ...
     async def keys(self) -> list[KeyRecord]: ...
     async def revoke_key(self, key_id: str, at: float) -> KeyRecord | None: ...
+
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        """True for the first caller (fleet-wide on a shared store) until the mark expires; raises StoreUnavailable."""
+
+    async def put_note(self, name: str, text: str, ttl_seconds: int) -> None:
+        """Keeps a small text (a Batch API job's record) for any replica to read; raises StoreUnavailable."""
+
+    async def get_note(self, name: str) -> str | None: ...
 
 
 async def fleet_spend(store: Store, by: str, since: float | None, now: float) -> tuple[list[dict], float]:

@@ -6,7 +6,7 @@ Counters, holds and settled marks are dropped once past their time, so memory st
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from proxy.store import (SETTLE_REPLAY_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
@@ -34,12 +34,18 @@ class MemoryStore:
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
         self._next_sweep = 0.0
+        self._marks: dict[str, float] = {}  # mark_once: name -> when it expires
+        self._notes: dict[str, tuple[str, float]] = {}  # put_note: name -> (text, when it expires)
+        self._on_settled: Callable[[str, int], None] | None = None
 
     async def start(self) -> None:
         pass
 
     async def close(self) -> None:
         pass
+
+    async def flush(self) -> None:
+        pass  # settled in place
 
     def health(self) -> Health:
         return Health(self.backend, reachable=True)
@@ -61,6 +67,9 @@ class MemoryStore:
             counter.holds.hold(hold_id, charge.amount, hold_until)
         return Reserved(True, tuple(levels))
 
+    def on_settled(self, listener: Callable[[str, int], None]) -> None:
+        self._on_settled = listener
+
     async def release(self, hold_id: str, counters: Iterable[str]) -> None:
         for name in counters:
             counter = self._counters.get(name)
@@ -79,6 +88,8 @@ class MemoryStore:
                 counter = self._counters[name] = _Counter(now + ttl)
             counter.holds.drop(settlement.id)
             counter.used += actual
+            if self._on_settled is not None:
+                self._on_settled(name, counter.used)
         if settlement.totals is not None:
             self._spend.setdefault(settlement.totals.day, Counter()).update(settlement.totals.increments())
 
@@ -104,6 +115,23 @@ class MemoryStore:
         if record is not None and record.revoked_at is None:
             record = self._keys[key_id] = replace(record, revoked_at=at)
         return record
+
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        now = time.time()
+        if self._marks.get(name, 0.0) > now:
+            return False
+        self._marks = {mark: until for mark, until in self._marks.items() if until > now}  # few: one per alert
+        self._marks[name] = now + ttl_seconds
+        return True
+
+    async def put_note(self, name: str, text: str, ttl_seconds: int) -> None:
+        now = time.time()
+        self._notes = {note: kept for note, kept in self._notes.items() if kept[1] > now}
+        self._notes[name] = (text, now + ttl_seconds)
+
+    async def get_note(self, name: str) -> str | None:
+        text, until = self._notes.get(name, (None, 0.0))
+        return text if until > time.time() else None
 
     def _counter(self, charge: Charge, now: float) -> _Counter:
         counter = self._counters.get(charge.counter)

@@ -63,6 +63,7 @@ class RedisStore:
         self._syncer: asyncio.Task | None = None
         self._closing = False
         self._recovery: asyncio.Task | None = None
+        self._on_settled: Callable[[str, int], None] | None = None
 
     async def start(self) -> None:
         timeout = self._config.timeout_seconds
@@ -105,6 +106,15 @@ class RedisStore:
         if self._redis is not None:
             await self._redis.aclose()
 
+    async def flush(self) -> None:
+        if not self._up:
+            return
+        try:
+            async with self._lock:
+                await self._sync(self._now())
+        except _DOWN as exc:
+            self._went_down(exc)
+
     def health(self) -> Health:
         # Up, settlements wait SYNC_INTERVAL at most: only those kept through an outage are worth reporting.
         return Health(self.backend, self._up, 0 if self._up else self._book.waiting)
@@ -132,6 +142,9 @@ class RedisStore:
         if isinstance(decided, Reserved):
             return decided
         return self._book.refusal(hold_id, charges, refused, now)
+
+    def on_settled(self, listener: Callable[[str, int], None]) -> None:
+        self._on_settled = listener
 
     async def release(self, hold_id: str, counters: Iterable[str]) -> None:
         self._book.release(hold_id, counters)
@@ -175,6 +188,18 @@ class RedisStore:
             record = dataclasses.replace(record, revoked_at=at)
             await self._run(lambda: self._redis.hset(self._key("keys"), key_id, _encode(record)))
         return record
+
+    async def mark_once(self, name: str, ttl_seconds: int) -> bool:
+        key = self._key("once:", name)
+        return bool(await self._run(lambda: self._redis.set(key, "1", nx=True, ex=max(ttl_seconds, 1))))
+
+    async def put_note(self, name: str, text: str, ttl_seconds: int) -> None:
+        key = self._key("note:", name)
+        await self._run(lambda: self._redis.set(key, text, ex=max(ttl_seconds, 1)))
+
+    async def get_note(self, name: str) -> str | None:
+        key = self._key("note:", name)
+        return await self._run(lambda: self._redis.get(key))
 
     # ---- internals ----
 
@@ -241,6 +266,8 @@ class RedisStore:
             c.trusted_until = now + self._lease_seconds * 0.75 if c.lease else 0.0
             if name not in short:
                 c.touched = False
+            if self._on_settled is not None:
+                self._on_settled(name, int(result[1 + 2 * n + i]))  # Redis's used: every replica's batches
         refused = int(result[0])
         return names[refused - 1] if refused else None
 

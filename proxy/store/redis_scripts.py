@@ -20,7 +20,8 @@ LEASE_MAX_UNITS = 64
 # ARGV: lease id, now, lease deadline, batch number (0: no usage), mark ttl, spend ttl, n, m,
 #   then per counter: used delta, required lease (-1: no growth), limit (-1: none), ttl, unit, keep (-1: any),
 #   then per spend hash: field count, then (field, increment) pairs.
-# Returns {index of the counter that refused a growth or 0, others' level of each counter, lease of each}.
+# Returns {index of the counter that refused a growth or 0, others' level of each counter, lease of each,
+#   used of each (every replica's usage written so far)}.
 # A growth is all or nothing; usage, renewals and shrinking always apply.
 SYNC = f"""
 local lease_id, now, deadline = ARGV[1], ARGV[2], ARGV[3]
@@ -31,7 +32,7 @@ if batch > 0 then
   apply = batch > (tonumber(redis.call('GET', KEYS[2 * n + 1])) or 0)
   if apply then redis.call('SET', KEYS[2 * n + 1], batch, 'EX', ARGV[5]) end
 end
-local others, mine, before, refused = {{}}, {{}}, {{}}, 0
+local others, mine, before, settled, refused = {{}}, {{}}, {{}}, {{}}, 0
 for i = 1, n do
   local c, z, a = KEYS[i], KEYS[n + i], 8 + 6 * (i - 1)
   local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
@@ -55,6 +56,7 @@ for i = 1, n do
   end
   others[i] = used + leased - before[i]
   mine[i] = own
+  settled[i] = used
   local required, limit = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   if refused == 0 and required > own and limit >= 0 and others[i] + required > limit then refused = i end
 end
@@ -95,7 +97,7 @@ for j = 1, m do
   k = k + 1 + 2 * count
 end
 local out = {{refused}}
-for i = 1, n do out[1 + i] = others[i]; out[1 + n + i] = mine[i] end
+for i = 1, n do out[1 + i] = others[i]; out[1 + n + i] = mine[i]; out[1 + 2 * n + i] = settled[i] end
 return out
 """
 

@@ -159,3 +159,20 @@ async def test_a_settle_without_any_reservation_counts(store: Store) -> None:
     await store.settle(settled("hit", ("usd", 0), ("tokens", 12), ("requests", 1)))
     probe = await store.reserve("probe", (charge("usd", 0), charge("tokens", 0), charge("requests", 0)), NOW, NOW + HOLD)
     assert probe.levels == (0, 12, 1)
+
+
+async def test_the_settled_total_is_told_once_written_and_a_negative_settle_gives_back(store: Store) -> None:
+    """What budget alerts follow: the counter's settled total (never its holds), once the store has written it;
+    a Batch API job's ceiling settled, then the difference to its real cost given back."""
+    told: list[tuple[str, int]] = []
+    store.on_settled(lambda counter, settled: told.append((counter, settled)))
+    await store.reserve("r1", (charge("a", 30),), NOW, NOW + HOLD)
+    await store.settle(settled("r1", ("a", 20)))
+    await store.reserve("job", (charge("a", 50),), NOW, NOW + HOLD)
+    await store.settle(settled("job", ("a", 50)))
+    await store.settle(settled("job/priced", ("a", -35)))
+    await store.flush()
+    assert told[-1] == ("a", 35) and all(0 <= value <= 70 for _, value in told)
+    probe = await store.reserve("probe", (charge("a", 65),), NOW, NOW + HOLD)
+    assert probe.ok and probe.levels == (35,)
+    assert not (await store.reserve("more", (charge("a", 1),), NOW, NOW + HOLD)).ok  # 35 settled + 65 held

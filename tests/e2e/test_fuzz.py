@@ -7,7 +7,6 @@ import json
 from collections import Counter
 
 import aiohttp
-import pytest
 from yarl import URL
 
 from proxy.control.keys import key_hash

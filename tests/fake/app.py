@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from tests.fake import endpoints, wire
+from tests.fake import batches, endpoints, wire
 from tests.fake.call import STATE, UpstreamState
 from tests.fake.gate import endpoint, invalid_url_errors, record_requests
 
@@ -46,4 +46,5 @@ def make_fake_app(
     app.router.add_post("/v1/responses", endpoint(endpoints.responses))
     app.router.add_get("/v1/models", endpoint(endpoints.list_models, reads_body=False))
     app.router.add_get("/v1/models/{model:.+}", endpoint(endpoints.retrieve_model, reads_body=False))
+    batches.add_routes(app)
     return app

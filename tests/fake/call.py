@@ -25,6 +25,9 @@ CANNED_REPLIES = {
     "fake-refusal": "I'm sorry, but I can't help with that.",
     "fake-badjson": "{'answer': not json",
 }
+# A lookup verifier's prompt (two questions) with one of these markers in it is answered with the word:
+# deterministic verdicts for tests, whatever the model.
+VERDICT_MARKERS = {"[same]": "yes", "[different]": "no", "[unsure]": "maybe"}
 
 OPENAI_HEADERS = {
     "openai-version": "2020-10-01",
@@ -130,8 +133,9 @@ class Call:
     ) -> list[Generated]:
         length = reply_length(self.knobs.words, concise)
         seed, model = self.state.seed, self.model
-        if model in CANNED_REPLIES:
-            pieces = token_pieces(CANNED_REPLIES[model], model)
+        verdict = next((word for marker, word in VERDICT_MARKERS.items() if marker in prompt), None)
+        if model in CANNED_REPLIES or verdict is not None:
+            pieces = token_pieces(verdict or CANNED_REPLIES[model], model)
             return [Generated(pieces, "stop", 0) for _ in range(n)]
         return [
             generate(seed=seed, prompt=prompt, index=i, length=length, shape=shape, model=model, budget=budget)

@@ -116,6 +116,30 @@ async def test_sqlite_records_its_steps_too(tmp_path) -> None:
     assert steps == ["spend-table", "indexes-1"]
 
 
+async def test_an_sqlite_ledger_with_comma_separated_tags_gets_json_arrays(tmp_path) -> None:
+    """The release before recorded steps kept tags comma-separated ("" for none): migrated to the array column."""
+    path = tmp_path / "ledger.db"
+    definitions = ", ".join(f'"{name}" {sql.SQLITE.types[kind]}' for name, kind in COLUMNS.items())
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE spend ({definitions}, PRIMARY KEY (request_id))")
+        for n, tags in enumerate(("eu,nightly", "", None, 'say"hi')):
+            conn.execute("INSERT INTO spend (request_id, ts, tags) VALUES (?, ?, ?)", (f"old-{n}", NOW, tags))
+    conn.close()
+    ledger = Ledger(path)
+    await ledger.start()
+    try:
+        tags = [(await ledger.get(f"old-{n}"))["tags"] for n in range(4)]
+        by_tag = {row["tag"]: row["requests"] for row in await ledger.spend(by="tag")}
+    finally:
+        await ledger.close()
+    assert [None if t is None else json.loads(t) for t in tags] == [["eu", "nightly"], None, None, ['say"hi']]
+    assert by_tag == {"eu": 1, "nightly": 1, None: 2, 'say"hi': 1}
+    with sqlite3.connect(path) as conn:
+        assert [row[0] for row in conn.execute("SELECT step FROM thriftgate_schema ORDER BY version")] == [
+            "spend-table", "tags-json", "indexes-1"]
+    conn.close()
+
+
 def test_every_record_field_is_a_column_in_both_dialects() -> None:
     for dialect in (sql.SQLITE, sql.POSTGRES):
         [(_, [create])] = [step for step in sql.migration_steps(dialect, set(), set()) if step[0] == "spend-table"]

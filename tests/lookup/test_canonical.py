@@ -19,7 +19,7 @@ BASE = {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "Be b
     {**BASE, "response_format": {"type": "text"}, "logprobs": False},
 ])
 def test_equal_requests_share_a_key(same: dict) -> None:
-    assert canonical.chat_key(same) == canonical.chat_key(BASE)
+    assert canonical.request_key("chat", same) == canonical.request_key("chat", BASE)
 
 
 @pytest.mark.parametrize("different", [
@@ -34,20 +34,20 @@ def test_equal_requests_share_a_key(same: dict) -> None:
     {**BASE, "seed": 7},
 ])
 def test_what_shapes_the_answer_splits_the_context(different: dict) -> None:
-    ours, theirs = canonical.chat_key(different), canonical.chat_key(BASE)
+    ours, theirs = canonical.request_key("chat", different), canonical.request_key("chat", BASE)
     assert ours.context != theirs.context and ours.whole != theirs.whole
     assert ours.question == theirs.question == USER["content"]
 
 
 def test_the_question_is_out_of_the_context_but_in_the_whole() -> None:
     other = {**BASE, "messages": [BASE["messages"][0], {"role": "user", "content": "And of Germany?"}]}
-    assert canonical.chat_key(other).context == canonical.chat_key(BASE).context
-    assert canonical.chat_key(other).whole != canonical.chat_key(BASE).whole
+    assert canonical.request_key("chat", other).context == canonical.request_key("chat", BASE).context
+    assert canonical.request_key("chat", other).whole != canonical.request_key("chat", BASE).whole
 
 
 def test_a_conversation_ending_with_a_tool_result_has_no_question() -> None:
     body = {**BASE, "messages": [*BASE["messages"], {"role": "tool", "tool_call_id": "c1", "content": "42"}]}
-    assert canonical.chat_key(body).question == ""
+    assert canonical.request_key("chat", body).question == ""
 
 
 def test_tenants() -> None:

@@ -70,3 +70,26 @@ def test_near_misses_are_refused_with_their_reason(new: str, stored: str, reason
 ])
 def test_paraphrases_pass(new: str, stored: str) -> None:
     assert refusal(facts(new), facts(stored)) is None
+
+
+def test_the_written_near_miss_sets_stay_caught_at_the_default_operating_point(local_models) -> None:
+    """bench/data's held-out set (people-like paraphrases and near misses written to fool a cache) is a
+    regression set: measured 97.6% precision at 43% hit rate at 0.92 with the shipped checks."""
+    import sys
+    from pathlib import Path
+
+    from proxy.lookup import calibration
+    from tests.lookup.conftest import MODEL_PATH
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from lookup import DATA, read_pairs
+
+    pairs = read_pairs(DATA / "lookup_pairs_holdout.txt")
+    texts = sorted({text for _, stored, new in pairs for text in (stored, new)})
+    vectors = dict(zip(texts, local_models.load(MODEL_PATH).encode(texts, batch_size=64, normalize_embeddings=True)))
+    model = calibration.load(calibration.SHIPPED)
+    threshold = calibration.operating_point(model.curve, 0.10, "shipped").threshold
+    hits = [kind for kind, stored, new in pairs if float(vectors[stored] @ vectors[new]) >= threshold
+            and refusal(facts(new), facts(stored), model.checks) is None]
+    paraphrases = sum(kind == "paraphrase" for kind, _, _ in pairs)
+    assert hits.count("paraphrase") / len(hits) >= 0.95 and hits.count("paraphrase") / paraphrases >= 0.3

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import RunningProxy
 from tests.observability import dashboards
-from tests.observability.tools import POLICY_ROUND, send_round
+from tests.observability.tools import POLICY_ROUND, send_batch, send_round
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -39,6 +39,7 @@ def test_dashboards_filter_by_team_model_and_upstream() -> None:
 
 async def test_every_metric_a_dashboard_names_is_on_the_metrics_page(workload_proxy: RunningProxy) -> None:
     proxy = workload_proxy
+    await send_batch(proxy.url)
     await send_round(proxy.url)
     await send_round(proxy.url, POLICY_ROUND)
     async with aiohttp.ClientSession() as session, session.get(proxy.url + "/metrics") as response:

@@ -13,7 +13,7 @@ from proxy.accounting.money import NANOS_PER_USD
 from tests.conftest import RunningProxy
 from tests.observability import dashboards
 from tests.observability.prometheus import Prometheus, running_prometheus
-from tests.observability.tools import POLICY_ROUND, ROOT, WORKLOAD, eventually, require, send_round
+from tests.observability.tools import POLICY_ROUND, ROOT, WORKLOAD, eventually, require, send_batch, send_round
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 ALERTS = DEPLOY / "alerts.yml"
@@ -37,6 +37,7 @@ async def test_every_dashboard_query_returns_data_and_the_totals_match_the_ledge
     async with running_prometheus(tmp_path, [f"127.0.0.1:{proxy.port}"], [ALERTS]) as prometheus:
         # Two rounds with a scrape between them, so that every rate() has two different samples.
         for _ in range(2):
+            await send_batch(proxy.url)  # first: the requests after it show the budgets it settled
             await send_round(proxy.url)
             await send_round(proxy.url, POLICY_ROUND)
             served = _requests_total(proxy)  # more than were sent: an escalated cascade's try is a request too

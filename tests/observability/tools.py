@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Literal
 
 import aiohttp
+import orjson
 import pytest
 
 from proxy.exchange import Exchange
@@ -41,7 +42,8 @@ def free_port() -> int:
 CHAT = {"messages": [{"role": "user", "content": "Name three rivers."}]}
 Request = tuple[str, str, dict | None, dict[str, str]]
 ROUND: tuple[Request, ...] = (
-    *[("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {})] * 3,
+    *[("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {})] * 2,
+    ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", **CHAT}, {"x-thriftgate-language": "fr"}),
     *[("POST", "/v1/chat/completions", {"model": "gpt-4o", "stream": True, **CHAT}, {})] * 2,
     ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "three rivers"}, {}),
     ("POST", "/v1/chat/completions", {"model": "llama-3.1-70b", **CHAT}, {}),  # no price
@@ -116,6 +118,40 @@ async def send_round(url: str, requests: Sequence[Request] = ROUND) -> list[str]
                 await response.read()
                 ids.append(response.headers["x-thriftgate-request-id"])
     return ids
+
+
+BATCH_LINES = [{"custom_id": f"q{n}", "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "gpt-4o-mini", "max_tokens": 20, **CHAT}} for n in range(3)]
+
+
+async def send_batch(url: str) -> None:
+    """A Batch API job through the proxy at `url`, retrieved until it ends, and its lines priced (they are
+    priced off the retrieve's path: this waits for /metrics to count them)."""
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer sk-client"}) as session:
+        before = await _batch_lines(session, url)
+        form = aiohttp.FormData()
+        form.add_field("purpose", "batch")
+        form.add_field("file", b"".join(orjson.dumps(line) + b"\n" for line in BATCH_LINES), filename="batch.jsonl")
+        async with session.post(url + "/v1/files", data=form) as response:
+            file_id = (await response.json())["id"]
+        body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+        async with session.post(url + "/v1/batches", json=body) as response:
+            batch_id = (await response.json())["id"]
+        for _ in range(4):
+            async with session.get(f"{url}/v1/batches/{batch_id}") as response:
+                await response.read()
+
+        async def priced() -> bool:
+            return await _batch_lines(session, url) == before + len(BATCH_LINES)
+
+        await eventually(priced, what=f"the lines of {batch_id} to be priced")
+
+
+async def _batch_lines(session: aiohttp.ClientSession, url: str) -> float:
+    async with session.get(url + "/metrics") as response:
+        text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("thriftgate_batch_lines_total{"))
 
 
 async def eventually(check, *, timeout: float = 20.0, what: str) -> None:
