@@ -14,6 +14,9 @@ from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES
 from tests.conftest import RunningProxy, StartProxy
 
 PREFIX = "tg:"
+# A stopped Redis refuses connections at once: the outage shows without a short timeout, and a busy machine's
+# slow answer must not pass for one (a 0.25 s timeout took the store down again after it was back).
+TIMEOUT_SECONDS = 2
 
 
 async def readyz(session: aiohttp.ClientSession, proxy: RunningProxy) -> tuple[int, dict]:
@@ -27,7 +30,7 @@ async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
 ) -> None:
     proxy = await start_proxy(
         store={"backend": "redis", "redis_url": own_redis.url, "key_prefix": PREFIX, "on_failure": on_failure,
-               "retry_seconds": 0.05, "timeout_seconds": 0.25},
+               "retry_seconds": 0.05, "timeout_seconds": TIMEOUT_SECONDS},
         budgets=[{"scope": "global", "usd": 100, "window": "day"}],
     )
     statuses: Counter = Counter()
@@ -94,7 +97,7 @@ async def test_redis_stopped_mid_load_never_lets_a_budget_be_overspent(
     cost = request_cost()
     proxy = await start_proxy(
         store={"backend": "redis", "redis_url": own_redis.url, "key_prefix": PREFIX, "retry_seconds": 0.05,
-               "timeout_seconds": 0.25},
+               "timeout_seconds": TIMEOUT_SECONDS},
         budgets=[{"scope": "global", "usd": usd(60 * cost), "window": "day"}],
     )
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
