@@ -25,7 +25,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import openai
 from aiohttp import web
 from prometheus_client import CollectorRegistry

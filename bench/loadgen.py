@@ -20,10 +20,10 @@ import time
 import orjson
 
 FAKE_KEY = "sk-fake-upstream-key"  # the fake upstreams' key (the Anthropic one is started with it too)
-AUTHORIZATION = f"Bearer {FAKE_KEY}"
 
 
-def chat_request(host: str, port: int, path: str, model: str, stream: bool, messages_api: bool = False) -> bytes:
+def chat_request(host: str, port: int, path: str, model: str, stream: bool, messages_api: bool = False,
+                 key: str = FAKE_KEY) -> bytes:
     """The same question as a chat completion, or (messages_api) as an Anthropic message with its headers."""
     body = {
         "model": model,
@@ -36,7 +36,7 @@ def chat_request(host: str, port: int, path: str, model: str, stream: bool, mess
         extra = "anthropic-version: 2026-10-21\r\n"
     raw = orjson.dumps(body)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {AUTHORIZATION}\r\n{extra}"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
     )
     return head.encode() + raw
@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> dict:
     if args.messages:
         request = chat_request(args.host, args.port, "/v1/messages", "claude-sonnet-4-5", args.stream, True)
     else:
-        request = chat_request(args.host, args.port, args.path, args.model, args.stream)
+        request = chat_request(args.host, args.port, args.path, args.model, args.stream, key=args.key)
     start = time.perf_counter() + args.warmup
     stop = start + args.seconds
     latencies: list[float] = []
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--key", default=FAKE_KEY, help="the bearer key sent (default: the fake upstream's)")
     parser.add_argument("--messages", action="store_true", help="Anthropic's Messages API (overrides --path, --model)")
     parser.add_argument("--out", required=True, help="where the results go, as JSON")
     args = parser.parse_args()

@@ -1,6 +1,7 @@
 """What thriftgate costs on top of going straight to the upstream, next to a bare aiohttp hop and LiteLLM.
 
     python -m bench.proxy_overhead [--seconds 10] [--targets direct,floor,thriftgate,litellm] [--memory]
+    python -m bench.proxy_overhead --profile none,policies,keys-memory,keys-redis,production [--workers 1,2]
 
 Run from the repository root (it starts `python -m tests.fake_upstream` and `python -m proxy`). Targets:
   direct          the fake upstream itself, no proxy
@@ -36,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import profiles
 from bench.loadgen import FAKE_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,6 +179,15 @@ def start_target(name: str, procs: Processes, upstream_port: int, litellm_python
         }))
         proc = procs.start(name, [sys.executable, "-m", "proxy", "serve", "--config", str(config)], PROXY_CPUS,
                            env={"BENCH_ANTHROPIC_KEY": FAKE_KEY})
+    elif name.startswith("thriftgate:"):
+        profile, workers = profiles.parse_target(name)
+        config = work / f"{profile}-w{workers}.yaml"
+        settings, env = profiles.config(profile, port=port, upstream=upstream, work=work)
+        config.write_text(json.dumps(settings))
+        cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--workers", str(workers)]
+        proc = procs.start(name.replace(":", "-"), cmd, PROXY_CPUS if workers == 1 else None, env=env)
+        wait_listening(proc, port, work / f"{name.replace(':', '-')}.log")
+        return Target(name, port, proc)
     elif name == "floor":
         cmd = [sys.executable, "-m", "bench.floor_forwarder", "--port", str(port), "--upstream", upstream]
         proc = procs.start(name, cmd, PROXY_CPUS)
@@ -242,6 +253,8 @@ def measure(procs: Processes, target: Target, connections: int, stream: bool, se
            "--seconds", str(seconds), "--warmup", str(warmup), "--out", str(results)] + (["--stream"] if stream else [])
     if target.name.endswith(MESSAGES_SUFFIX):
         cmd.append("--messages")
+    if target.name.startswith("thriftgate:") and (key := profiles.key_for(profiles.parse_target(target.name)[0])):
+        cmd += ["--key", key]
     load = procs.start("loadgen", cmd, LOAD_CPUS, stdout=subprocess.PIPE)
     pid = target.proc.pid if target.proc else None
     ours = [p.pid for p in procs.running()]
@@ -334,6 +347,10 @@ def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
     if errors:
         print(f"\n## errors (not counted in any figure): {errors}")
     print_targets(results, targets)
+    if lines := profiles.summary(results, targets, SCENARIOS):
+        print("\n## profiles (issue 13)")
+        for text, met in lines:
+            print(f"{'' if met is None else 'met     ' if met else 'NOT met '}{text}")
 
 
 def _direct_of(name: str) -> str:
@@ -387,16 +404,17 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 # ---- memory ----
 
 def run_memory(args: argparse.Namespace, procs: Processes) -> None:
-    """RSS of thriftgate as 100k requests (c=32, streamed and not in turn) go through it."""
+    """RSS of thriftgate (or --profile's first) as --memory-requests (c=32, streamed and not in turn) go through it."""
     _, upstream_port = start_upstream(procs)
-    target = start_target("thriftgate", procs, upstream_port, args.litellm_python)
+    name = f"thriftgate:{args.profile.split(',')[0]}" if args.profile else "thriftgate"
+    target = start_target(name, procs, upstream_port, args.litellm_python)
     pid, sent, stream = target.proc.pid, 0, False
     print(f"requests  RSS MiB   (thriftgate pid {pid})")
     print(f"{0:>8}  {rss_mib(pid):7.1f}   idle after start")
     measure(procs, target, 32, False, 2, 0)  # first-use allocations are not growth: warm up before the baseline
     measure(procs, target, 32, True, 2, 0)
     print(f"{0:>8}  {rss_mib(pid):7.1f}   after 4 s of warm-up")
-    while sent < MEMORY_REQUESTS:
+    while sent < args.memory_requests:
         result = measure(procs, target, 32, stream, 5, 0)
         sent += round(result.rps * 5)
         stream = not stream
@@ -409,8 +427,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each run (default 1)")
     parser.add_argument("--targets", default=DEFAULT_TARGETS, help=f"comma-separated (default {DEFAULT_TARGETS})")
     parser.add_argument("--litellm-python", type=Path, default=Path("/tmp/litellm-venv/bin/python"))
-    parser.add_argument("--memory", action="store_true", help=f"RSS of thriftgate over {MEMORY_REQUESTS} requests")
+    parser.add_argument("--memory", action="store_true", help="RSS of thriftgate over --memory-requests requests")
+    parser.add_argument("--memory-requests", type=int, default=MEMORY_REQUESTS, help=f"default {MEMORY_REQUESTS}")
+    parser.add_argument("--profile", help=f"comma-separated thriftgate profiles ({', '.join(profiles.PROFILES)}), "
+                        "measured beside the floor at c=1 and c=32 (bench/profiles.py)")
+    parser.add_argument("--workers", help="with --profile: compare `serve --workers` counts, e.g. 1,2, at c=64, "
+                        "unpinned (every core)")
     args = parser.parse_args()
+    global SCENARIOS, PROXY_CPUS
+    if args.profile:
+        chosen = [p for p in args.profile.split(",") if p]
+        if args.workers:
+            args.targets = ",".join(f"thriftgate:{p}@w{n}" for p in chosen for n in args.workers.split(","))
+            SCENARIOS, PROXY_CPUS = ((64, False),), None
+        else:
+            args.targets = ",".join(["floor", *(f"thriftgate:{p}" for p in chosen)])
+            SCENARIOS = ((1, False), (32, False))
+        profiles.prepare(set(chosen))
     # So that the finally below runs: SIGTERM exits, and SIGINT raises even when started with it ignored (`cmd &`).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -422,6 +455,8 @@ def main() -> None:
             (run_memory if args.memory else run_benchmark)(args, procs)
         finally:
             procs.stop_all()
+            if args.profile:
+                profiles.clean_up({p for p in args.profile.split(",") if p})
 
 
 def cpu_model() -> str:

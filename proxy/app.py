@@ -21,7 +21,7 @@ from proxy.appkeys import (AUTH, BUDGETS, CONFIG, IN_FLIGHT, LEDGER, METRICS, PR
 from proxy.config import Config
 from proxy.control.config import configured_teams
 from proxy.errors import NotFound, ProxyError, UnreadableBody
-from proxy.accounting.ledger import Ledger
+from proxy.accounting.ledger_backends import open_ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
 from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.hooks import build_chain
@@ -60,10 +60,10 @@ def make_app(
         {model: override.model_dump(exclude_none=True) for model, override in config.pricing.overrides.items()},
     )
     upstreams = UpstreamClient(config.upstreams, config.routing.timeouts)
-    ledger = Ledger(config.ledger.path)
+    ledger = open_ledger(config.ledger)
     metrics = Metrics(
         registry or CollectorRegistry(), models=prices.models | _configured_models(config),
-        teams=configured_teams(config.auth, config.budgets),
+        teams=configured_teams(config.auth, config.budgets), tags=config.tags.metrics,
         exposition=multiprocess_exposition(metrics_dir) if metrics_dir else None,
     )
     tokens = TokenCounter()
@@ -155,7 +155,8 @@ async def _running_services(app: web.Application) -> AsyncIterator[None]:
     await app[ROUTING].close()
     await app[UPSTREAMS].close()
     if app[BUDGETS] is not None:
-        await app[BUDGETS].close()  # settlements still being written
+        await app[STORE].flush()  # the last settlements, and the budget alerts they pass
+        await app[BUDGETS].close()  # budget alerts on their way
     await app[STORE].close()  # writes what waited for Redis, if it is back
     await app[LEDGER].close()  # flushes every pending spend record
 
@@ -196,9 +197,11 @@ async def readyz(request: web.Request) -> web.Response:
     store = request.app[STORE].health()
     refusing = (not store.reachable and request.app[BUDGETS] is not None
                 and request.app[CONFIG].store.on_failure == "closed")
-    status = "starting" if not ready else "store_unavailable" if refusing else "ready" if store.reachable else "degraded"
+    ledger = request.app[LEDGER].health()  # a ledger that is down spools its rows: degraded, still serving
+    status = ("starting" if not ready else "store_unavailable" if refusing
+              else "ready" if store.reachable and ledger["reachable"] else "degraded")
     body = {"status": status, "store": {"backend": store.backend, "reachable": store.reachable,
-                                        "pending_settlements": store.pending_settlements}}
+                                        "pending_settlements": store.pending_settlements}, "ledger": ledger}
     return web.json_response(body, status=200 if ready and not refusing else 503)
 
 

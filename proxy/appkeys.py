@@ -5,7 +5,7 @@ from aiohttp import web
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.accounting.ledger import Ledger
+from proxy.accounting.ledger import BatchedLedger
 from proxy.in_flight import InFlight
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
@@ -15,7 +15,7 @@ from proxy.store import Store
 from proxy.stages.upstream import UpstreamClient
 
 CONFIG = web.AppKey("config", Config)
-LEDGER = web.AppKey("ledger", Ledger)
+LEDGER = web.AppKey("ledger", BatchedLedger)
 METRICS = web.AppKey("metrics", Metrics)
 PRICES = web.AppKey("prices", PriceTable)
 UPSTREAMS = web.AppKey("upstreams", UpstreamClient)

@@ -1,6 +1,7 @@
 """`thriftgate serve | check-config | spend | demo | pricing import`."""
 
 import argparse
+import contextlib
 import functools
 from importlib import metadata
 import json
@@ -16,11 +17,11 @@ from urllib.parse import urlsplit
 from proxy import config as config_module
 from proxy import config_loading
 from proxy.accounting import reports
-from proxy.accounting.ledger import SPEND_GROUPINGS
 from proxy.analysis import cli as analysis_cli
 from proxy.control import keys
 from proxy.lookup import cli as lookup_cli
 from proxy.control.config import workers_problem
+from proxy.accounting.ledger_sql import SPEND_GROUPINGS
 from proxy.accounting.savings import savings_report
 
 
@@ -51,11 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
 
     spend = _ledger_command(commands, "spend", "spend from the ledger, as a table", since="24h")
-    spend.add_argument("--by", default="model", choices=SPEND_GROUPINGS,
-                       help="what to group by (default model); language adds tokens per word by model family")
+    spend.add_argument("--by", default="model", choices=SPEND_GROUPINGS, metavar="{" + ",".join(SPEND_GROUPINGS) + "}",
+                       help="what to group by (default model); tag: a row counts under each of its tags;"
+                            " language adds tokens per word by model family")
     spend.add_argument("--source", choices=("fleet", "ledger"),
-                       help="fleet: every replica's daily totals in Redis (the default with store.backend: redis, "
-                            "--by model, team, key or day); ledger: this replica's ledger file")
+                       help="ledger: the ledger (with ledger.backend: postgres, the whole fleet's, the default); "
+                            "fleet: every replica's daily totals in Redis (the default with store.backend: redis and "
+                            "an SQLite ledger, --by model, team, key or day)")
     spend.set_defaults(run=_spend)
 
     savings = _ledger_command(commands, "savings", "what each policy saved, treated vs held out", since="7d")
@@ -73,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--upstream-port", type=int, default=0, help="port of the simulated provider (default: any free)")
     demo.add_argument("--seed", type=int, help="random seed, for a repeatable run")
     demo.set_defaults(run=_demo)
+
+    ledger = commands.add_parser("ledger", help="ledger database tools").add_subparsers(required=True, metavar="ACTION")
+    migrate = ledger.add_parser("migrate", help="create or bring the ledger's schema up to date")
+    migrate.add_argument("--config", help="config file naming the ledger (default: embedded defaults)")
+    migrate.add_argument("--ledger", help="ledger file (overrides the config)")
+    migrate.set_defaults(run=_ledger_migrate)
+    export = _ledger_command(ledger, "export", "every ledger row since a time, for finance", since="30d")
+    export.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv")
+    export.add_argument("--out", help="file to write (default: stdout; parquet needs a file)")
+    export.set_defaults(run=_ledger_export)
 
     keys.add_commands(commands)
     lookup_cli.add_commands(commands, _ledger_command, _ledger_report)
@@ -228,9 +241,10 @@ def _spend(args: argparse.Namespace) -> int:
 
     if args.by == "language":  # tokens per word beside the spend
         return analysis_cli.language_report(args)
-    store = config_loading.load(args.config).store
+    config = config_loading.load(args.config)
+    store = config.store
     if args.source == "fleet" or (args.source is None and not args.ledger and store.backend == "redis"
-                                  and args.by in SPEND_DIMENSIONS):
+                                  and config.ledger.backend != "postgres" and args.by in SPEND_DIMENSIONS):
         return _fleet_spend(args, store)
     return _ledger_report(args, lambda reader, since, now: reader.spend(by=args.by, since=since),
                           lambda rows: reports.spend_table(args.by, rows))
@@ -260,21 +274,68 @@ def _savings(args: argparse.Namespace) -> int:
 
 
 def _ledger_report(args: argparse.Namespace, query, table) -> int:
-    from proxy.accounting.ledger import open_readonly, parse_since
+    from proxy.accounting.ledger import parse_since
 
-    path = args.ledger or config_loading.load(args.config).ledger.path
-    if not Path(path).exists():
-        print(f"thriftgate: no ledger at {path}", file=sys.stderr)
-        return 1
     now = time.time()
     try:
         since = parse_since(args.since, now)
     except ValueError as exc:
         print(f"thriftgate: --since: {exc}", file=sys.stderr)
         return 2
-    with open_readonly(path) as reader:
+    with _reader(args) as reader:
         rows = query(reader, since, now)
-    print(json.dumps(rows, indent=2) if args.json else table(rows))
+    print(json.dumps(rows, indent=2) if getattr(args, "json", False) else table(rows))
+    return 0
+
+
+@contextlib.contextmanager
+def _reader(args: argparse.Namespace):
+    """The ledger the arguments name, or one clear line and exit status 1."""
+    from proxy.analysis.cli_common import Failure, ledger_reader
+
+    try:
+        reader = ledger_reader(args, config_loading.load(args.config))
+    except Failure as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        raise SystemExit(exc.code) from None
+    with reader:
+        yield reader
+
+
+def _ledger_migrate(args: argparse.Namespace) -> int:
+    from proxy.accounting.ledger import migrate_sqlite
+    from proxy.accounting.ledger_postgres import LedgerUnavailable, PostgresReader
+
+    ledger = config_loading.load(args.config).ledger
+    if args.ledger or ledger.backend == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(args.ledger or ledger.path)) as conn:
+            applied = migrate_sqlite(conn)
+    else:
+        try:
+            with PostgresReader(ledger) as database:
+                applied = database.migrate()
+        except LedgerUnavailable as exc:
+            print(f"thriftgate: {exc}", file=sys.stderr)
+            return 1
+    print("applied: " + ", ".join(applied) if applied else "the ledger's schema is up to date")
+    return 0
+
+
+def _ledger_export(args: argparse.Namespace) -> int:
+    from proxy.accounting.ledger import parse_since
+    from proxy.accounting.ledger_export import export
+    from proxy.accounting.ledger_sql import Filters
+
+    try:
+        since = parse_since(args.since, time.time())
+        with _reader(args) as reader:
+            count = export(reader, Filters(since=since), args.format, args.out)
+    except ValueError as exc:
+        print(f"thriftgate: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {count} rows" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 

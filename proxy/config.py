@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proxy.control.alerting_config import AlertingConfig, alerting_problem
-from proxy.control.config import AuthConfig, BudgetConfig, StoreConfig, mask_secrets
+from proxy.control.config import AuthConfig, BudgetConfig, LedgerConfig, StoreConfig, TagsConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
 from proxy.routing.config import RoutingConfig, fallback_errors, unreachable_names
 
@@ -139,15 +139,12 @@ class PricingConfig(Section):
     unpriced: Literal["serve", "reject"] = "serve"
 
 
-class LedgerConfig(Section):
-    path: str = "thriftgate-ledger.db"
-
-
 class Config(Section):
     server: ServerConfig = ServerConfig()
     upstreams: tuple[UpstreamConfig, ...] = Field(default=None, validate_default=True)  # type: ignore[assignment]
     pricing: PricingConfig = PricingConfig()
     ledger: LedgerConfig = LedgerConfig()
+    tags: TagsConfig = TagsConfig()
     auth: AuthConfig = AuthConfig()
     store: StoreConfig = StoreConfig()
     budgets: tuple[BudgetConfig, ...] = ()

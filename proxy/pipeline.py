@@ -38,6 +38,7 @@ from proxy.stages.paths import PathRouter
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler, read_answer
 from proxy.stages.stream import SseRelay
+from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.accounting.tokens import TokenCounter
 from proxy.accounting.usage import Usage
 from proxy.routing.attempts import Attempts
@@ -51,7 +52,6 @@ from proxy.openai_wire import header_value
 log = logging.getLogger("thriftgate.pipeline")
 
 _UNPRICED_LOG_LIMIT = 1000
-TAGS_HEADER = "x-thriftgate-tags"
 
 
 class Pipeline:
@@ -181,7 +181,7 @@ class Pipeline:
         facts = ex.dialect.facts(ex.body)
         ex.requested_model = ex.model = facts.model
         ex.stream, ex.client_wants_usage, ex.max_output_tokens = facts.stream, facts.include_usage, facts.max_output_tokens
-        ex.tags = _tags(ex.request.headers.get(TAGS_HEADER))
+        ex.tags = parse_tags(ex.request.headers.get(TAGS_HEADER)) | ex.tags  # and the key's, from authenticate
         ex.language = language_of(ex.request.headers.get(LANGUAGE_HEADER))
         ex.requested_max_output_tokens = facts.max_output_tokens
         ex.count_prompt = self._count_prompt
@@ -353,7 +353,3 @@ class Pipeline:
 # What broke a stream that had begun: it stalled past routing.timeouts.between_chunks (or the total), or the
 # connection dropped.
 _CUT_SHORT = {"upstream_timeout": "upstream_stream_stalled", "upstream_unreachable": "upstream_stream_cut"}
-
-
-def _tags(header: str | None) -> frozenset[str]:
-    return frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()

@@ -4,7 +4,8 @@ Each worker binds the port with SO_REUSEPORT, so the kernel spreads connections 
 go through prometheus_client's multiprocess mode: every worker writes its values to files in
 PROMETHEUS_MULTIPROC_DIR and any worker's /metrics adds up all the files. prometheus_client reads
 that variable when it is first imported, so workers are spawned (fresh interpreters, not forks)
-after it is set. Every worker writes the same SQLite ledger; WAL lets them.
+after it is set. Every worker writes the same ledger: the SQLite file (WAL lets them) or PostgreSQL;
+budgets and keys need the Redis store, shared by the workers as by replicas.
 
 The supervisor forwards every SIGTERM/SIGINT to the workers (the first drains them, a second cuts
 their requests short; neither cuts their ledger flush: proxy/serving.py), restarts a worker that dies,

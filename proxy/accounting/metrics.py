@@ -29,7 +29,7 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(
-        self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = (),
+        self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = (), tags: Iterable[str] = (),
         *, exposition: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry
@@ -37,6 +37,7 @@ class Metrics:
         self._exposition = exposition or registry  # what /metrics renders
         self._models = frozenset(models)
         self._teams = frozenset(teams)
+        self._tags = frozenset(tags)
         self.requests = Counter(
             "thriftgate_requests", "Requests answered, by endpoint, answering model and HTTP status.",
             ["endpoint", "model", "status"], registry=registry,
@@ -138,13 +139,23 @@ class Metrics:
         )
         self.budget_remaining_usd = Gauge(
             "thriftgate_budget_remaining_usd",
-            "USD left in a configured budget's current window, as this replica last saw it (fleet-wide with Redis).",
+            "USD left in a configured budget's current window after what it settled, as this replica last saw it "
+            "(with Redis: the fleet's, as of this replica's last write or lease renewal).",
             ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.tag_requests = Counter(
+            "thriftgate_tag_requests", "Requests by tag, for the tags listed in tags.metrics.", ["tag"],
+            registry=registry,
+        )
+        self.tag_spend = Counter(
+            "thriftgate_tag_spend_usd", "Spend in US dollars by tag, for the tags listed in tags.metrics.", ["tag"],
+            registry=registry,
         )
         self.budget_used_ratio = Gauge(
             "thriftgate_budget_used_ratio",
-            "Share of a configured usd budget spent or reserved in its current window (1 = all of it), as this "
-            "replica last saw it (fleet-wide with Redis): for Alertmanager rules of your own.",
+            "Share of a configured usd budget settled in its current window (1 = all of it; a Batch API job's "
+            "ceiling counts until its lines are priced), as this replica last saw it (with Redis: the fleet's, as "
+            "of this replica's last write or lease renewal): for Alertmanager rules of your own.",
             ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
         )
         self.budget_alerts = Counter(
@@ -236,6 +247,8 @@ class Metrics:
         self._spent(ex, model)
         if ex.cost_nanos is None and ex.endpoint != "passthrough" and ex.model:  # as the ledger counts it (_UNPRICED)
             child(self.unpriced, model).inc()
+        for tag in ex.tags & self._tags if ex.tags else ():
+            child(self.tag_requests, tag).inc()
 
     def observe_attempt(self, ex: Exchange) -> None:
         """A failed attempt of a request: the upstream's metrics and, when billed, spend; not a request."""
@@ -251,6 +264,8 @@ class Metrics:
             self._count_tokens(model, usage)
         if ex.cost_nanos:
             self._child(self.spend, model, self.team_label(ex.team)).inc(ex.cost_nanos / NANOS_PER_USD)
+            for tag in ex.tags & self._tags if ex.tags else ():  # configured tags only: bounded labels
+                self._child(self.tag_spend, tag).inc(ex.cost_nanos / NANOS_PER_USD)
 
     def _child(self, metric, *values: str):
         """labels() validates and takes a lock on every call; label sets are bounded, so keep the children."""

@@ -1,7 +1,8 @@
-"""`/admin/whatif`: the what-if report of `thriftgate whatif` over this replica's ledger (guarded like every
-/admin route). GET takes `model=FROM=TO` (repeatable), `by`, `since`, `batch=1`, `latency_tolerant_tags`,
-`format=json|csv`; POST takes the same as JSON plus a price table (`prices: {models: {...}}`) and candidate
-`policies: [...]` inline: the server never reads a file a request names.
+"""`/admin/whatif`: the what-if report of `thriftgate whatif` over the ledger (this replica's SQLite file, or
+the fleet's PostgreSQL), guarded like every /admin route. GET takes `model=FROM=TO` (repeatable), `by`,
+`since`, `batch=1`, `latency_tolerant_tags`, `format=json|csv`; POST takes the same as JSON plus a price
+table (`prices: {models: {...}}`) and candidate `policies: [...]` inline: the server never reads a file a
+request names.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.accounting.ledger import parse_since
+from proxy.accounting.ledger_backends import open_reader
 from proxy.accounting.pricing import PriceTable, PricingError
 from proxy.analysis import render
 from proxy.analysis.batching import DEFAULT_TOLERANT_TAGS, batch_whatif
@@ -60,14 +62,16 @@ async def report(request: web.Request, options: Mapping[str, Any]) -> dict:
     tags = options.get("latency_tolerant_tags")
     tags = DEFAULT_TOLERANT_TAGS if not tags else [t.strip() for t in str(tags).split(",") if t.strip()]
     by = str(options.get("by") or "model")
-    await app[LEDGER].flush()
-    path = app[CONFIG].ledger.path
-    rows: Callable[[], Iterable[dict]] = lambda: spend_rows(path, since, until)  # noqa: E731
+    await app[LEDGER].flush()  # this replica's own requests are in what is read
+    ledger = app[CONFIG].ledger
 
     def run() -> dict:
-        if options.get("batch"):
-            return batch_whatif(rows(), current, by=by, tolerant_tags=tags, since=since, until=until)
-        return whatif(rows, scenario, current, by=by, since=since, until=until)
+        # Its own reader, on this thread: an SQLite connection, or PostgreSQL's on a private event loop.
+        with open_reader(ledger) as reader:
+            rows: Callable[[], Iterable[dict]] = lambda: spend_rows(reader, since, until)  # noqa: E731
+            if options.get("batch"):
+                return batch_whatif(rows(), current, by=by, tolerant_tags=tags, since=since, until=until)
+            return whatif(rows, scenario, current, by=by, since=since, until=until)
 
     try:
         return await asyncio.to_thread(run)  # a month of rows: off the event loop

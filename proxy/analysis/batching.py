@@ -69,7 +69,7 @@ def batch_whatif(rows: Iterable[dict], prices: PriceTable, *, by: str, tolerant_
             for tally in tallies:
                 tally.no_batch_price += 1
             continue
-        tags = tags_of(row) or frozenset()
+        tags = tags_of(row)
         for tally in tallies:
             tally.eligible += 1
             tally.eligible_nanos += row["cost_nanos"]

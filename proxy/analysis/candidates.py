@@ -66,8 +66,7 @@ def _verdicts(c: MatchConfig, row: dict) -> Iterable[bool | str]:
     if c.stream is not None:
         yield bool(row["stream"]) == c.stream
     if c.tags is not None:
-        tags = tags_of(row)
-        yield f"tags: {_OLD_ROW}" if tags is None else not tags.isdisjoint(c.tags)
+        yield not tags_of(row).isdisjoint(c.tags)
     facts_kept = row.get("has_tools") is not None  # the request facts came with one another
     limit = row.get("max_output_tokens")
     for flag, column in ((c.has_tools, "has_tools"), (c.has_images, "has_images"),

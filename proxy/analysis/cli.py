@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from proxy.analysis import render, selfhost_cli
-from proxy.analysis.cli_common import FORMATS, Failure, ledger_path, output_format, run, window
+from proxy.analysis.cli_common import FORMATS, Failure, ledger_reader, output_format, run, window
 
 
 def add_commands(commands: argparse._SubParsersAction, ledger_command: Callable) -> None:
@@ -46,16 +46,14 @@ def whatif_text(args: argparse.Namespace) -> str:
     since, until = window(args)
     scenario = scenario_from_args(args)
     check(scenario, current)  # bad input is refused before anything is read
-    path = ledger_path(args, config)
-    if not path.is_file():
-        raise Failure(f"no ledger at {path}", code=1)
-    rows = lambda: spend_rows(path, since, until)  # noqa: E731 (read twice when policies need measuring)
-    if args.batch:
-        tags = [tag.strip() for tag in args.latency_tolerant_tags.split(",") if tag.strip()]
-        report = batch_whatif(rows(), current, by=args.by, tolerant_tags=tags, since=since, until=until)
-        text = render.render(report, render.BATCH_COLUMNS, output_format(args))
-        return text if output_format(args) != "table" else f"{text}\n{report['basis']}"
-    report = whatif(rows, scenario, current, by=args.by, since=since, until=until)
+    with ledger_reader(args, config) as reader:
+        rows = lambda: spend_rows(reader, since, until)  # noqa: E731 (read twice when policies need measuring)
+        if args.batch:
+            tags = [tag.strip() for tag in args.latency_tolerant_tags.split(",") if tag.strip()]
+            report = batch_whatif(rows(), current, by=args.by, tolerant_tags=tags, since=since, until=until)
+            text = render.render(report, render.BATCH_COLUMNS, output_format(args))
+            return text if output_format(args) != "table" else f"{text}\n{report['basis']}"
+        report = whatif(rows, scenario, current, by=args.by, since=since, until=until)
     text = render.render(report, render.WHATIF_COLUMNS, output_format(args))
     return text if output_format(args) != "table" else f"{text}\n{render.bases_legend(report['total'])}"
 
@@ -106,10 +104,8 @@ def _language_text(args: argparse.Namespace) -> str:
     from proxy.analysis.words import tokens_per_word
 
     since, until = window(args)
-    path = ledger_path(args, config_loading.load(args.config))
-    if not path.is_file():
-        raise Failure(f"no ledger at {path}", code=1)
-    rows = tokens_per_word(spend_rows(path, since, until))
+    with ledger_reader(args, config_loading.load(args.config)) as reader:
+        rows = tokens_per_word(spend_rows(reader, since, until))
     if args.json:
         return json.dumps(rows, indent=2)
     if not rows:

@@ -1,4 +1,4 @@
-"""What the offline analysis commands share: argument types, the window, the ledger's path, errors as exit codes."""
+"""What the offline analysis commands share: argument types, the window, the ledger, errors as exit codes."""
 
 import argparse
 import sys
@@ -58,8 +58,19 @@ def window(args: argparse.Namespace) -> tuple[float, float]:
         raise Failure(f"--since: {exc}") from None
 
 
-def ledger_path(args: argparse.Namespace, config) -> Path:
-    return Path(args.ledger or config.ledger.path)
+def ledger_reader(args: argparse.Namespace, config):
+    """The ledger the arguments name: `--ledger FILE`, else the config's (an SQLite file, or the fleet's
+    PostgreSQL). Failure (exit status 1) when there is no such file or the database cannot be reached."""
+    from proxy.accounting.ledger_backends import open_reader
+    from proxy.accounting.ledger_postgres import LedgerUnavailable
+
+    ledger = config.ledger
+    if (args.ledger or ledger.backend == "sqlite") and not Path(args.ledger or ledger.path).is_file():
+        raise Failure(f"no ledger at {args.ledger or ledger.path}", code=1)
+    try:
+        return open_reader(ledger, args.ledger)
+    except LedgerUnavailable as exc:
+        raise Failure(str(exc), code=1) from None
 
 
 def output_format(args: argparse.Namespace) -> str:

@@ -1,10 +1,11 @@
 """`thriftgate selfhost`: the recorded workload against the same work on rented GPUs (proxy/analysis/selfhost.py)."""
 
 import argparse
+import contextlib
 from collections.abc import Callable
 
 from proxy.analysis import render
-from proxy.analysis.cli_common import FORMATS, Failure, fraction, ledger_path, output_format, positive_float, run, window
+from proxy.analysis.cli_common import FORMATS, Failure, fraction, ledger_reader, output_format, positive_float, run, window
 
 
 def add_command(commands: argparse._SubParsersAction, ledger_command: Callable) -> None:
@@ -44,12 +45,9 @@ def _selfhost(args: argparse.Namespace) -> int:
 
 
 def selfhost_text(args: argparse.Namespace) -> str:
-    import json
-
     from proxy import config_loading
     from proxy.analysis import selfhost
     from proxy.analysis.hardware import GPUS, OPEN_MODELS
-    from proxy.analysis.records import spend_rows
 
     config = config_loading.load(args.config)
     prices = config_loading.price_table(config)
@@ -67,13 +65,29 @@ def selfhost_text(args: argparse.Namespace) -> str:
         model=preset.name if preset else f"a {args.params:.3g}-parameter model",
         parameters=preset.parameters if preset else args.params, kv_bytes_per_token=kv, gpu=GPUS[args.gpu],
         gpus=args.gpus, gpu_hour_usd=args.gpu_hour_usd, bytes_per_parameter=args.bytes_per_param, **defaults)
-    path = ledger_path(args, config)
-    recorded = path.is_file()
-    rows = (lambda: spend_rows(path, since, until)) if recorded else (lambda: iter(()))  # noqa: E731 (read twice)
+    try:
+        reader = ledger_reader(args, config)
+    except Failure:
+        if config.ledger.backend == "postgres" and not args.ledger:
+            raise  # the fleet's database is down: said, not taken for an empty workload
+        reader = None  # no ledger file (yet): the sizing alone
+    with reader or contextlib.nullcontext():
+        return _selfhost_report(args, config, prices, since, until, deployment, reader)
+
+
+def _selfhost_report(args, config, prices, since: float, until: float, deployment, reader) -> str:
+    import json
+
+    from proxy.analysis import selfhost
+    from proxy.analysis.records import spend_rows
+    from proxy.control.config import masked_dsn
+
+    rows = (lambda: spend_rows(reader, since, until)) if reader else (lambda: iter(()))  # noqa: E731 (read twice)
+    source = args.ledger or (config.ledger.path if config.ledger.backend == "sqlite" else masked_dsn(config.ledger.dsn))
     prompt, context = _lengths(rows(), args)
     sizing = selfhost.size(deployment, context_tokens=context, prompt_tokens=prompt, batch=args.batch,
                            target_tokens_per_second=args.target_tokens_per_second)
-    report = selfhost.sizing_dict(deployment, sizing) | {"ledger": str(path) if recorded else None}
+    report = selfhost.sizing_dict(deployment, sizing) | {"ledger": source if reader else None}
     if args.vs:
         report["versus"] = _versus(args.vs, prices, sizing)
     report |= selfhost.compare(rows(), sizing, deployment, prices, by=args.by, window_seconds=until - since)

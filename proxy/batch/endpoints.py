@@ -3,11 +3,13 @@
 - Files are relayed with the proxy's key (an upload streams through, never held whole).
 - Creating a batch reads its input file from the upstream, sums it up (jobs.read_input) and holds the lines'
   batch-priced ceiling on every usd budget they touch (Budgets.reserve_batch) before the batch is created:
-  a batch that does not fit is refused with a 429 and never reaches the provider. The job is kept in the
-  store (any replica may see it end) and in this replica, which polls it.
+  a batch that does not fit is refused with a 429 and never reaches the provider. Once the provider took it,
+  the ceiling counts as spent (Budgets.commit_batch). The job is kept in the store (any replica may see it
+  end) and in this replica, which polls it.
 - When a retrieve, a list, a cancel or the poller sees a batch end (completed, expired, cancelled, failed),
   one replica (a store lease) reads its output and error files and records one ledger row per line (tag
-  `batch`), priced at the batch rate; the hold becomes the job's real cost. Off the request's path.
+  `batch`), priced at the batch rate; the budgets settle the difference between the ceiling and the job's
+  real cost. Off the request's path.
 The handled requests themselves are refused, settled and recorded by the pipeline like any other.
 """
 
@@ -26,22 +28,22 @@ from proxy.accounting.language import language_of
 from proxy.accounting.ledger import Ledger
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
-from proxy.batch.jobs import ENDPOINTS, HOLD_SECONDS, TERMINAL, Job, PromptCounter, output_lines, read_input
+from proxy.batch.jobs import ENDPOINTS, RUN_SECONDS, TERMINAL, Job, PromptCounter, output_lines, read_input
 from proxy.dialects.providers import upstream_path
 from proxy.errors import BadRequest, LoopDetected
 from proxy.exchange import Exchange
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
+from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.stages.upstream import HOP_HEADER, UpstreamClient, iter_body, read_body, relayed_headers
 from proxy.store import Settlement, Store, StoreUnavailable, Totals
 
 log = logging.getLogger("thriftgate.batch")
 POLL_SECONDS = 60.0
 ACCOUNTING_LEASE_SECONDS = 600  # a replica that dies while accounting a batch leaves it to another after this
-JOB_KEPT_SECONDS = HOLD_SECONDS + 7 * 86400
+JOB_KEPT_SECONDS = RUN_SECONDS + 7 * 86400
 ACCOUNTED_REMEMBERED = 10_000
 UPLOAD_CHUNK = 1 << 16
-TAGS_HEADER = "x-thriftgate-tags"
 
 Run = Callable[[Exchange], Awaitable[web.StreamResponse]]
 
@@ -131,14 +133,15 @@ class BatchApi:
         if self._budgets is not None:
             ex.model = summary.model  # what model-scoped budgets match on, for the reservation only
             try:
-                plan = await self._budgets.reserve_batch(ex, ceiling, HOLD_SECONDS)
+                plan = await self._budgets.reserve_batch(ex, ceiling)
             finally:
                 ex.model = ""  # the creation itself answers nothing: no usage, no model to settle
         response = await self._forward(ex, ex.raw_body)  # a failure leaves ex.reservation: settled to nothing
         if response.status >= 300:
             return response
         batch = orjson.loads(response.body)
-        ex.reservation = None  # the hold now belongs to the job, until its lines are priced
+        if plan is not None:
+            await self._budgets.commit_batch(ex, plan)  # the ceiling is the job's, until its lines are priced
         job = Job(batch_id=batch["id"], endpoint=ENDPOINTS[endpoint].endpoint, model=summary.model,
                   upstream=ex.upstream.name, key_id=ex.key_id, team=ex.team, user=ex.user,
                   tags=",".join(sorted(ex.tags)),
@@ -160,8 +163,7 @@ class BatchApi:
         await self._auth.authenticate(ex)
         ex.cost_nanos = 0  # managing files and batches is free; the lines are priced when the batch ends
         ex.upstream = self._upstreams.default_for("openai")
-        tags = ex.request.headers.get(TAGS_HEADER, "")
-        ex.tags = frozenset(tag.strip() for tag in tags.split(",") if tag.strip())
+        ex.tags = parse_tags(ex.request.headers.get(TAGS_HEADER)) | ex.tags  # and the key's, from authenticate
         ex.language = language_of(ex.request.headers.get(LANGUAGE_HEADER))
 
     async def _forward(self, ex: Exchange, body) -> web.Response:
@@ -273,7 +275,8 @@ class BatchApi:
         return total
 
     async def _settle(self, job: Job, lines: list, total: int) -> None:
-        """The job's hold becomes its real cost; with a shared store, its lines join the fleet's totals."""
+        """The budgets get back what the ceiling spent beyond the job's real cost (or pay what it passed);
+        with a shared store, its lines join the fleet's totals."""
         totals = None
         if self._store.shared and lines:
             usages = [line.usage for line in lines]
@@ -283,5 +286,5 @@ class BatchApi:
                             cached_prompt_tokens=sum(u.cached_prompt_tokens for u in usages),
                             reasoning_tokens=sum(u.reasoning_tokens for u in usages), cost_nanos=total)
         if job.counters or totals is not None:
-            counters = tuple((counter, total, ttl) for counter, ttl in job.counters)
-            await self._store.settle(Settlement(job.hold_id, time.time(), counters, totals))
+            counters = tuple((counter, total - job.reserved_nanos, ttl) for counter, ttl in job.counters)
+            await self._store.settle(Settlement(f"{job.hold_id}/priced", time.time(), counters, totals))

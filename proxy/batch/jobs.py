@@ -21,6 +21,7 @@ from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
 from proxy.dialects.ingress import INGRESS
 from proxy.errors import BadRequest
+from proxy.stages.tags import tags_column
 
 log = logging.getLogger("thriftgate.batch")
 
@@ -28,8 +29,8 @@ log = logging.getLogger("thriftgate.batch")
 ENDPOINTS = {path: dialect for path, dialect in INGRESS.items()
              if path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")}
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-# A batch has 24 hours to run; its reservation holds an hour longer, then dies like any abandoned hold.
-HOLD_SECONDS = 25 * 3600
+# A batch has 24 hours to run (and an hour's margin): its job is remembered a week beyond.
+RUN_SECONDS = 25 * 3600
 BATCH_TAG = "batch"
 
 PromptCounter = Callable[[str, Any, dict[str, Any]], int]  # (model, dialect, body) -> prompt tokens
@@ -120,7 +121,7 @@ def output_lines(job: Job, batch: dict, content: bytes, prices: PriceTable) -> I
     """One priced ledger row per line of an output or error file."""
     dialect = ENDPOINTS.get(_path(job.endpoint))
     finished = _finished_at(batch)
-    tags = ",".join(sorted({BATCH_TAG, *filter(None, job.tags.split(","))}))
+    tags = tags_column(frozenset({BATCH_TAG, *filter(None, job.tags.split(","))}))
     for number, raw in enumerate(content.splitlines(), start=1):
         try:
             line = orjson.loads(raw) if raw.strip() else None

@@ -31,12 +31,14 @@ async def spend(request: web.Request) -> web.Response:
     by = request.query.get("by", "model")
     since = _since(request.query.get("since"))
     store = request.app[STORE]
-    source = request.query.get("source") or ("fleet" if store.shared and by in SPEND_DIMENSIONS else "ledger")
+    ledger = request.app[LEDGER]
+    fleet_default = store.shared and not ledger.fleet and by in SPEND_DIMENSIONS  # a fleet's ledger knows more
+    source = request.query.get("source") or ("fleet" if fleet_default else "ledger")
     try:
         if source == "fleet":
             rows, since = await fleet_spend(store, by, since, time.time())
         elif source == "ledger":
-            rows = await request.app[LEDGER].spend(by=by, since=since)
+            rows = await ledger.spend(by=by, since=since)
         else:
             raise BadRequest("'source' must be fleet or ledger.", param="source")
     except ValueError as exc:

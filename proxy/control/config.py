@@ -5,6 +5,7 @@ the modules using them never import the whole config. Errors name the entry: `bu
 """
 
 import os
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -71,6 +72,9 @@ class StoreConfig(_Section):
     retry_seconds: Annotated[float, Field(gt=0)] = 1.0  # how often a down store is tried again
     # A reservation whose request never settles (the process died) stops holding budget after this long.
     reservation_ttl_seconds: Annotated[float, Field(gt=0)] = 900.0
+    # Redis: a replica's lease on a budget's headroom lasts this long unless renewed; a dead replica's
+    # leases stop holding budget after it.
+    lease_seconds: Annotated[float, Field(ge=2)] = 10.0
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +88,39 @@ class StoreConfig(_Section):
         if not url:
             raise ValueError(f"redis_url_env names ${name}, which is not set")
         return {**data, "redis_url": url}
+
+
+class LedgerConfig(_Section):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = "thriftgate-ledger.db"  # sqlite: this replica's file
+    # postgres: the variable holding the DSN (it may hold a password: keep it out of the file).
+    dsn_env: str = "THRIFTGATE_LEDGER_DSN"
+    # postgres: rows wait here, on disk, while the database is down (and across a restart meanwhile).
+    spool_path: str = "thriftgate-ledger-spool"
+    spool_max_mb: Annotated[int, Field(gt=0)] = 1024  # past this, new rows are dropped (with an error log)
+    flush_interval_seconds: Annotated[float, Field(gt=0)] = 0.25
+    batch_size: Annotated[int, Field(gt=0)] = 512
+    retry_seconds: Annotated[float, Field(gt=0)] = 1.0  # how often a down database is tried again
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0  # connecting, and each statement
+    pool_size: Annotated[int, Field(gt=0)] = 4
+
+    @model_validator(mode="after")
+    def _dsn_set(self) -> "LedgerConfig":
+        if self.backend == "postgres" and not os.environ.get(self.dsn_env):
+            raise ValueError(f"backend: postgres reads its DSN from ${self.dsn_env} (dsn_env), which is not set")
+        return self
+
+    @property
+    def dsn(self) -> str:
+        return os.environ.get(self.dsn_env, "")
+
+
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/=-]{0,63}$"
+
+
+class TagsConfig(_Section):
+    # Tags worth their own label on the spend metrics (bounded); every tag is in the ledger regardless.
+    metrics: tuple[Annotated[str, Field(pattern=TAG_PATTERN)], ...] = ()
 
 
 class BudgetConfig(_Section):
@@ -143,6 +180,13 @@ def mask_secrets(summary: dict[str, Any], auth: AuthConfig, store: StoreConfig) 
     if auth.master_key_env:
         summary["auth"]["master_key_env"] = f"{auth.master_key_env} ({'set' if auth.master_key else 'unset'})"
     summary["store"]["redis_url"] = masked_url(store.redis_url)
+
+
+def masked_dsn(dsn: str) -> str:
+    """A database DSN fit for logs and errors: URL or key=value form, the password never shown."""
+    if "://" in dsn:
+        return masked_url(dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
 
 
 def masked_url(url: str) -> str:

@@ -32,6 +32,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--name", required=True, help="the key's id (in the ledger, in key:ID budget scopes)")
     create.add_argument("--team", required=True)
     create.add_argument("--budget-usd-per-day", help="this key's own daily budget")
+    create.add_argument("--tags", help="comma-separated tags on every request made with the key (ledger rows)")
     create.set_defaults(run=_create)
     listing = actions.add_parser("list", help="every key, revoked ones included")
     listing.set_defaults(run=_list)
@@ -50,6 +51,8 @@ def _create(args: argparse.Namespace) -> int:
     body = {"name": args.name, "team": args.team}
     if args.budget_usd_per_day is not None:
         body["budget_usd_per_day"] = args.budget_usd_per_day
+    if args.tags:
+        body["tags"] = [tag.strip() for tag in args.tags.split(",") if tag.strip()]
     record = admin_call(args, "POST", "/admin/keys", body)
     if args.json:
         print(json.dumps(record, indent=2))

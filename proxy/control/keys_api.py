@@ -16,11 +16,12 @@ from proxy.control.config import NAME_PATTERN
 from proxy.errors import BadRequest, NotFound, ProxyError, ServiceUnavailable
 from proxy.control.keys import key_hash, new_key
 from proxy.accounting.money import nanos_to_usd, usd_to_nanos
+from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.store import KeyRecord, StoreUnavailable
 
 log = logging.getLogger("thriftgate.keys")
 _NAME = re.compile(NAME_PATTERN)
-_CREATE_FIELDS = ("name", "team", "budget_usd_per_day")
+_CREATE_FIELDS = ("name", "team", "budget_usd_per_day", "tags")
 
 
 class Conflict(ProxyError):
@@ -48,7 +49,8 @@ async def create(request: web.Request) -> web.Response:
     if name in auth.declared_ids:
         raise Conflict(f"The key id '{name}' is declared in the config.", param="name")
     key = new_key()
-    record = KeyRecord(name, team, key_hash(key), created_at=time.time(), budget_nanos_per_day=budget)
+    record = KeyRecord(name, team, key_hash(key), created_at=time.time(), budget_nanos_per_day=budget,
+                       tags=_tags(body.get("tags")))
     if not await _stored(store.add_key(record)):
         raise Conflict(f"A key with the id '{name}' exists already (ids of revoked keys are not reused).",
                        param="name")
@@ -122,7 +124,19 @@ def _budget(value: object) -> int | None:
     return usd_to_nanos(usd)
 
 
+def _tags(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        raise BadRequest("'tags' must be a list of strings.", param="tags")
+    try:
+        return tuple(sorted(parse_tags(",".join(value))))
+    except BadRequest as exc:
+        raise BadRequest(exc.message.replace(f"The {TAGS_HEADER} header", "'tags'"), param="tags") from None
+
+
 def _shown(record: KeyRecord) -> dict:
     budget = record.budget_nanos_per_day
     return {"id": record.id, "team": record.team, "created_at": record.created_at or None,
-            "revoked_at": record.revoked_at, "budget_usd_per_day": None if budget is None else f"{nanos_to_usd(budget):f}", "source": record.source}
+            "revoked_at": record.revoked_at, "budget_usd_per_day": None if budget is None else f"{nanos_to_usd(budget):f}", "source": record.source,
+            "tags": list(record.tags)}

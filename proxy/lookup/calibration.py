@@ -5,7 +5,7 @@ proxy/defaults/lookup_minilm.json, for all-MiniLM-L6-v2) says which of the guard
 and, for each similarity threshold, the precision and duplicate hit rate measured there. `max_wrong_rate`
 picks the lowest threshold from which every threshold measured has a precision of at least 1 - max_wrong_rate
 (the curve is noisy: a lucky band below a bad one is not an operating point). Once enough of the
-operator's own shadow-mode verdicts are in the ledger (MIN_VERDICTS judged candidates of that policy), the
+operator's own shadow-mode verdicts are in the ledger (either backend) (MIN_VERDICTS judged candidates of that policy), the
 curve comes from them instead: precision = the share of candidates above a threshold whose fresh answer
 agreed, hit rate = their share of lookups.
 """
@@ -13,7 +13,7 @@ agreed, hit rate = their share of lookups.
 import hashlib
 import json
 import logging
-import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,19 +129,26 @@ class Verdicts:
     lookups: int
 
 
-def shadow_verdicts(ledger_path: str, since: float) -> dict[str, Verdicts]:
-    """Per policy, the shadow-mode verdicts in the ledger since then ({} when there is no ledger yet)."""
-    from proxy.accounting.ledger import open_readonly
+def shadow_verdicts(ledger, since: float) -> dict[str, Verdicts]:
+    """Per policy, the shadow-mode verdicts in the ledger (a LedgerConfig: this replica's SQLite file, or the
+    fleet's PostgreSQL) since then; {} when there is no ledger yet or it cannot be read (logged)."""
+    from proxy.accounting.ledger_backends import open_reader
 
-    if not Path(ledger_path).is_file():
+    def read() -> list[dict]:
+        with open_reader(ledger) as reader:
+            return reader.lookup_rows(since=since)
+
+    if ledger.backend == "sqlite" and not Path(ledger.path).is_file():
         return {}
     judged: dict[str, list[tuple[float, bool]]] = {}
     lookups: dict[str, int] = {}
     try:
-        with open_readonly(ledger_path) as reader:
-            rows = reader.lookup_rows(since=since)
-    except (sqlite3.Error, OSError) as exc:
-        log.warning("lookup: shadow verdicts not read from %s: %s", ledger_path, exc)
+        # A thread of its own: PostgreSQL's reader runs an event loop, and the proxy's may be running here.
+        with ThreadPoolExecutor(1, thread_name_prefix="thriftgate-calibration") as pool:
+            rows = pool.submit(read).result()
+    except Exception as exc:  # the shipped curve serves instead: never a failed start
+        log.warning("lookup: shadow verdicts not read from the %s ledger: %s: %s", ledger.backend,
+                    type(exc).__name__, exc)
         return {}
     for row in rows:
         for policy, lookup in orjson.loads(row["lookups"]).items():

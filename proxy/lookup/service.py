@@ -110,7 +110,7 @@ def build_lookups(config: Config, *, upstreams: UpstreamClient, prices: PriceTab
             retry_seconds=store.retry_seconds, block_ms=int(store.timeout_seconds * 500))
     else:
         entries = MemoryEntries()
-    shadow = shadow_verdicts(config.ledger.path, since=clock() - SHADOW_WINDOW) if _semantic(config) else {}
+    shadow = shadow_verdicts(config.ledger, since=clock() - SHADOW_WINDOW) if _semantic(config) else {}
     return Lookups(embedders, entries, metrics, clock, upstreams=upstreams, prices=prices, models=models,
                    shadow=shadow)
 

@@ -101,6 +101,7 @@ class Auth:
         if record.revoked_at is not None:
             raise Unauthorized(f"The API key '{record.id}' has been revoked.")
         ex.key_id, ex.team, ex.key_budget_nanos = record.id, record.team, record.budget_nanos_per_day
+        ex.tags = frozenset(record.tags)
         ex.upstream_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _KEY_HEADERS)
 
     def require_master(self, request: web.Request, *, always: bool = False, what: str = "The admin API") -> None:

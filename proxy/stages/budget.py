@@ -4,12 +4,12 @@ reserve (after routing: model, body and output limit are final): every rule the 
 (team, key, user, model glob, global; usd per calendar window, tokens and requests per minute)
 becomes a charge on a counter, and the store holds all of them or none, atomically. A soft limit,
 or an exhausted `on_exhausted: downgrade` budget, moves the request to `downgrade_to` (once) and
-reserves again for that model. settle (in the pipeline's `finally`, shielded from cancellation):
+reserves again for that model. settle (in the pipeline's `finally`; it never waits on I/O):
 the holds become what the request really cost; a request that failed before any answer costs 0.
-With a shared store, settle also adds the request to the fleet's spend totals.
+With a shared store, settle also adds the request to the fleet's spend totals. The remaining and
+used-ratio gauges and the alerts follow what the store says each budget has settled (Store.on_settled).
 """
 
-import asyncio
 import logging
 import math
 import time
@@ -58,7 +58,14 @@ class Budgets:
         self._fail_closed = store_config.on_failure == "closed"
         self._clock = clock
         self._windows: dict[str, tuple[str, float, float]] = {}
-        self._settling: set[asyncio.Task] = set()
+        # (window, scope) -> the configured usd rules on that counter: what the used-ratio, remaining and
+        # alerts follow, from the totals the store settles (store.on_settled).
+        self._watched: dict[tuple[str, str], list[Rule]] = {}
+        for rule in rules:
+            if rule.metric == "usd" and rule.labelled:
+                self._watched.setdefault((rule.window, rule.scope), []).append(rule)
+        if self._watched:
+            store.on_settled(self._observe_settled)
 
     # ---- reserve ----
 
@@ -111,18 +118,26 @@ class Budgets:
             ex.reservation = None
             raise self._refusal(plan, now)
 
-    async def reserve_batch(self, ex: Exchange, usd_nanos: int, hold_seconds: float) -> Reservation | None:
-        """A Batch API job: holds its batch-priced ceiling on every usd budget it touches, until its window
-        closes (per-minute token and request limits do not apply to work the provider runs later).
-        Raises RateLimited when it does not fit."""
+    async def reserve_batch(self, ex: Exchange, usd_nanos: int) -> Reservation | None:
+        """A Batch API job: holds its batch-priced ceiling on every usd budget it touches while the provider
+        is asked to take it (per-minute token and request limits do not apply to work the provider runs
+        later). Raises RateLimited when it does not fit; commit_batch once the provider took it."""
         plan = self._plan(ex, self._clock(), metrics=("usd",), usd_nanos=usd_nanos)
         if plan is None:
             return None
-        await self._hold(ex, plan, hold_seconds)
+        await self._hold(ex, plan)
         if plan.reserved is not None and not plan.reserved.ok:
             ex.reservation = None
             raise self._refusal(plan, plan.now)
         return plan
+
+    async def commit_batch(self, ex: Exchange, plan: Reservation) -> None:
+        """The provider took the batch: its ceiling counts as spent from now until its lines are priced (the
+        job then settles the difference, from whichever replica accounts it). Spent, not held: a hold lives in
+        one replica's lease and would die with it, or outlive a settle made by another replica."""
+        ex.reservation = None
+        counters = tuple((charge.counter, charge.amount, charge.ttl) for charge in plan.charges)
+        await self._settle(Settlement(plan.hold_id, self._clock(), counters))
 
     def _plan(self, ex: Exchange, now: float, *, estimate: bool = True,
               metrics: tuple[str, ...] = ("usd", "tokens", "requests"), usd_nanos: int | None = None
@@ -157,12 +172,12 @@ class Budgets:
             slots.append(slot)
         return Reservation(tuple(rules), tuple(slots), tuple(charges), tuple(metrics), tuple(ends), now)
 
-    async def _hold(self, ex: Exchange, plan: Reservation, hold_seconds: float | None = None) -> None:
+    async def _hold(self, ex: Exchange, plan: Reservation) -> None:
         ex.reservation = plan  # from here on, settle clears whatever the store may hold
         plan.hold_id = ex.request_id
         try:
             plan.reserved = await self._store.reserve(
-                ex.request_id, plan.charges, plan.now, plan.now + (hold_seconds or self._hold_seconds)
+                ex.request_id, plan.charges, plan.now, plan.now + self._hold_seconds
             )
         except StoreUnavailable as exc:
             plan.maybe_held = exc.attempted  # the call went out: its hold, if any, is released when settled
@@ -225,21 +240,13 @@ class Budgets:
             actual = self._actual(ex, plan)
             if plan.maybe_held or any(actual):
                 counters = tuple((charge.counter, amount, charge.ttl) for charge, amount in zip(plan.charges, actual))
-            if plan.reserved is not None:
-                self._observe(plan, actual)
         # The fleet's totals count what was answered (the ledger also has a row for each refusal).
         totals = self._totals(ex) if self._store.shared and answered and ex.model else None
         if not counters and totals is None:
             return
         settlement = Settlement(plan.hold_id if plan and plan.hold_id else ex.request_id, self._clock(),
                                 counters, totals)
-        if not self._store.shared:
-            await self._settle(settlement)  # in process: nothing in it waits, so nothing can cut it short
-            return
-        task = asyncio.ensure_future(self._settle(settlement))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-        await asyncio.shield(task)
+        await self._settle(settlement)  # recorded in process (Redis: written in batches): nothing to cut short
 
     async def _settle(self, settlement: Settlement) -> None:
         try:
@@ -248,9 +255,7 @@ class Budgets:
             log.exception("could not settle request %s", settlement.id)
 
     async def close(self) -> None:
-        """Waits for the settlements still being written."""
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        """Gives the budget alerts on their way their time (settlements are the store's to write)."""
         if self._alerts is not None:
             await self._alerts.close()
 
@@ -298,15 +303,23 @@ class Budgets:
                 headers[f"x-ratelimit-reset-{metric}"] = _duration(plan.ends[slot] - now)
         return headers
 
-    def _observe(self, plan: Reservation, used: list[int]) -> None:
-        for rule, slot in zip(plan.rules, plan.slots):
-            if rule.metric == "usd" and rule.labelled:
-                level = plan.reserved.levels[slot] + used[slot]
-                self._metrics.budget_remaining(rule.scope, rule.window, max(rule.limit - level, 0))
-                self._metrics.budget_used(rule.scope, rule.window, level / rule.limit)
-                if rule.alerts and self._alerts is not None:
-                    window_id, _, end = self._window(rule.window, plan.now)
-                    self._alerts.observe(rule, window_id, end, level)
+    def _observe_settled(self, counter: str, settled: int) -> None:
+        """What a budget's window has settled, as the store learns it: in process (memory) or, with Redis, as
+        Redis holds it when this replica writes a batch or renews a lease, so every replica's spend is in it.
+        Whichever replica writes last sees the fleet's total: a share passed is alerted on, whichever replica
+        passed it. Holds and leases are not spent and do not count."""
+        metric, window, window_id, scope = counter.split(":", 3)
+        rules = self._watched.get((window, scope)) if metric == "usd" else None
+        if not rules:
+            return
+        current, _, end = self._window(window, self._clock())
+        if window_id != current:
+            return  # written late for a window that has closed
+        for rule in rules:
+            self._metrics.budget_remaining(rule.scope, rule.window, max(rule.limit - settled, 0))
+            self._metrics.budget_used(rule.scope, rule.window, max(settled, 0) / rule.limit)
+            if rule.alerts and self._alerts is not None:
+                self._alerts.observe(rule, window_id, end, settled)
 
     # ---- counting ----
 

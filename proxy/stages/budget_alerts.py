@@ -1,7 +1,9 @@
 """Budget alerts: a webhook message when a usd budget's spend passes each share configured in its `alerts`.
 
-Checked after each settle (stages/budget.py) against what the store says is spent or held, with no I/O on
-the request's path: a share newly passed in this window starts a task. The task takes the once-only mark
+Checked against what the store says the budget's window has settled (stages/budget.py: in process with the
+memory store; with Redis, the fleet's total each time this replica writes a batch of settlements or renews
+a lease, so the replica writing last sees every replica's spend), with no I/O on the request's path: a share
+newly passed in this window starts a task. The task takes the once-only mark
 `budget-alert:<counter>:<share>` in the store (SET NX on Redis: the whole fleet sends one message, whichever
 replica gets there first), then posts Slack-compatible JSON (`text`, plus the figures under `thriftgate`),
 retrying with backoff. Every outcome is logged and counted (thriftgate_budget_alerts_total); the URL, a
@@ -36,9 +38,13 @@ class BudgetAlerts:
         self._passed: dict[str, tuple[str, float]] = {}  # scope/window -> (window id, highest share handled)
         self._tasks: set[asyncio.Task] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def observe(self, rule: Rule, window_id: str, window_end: float, level: int) -> None:
-        """After a settle: `level` is what the budget's window has spent or holds."""
+        """`level`: what the budget's window has settled. Once closed (the replica stops, after writing its
+        last settlements), nothing more is sent: a share only a later write passes is the next writer's."""
+        if self._closed:
+            return
         key = f"{rule.scope}|{rule.window}"
         seen_window, handled = self._passed.get(key, ("", 0.0))
         if seen_window != window_id:
@@ -99,6 +105,7 @@ class BudgetAlerts:
     async def close(self) -> None:
         """Gives alerts on their way one attempt's time to arrive, stops those still retrying (logged), then
         the HTTP client."""
+        self._closed = True
         if self._tasks:
             _, unsent = await asyncio.wait(list(self._tasks), timeout=self._config.timeout_seconds)
             for task in unsent:

@@ -8,8 +8,10 @@ import time
 import orjson
 
 from proxy.exchange import Exchange
-from proxy.accounting.ledger import Ledger, SpendRecord
+from proxy.accounting.ledger import BatchedLedger as Ledger
+from proxy.accounting.spend_record import SpendRecord
 from proxy.lookup.trace import ledger_column
+from proxy.stages.tags import tags_column
 from proxy.accounting.language import count_words, metric_label
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.usage import Usage
@@ -79,8 +81,8 @@ def spend_record(ex: Exchange) -> SpendRecord:
         status=ex.status, stream=ex.stream, latency_ms=round(ex.latency_seconds * 1000, 3),
         client_disconnected=ex.client_disconnected, error=ex.error_code,
         policies=_policies_column(ex), savings_nanos=sum(s.nanos for s in ex.savings if s.basis != "shadow"),
-        lookups=ledger_column(ex.lookups), attempt=ex.attempts, parent_id=ex.parent_id, fallback=ex.fallback_reason,
-        truncated=ex.truncated, **request_facts(ex),
+        lookups=ledger_column(ex.lookups), tags=tags_column(ex.tags), attempt=ex.attempts, parent_id=ex.parent_id,
+        fallback=ex.fallback_reason, truncated=ex.truncated, **request_facts(ex),
     )
 
 
@@ -90,7 +92,7 @@ def request_facts(ex: Exchange) -> dict:
     Costs a few microseconds: images are looked for only in a body that names one (a byte scan first), and
     words (a split, ~15 us for 300 words) are counted for every tagged answer but one untagged answer in
     UNTAGGED_WORDS_SAMPLE: tokens per word is a ratio, which a sample measures as well."""
-    facts = {"tags": ",".join(sorted(ex.tags)), "language": ex.language}
+    facts = {"language": ex.language}
     body, dialect = ex.body, ex.dialect
     if body is None or ex.endpoint == "passthrough":
         return facts

@@ -1,19 +1,21 @@
 """The state budgets and keys need: counters with reservations, fleet spend totals, virtual keys.
 
-Two stores pass one contract suite (tests/store): MemoryStore (one process) and RedisStore (a
-fleet of replicas). Amounts are integers: nano-dollars, tokens or requests.
+Two stores pass one contract suite (tests/budgets): MemoryStore (one process) and RedisStore (a
+fleet of replicas, serving reservations from leases: store/leases.py). Amounts are integers:
+nano-dollars, tokens or requests.
 
 A counter holds `used` (settled) plus live holds (reservations). `reserve` checks every counter a
 request touches and holds the amounts in all of them, or in none, as one atomic step. A hold dies
 at its deadline: a request whose process crashed stops holding budget without anyone releasing it.
-`settle` drops the request's holds and adds what it really used (idempotent per request id);
+`settle` drops the request's holds and adds what it really used (a repeat within
+SETTLE_REPLAY_SECONDS is applied once);
 `release` drops holds only (a reservation replaced by another, for a downgraded model).
 Callers pass `now`: the clock is theirs (tests inject one), so windows and deadlines agree.
 """
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,7 +23,7 @@ SPEND_DIMENSIONS = ("model", "team", "key", "day")
 SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens",
                  "reasoning_tokens", "cost_nanos", "unpriced_requests")
 SPEND_RETENTION_SECONDS = 400 * 86400  # fleet totals per day are kept this long
-SETTLED_MARK_SECONDS = 86400  # a settle replayed within this long is applied once
+SETTLE_REPLAY_SECONDS = 10.0  # a settle repeated within this long (same request id) is applied once
 
 
 class StoreUnavailable(Exception):
@@ -91,6 +93,7 @@ class KeyRecord:
     revoked_at: float | None = None
     budget_nanos_per_day: int | None = None
     source: str = "store"  # store | config
+    tags: tuple[str, ...] = ()  # default tags of every request made with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class Store(Protocol):
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+
+    async def flush(self) -> None:
+        """Writes what this replica settled (Redis: the batch on its way) if the store is up; never raises."""
     def health(self) -> Health: ...
 
     async def reserve(self, hold_id: str, charges: tuple[Charge, ...], now: float, hold_until: float) -> Reserved:
@@ -115,7 +121,13 @@ class Store(Protocol):
         """Drops the holds; raises StoreUnavailable (the holds then die at their deadline)."""
 
     async def settle(self, settlement: Settlement) -> None:
-        """Never loses a settlement: a shared store that is down keeps it and writes it on its return."""
+        """Records the settlement in process, never waiting on I/O (Redis: written in batches), and never
+        loses it: a shared store that is down keeps it and writes it on its return."""
+
+    def on_settled(self, listener: Callable[[str, int], None]) -> None:
+        """listener(counter, settled) whenever the store learns what a counter has settled: in process at each
+        settle (memory), or as Redis holds it, every replica's batches included, each time this replica writes
+        a batch or renews a lease (Redis). Called on the event loop; it must not block."""
 
     async def spend(self, by: str, days: list[str]) -> list[dict]: ...
 

@@ -4,14 +4,14 @@ Atomic because nothing here awaits: a reserve checks and holds with no other req
 Counters, holds and settled marks are dropped once past their time, so memory stays bounded.
 """
 
-import heapq
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from proxy.store import (SETTLED_MARK_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
+from proxy.store import (SETTLE_REPLAY_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
                          Settlement, spend_rows)
+from proxy.store.holds import Holds, RecentIds
 
 _SWEEP_SECONDS = 60.0
 
@@ -20,26 +20,7 @@ _SWEEP_SECONDS = 60.0
 class _Counter:
     expires_at: float
     used: int = 0
-    held: int = 0
-    holds: dict[str, tuple[int, float]] = field(default_factory=dict)  # hold id -> (amount, deadline)
-    deadlines: list[tuple[float, str]] = field(default_factory=list)  # heap, to drop dead holds in order
-
-    def drop_dead_holds(self, now: float) -> None:
-        while self.deadlines and self.deadlines[0][0] <= now:
-            deadline, hold_id = heapq.heappop(self.deadlines)
-            hold = self.holds.get(hold_id)
-            if hold is not None and hold[1] == deadline:
-                del self.holds[hold_id]
-                self.held -= hold[0]
-
-    def drop_hold(self, hold_id: str) -> None:
-        hold = self.holds.pop(hold_id, None)
-        if hold is None:
-            return
-        self.held -= hold[0]  # its heap entry is skipped when it comes up, or dropped when the heap is rebuilt
-        if len(self.deadlines) > 2 * len(self.holds) + 64:
-            self.deadlines = [(deadline, hold_id) for hold_id, (_, deadline) in self.holds.items()]
-            heapq.heapify(self.deadlines)
+    holds: Holds = field(default_factory=Holds)
 
 
 class MemoryStore:
@@ -48,19 +29,23 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._counters: dict[str, _Counter] = {}
-        self._settled: dict[str, float] = {}  # request id -> when the mark may go
+        self._settled = RecentIds(SETTLE_REPLAY_SECONDS)
         self._spend: dict[str, Counter] = {}  # day -> field -> amount
         self._keys: dict[str, KeyRecord] = {}
         self._key_ids_by_hash: dict[str, str] = {}
         self._next_sweep = 0.0
         self._marks: dict[str, float] = {}  # mark_once: name -> when it expires
         self._notes: dict[str, tuple[str, float]] = {}  # put_note: name -> (text, when it expires)
+        self._on_settled: Callable[[str, int], None] | None = None
 
     async def start(self) -> None:
         pass
 
     async def close(self) -> None:
         pass
+
+    async def flush(self) -> None:
+        pass  # settled in place
 
     def health(self) -> Health:
         return Health(self.backend, reachable=True)
@@ -71,40 +56,40 @@ class MemoryStore:
         levels = []
         refused = None
         for index, (charge, counter) in enumerate(zip(charges, counters)):
-            counter.drop_dead_holds(now)
-            own = counter.holds.get(hold_id, (0, 0.0))[0]  # a hold this id has here already is replaced
-            level = counter.used + counter.held - own
+            counter.holds.drop_dead(now)
+            level = counter.used + counter.holds.held - counter.holds.own(hold_id)
             levels.append(level)
             if refused is None and charge.limit is not None and level + charge.amount > charge.limit:
                 refused = index
         if refused is not None:
             return Reserved(False, tuple(levels), refused)
         for charge, counter in zip(charges, counters):
-            counter.drop_hold(hold_id)
-            counter.holds[hold_id] = (charge.amount, hold_until)
-            counter.held += charge.amount
-            heapq.heappush(counter.deadlines, (hold_until, hold_id))
+            counter.holds.hold(hold_id, charge.amount, hold_until)
         return Reserved(True, tuple(levels))
+
+    def on_settled(self, listener: Callable[[str, int], None]) -> None:
+        self._on_settled = listener
 
     async def release(self, hold_id: str, counters: Iterable[str]) -> None:
         for name in counters:
             counter = self._counters.get(name)
             if counter is not None:
-                counter.drop_hold(hold_id)
+                counter.holds.drop(hold_id)
 
     async def settle(self, settlement: Settlement) -> None:
         now = settlement.at
-        if settlement.id in self._settled:
-            return
-        self._settled[settlement.id] = now + SETTLED_MARK_SECONDS
+        if not self._settled.add(settlement.id, now):
+            return  # a repeat
         for name, actual, ttl in settlement.counters:
             counter = self._counters.get(name)
             if counter is None:
                 if not actual:
                     continue
                 counter = self._counters[name] = _Counter(now + ttl)
-            counter.drop_hold(settlement.id)
+            counter.holds.drop(settlement.id)
             counter.used += actual
+            if self._on_settled is not None:
+                self._on_settled(name, counter.used)
         if settlement.totals is not None:
             self._spend.setdefault(settlement.totals.day, Counter()).update(settlement.totals.increments())
 
@@ -157,11 +142,10 @@ class MemoryStore:
         return counter
 
     def _sweep(self, now: float) -> None:
-        """Drops counters past their window and old settled marks, at most once a minute."""
+        """Drops counters past their window, at most once a minute."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + _SWEEP_SECONDS
         self._counters = {name: c for name, c in self._counters.items() if c.expires_at > now}
-        self._settled = {rid: until for rid, until in self._settled.items() if until > now}
         oldest = time.strftime("%Y-%m-%d", time.gmtime(now - SPEND_RETENTION_SECONDS))
         self._spend = {day: totals for day, totals in self._spend.items() if day >= oldest}

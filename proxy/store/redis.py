@@ -1,23 +1,23 @@
-"""The Redis store: counters, totals and keys shared by every replica, each step one Lua script.
+"""The Redis store: budget counters, fleet totals and keys shared by every replica.
 
-Keys, all under the configured prefix P (one Redis, not a cluster: a script's keys must live together):
-  P c:<counter>     hash: used, held, h:<hold id> -> amount
-  P z:<counter>     sorted set: hold id -> deadline, so a script finds and drops dead holds
-  P s:<request id>  settled mark: a replayed settlement is applied once
-  P spend:<day>     hash: metric|dimension|value -> total (the fleet's spend, by model, team, key, day)
-  P keys            hash: key id -> record (JSON);  P keyhash: sha256 -> key id
+Budgets run on leases (store/leases.py): a reservation that fits this replica's lease is held in
+process memory, with no Redis round trip; one that does not asks Redis to grow the lease, in one
+atomic script (store/redis_scripts.py). Settlements are summed locally and written in batches by
+one sync task, which also renews the leases, gives back those left idle, and gets Redis's view of
+each counter. A replica that dies stops holding budget when its leases expire (lease_seconds).
 
-When Redis cannot be reached the store is down: reserve and key calls raise StoreUnavailable at
-once, and settlements wait in memory. A task pings every retry_seconds; when Redis answers, it
-writes the waiting settlements in order, and only then is the store up again.
+When Redis cannot be reached the store is down: reservations that need Redis, and every
+reservation while down, raise StoreUnavailable at once; settlements keep adding up locally. A task
+pings every retry_seconds; when Redis answers it writes what waited, and only then is the store up.
 """
 
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
-from collections import deque
+import math
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
@@ -26,102 +26,22 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.control.config import StoreConfig, masked_url
-from proxy.store import (SETTLED_MARK_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
+from proxy.store import (SETTLE_REPLAY_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
                          Settlement, StoreUnavailable, spend_rows)
+from proxy.store.leases import LeaseBook
+from proxy.store.redis_scripts import ADD_KEY, KEY_BY_HASH, SYNC
 
 log = logging.getLogger("thriftgate.store")
 T = TypeVar("T")
-# Settlements kept while Redis is down (about half a kilobyte each); past this the oldest are dropped.
-MAX_PENDING = 250_000
 POOL_WAIT_SECONDS = 10.0
-REPLAY_BATCH = 500
+# Settlements are written at most this often: a batch gathers what was settled meanwhile.
+SYNC_INTERVAL = 0.01
+# A replica replays an unconfirmed batch when Redis answers again; its mark outlives such an outage.
+BATCH_MARK_SECONDS = 86400
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
-
-# KEYS: n counter hashes, then their n hold sets. ARGV: now, hold deadline, hold id, then per counter
-# amount, limit (-1: none), ttl. Returns {refused index or 0, level of each counter before this hold}.
-RESERVE = """
-local n = #KEYS / 2
-local now, id = ARGV[1], ARGV[3]
-local field = 'h:' .. id
-local levels, refused = {}, 0
-for i = 1, n do
-  local c, z = KEYS[i], KEYS[n + i]
-  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  if #dead > 0 then
-    local freed = 0
-    for _, dead_id in ipairs(dead) do
-      freed = freed + (tonumber(redis.call('HGET', c, 'h:' .. dead_id)) or 0)
-      redis.call('HDEL', c, 'h:' .. dead_id)
-    end
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-    redis.call('HINCRBY', c, 'held', -freed)
-  end
-  local v = redis.call('HMGET', c, 'used', 'held', field)
-  local level = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0) - (tonumber(v[3]) or 0)
-  levels[i] = level
-  local limit = tonumber(ARGV[3 + 3 * i - 1])
-  if refused == 0 and limit >= 0 and level + tonumber(ARGV[3 + 3 * i - 2]) > limit then refused = i end
-end
-if refused == 0 then
-  for i = 1, n do
-    local c, z = KEYS[i], KEYS[n + i]
-    local amount = tonumber(ARGV[3 + 3 * i - 2])
-    local own = tonumber(redis.call('HGET', c, field)) or 0
-    redis.call('HINCRBY', c, 'held', amount - own)
-    redis.call('HSET', c, field, amount)
-    redis.call('ZADD', z, ARGV[2], id)
-    redis.call('EXPIRE', c, ARGV[3 + 3 * i])
-    redis.call('EXPIRE', z, ARGV[3 + 3 * i])
-  end
-end
-return {refused, unpack(levels)}
-"""
-
-# KEYS: n counter hashes, their n hold sets, the settled mark, then the day's spend hash (if any).
-# ARGV: hold id, final (1: settle once, with totals; 0: release), n, mark ttl, spend ttl,
-# then per counter actual, ttl; then spend field, increment pairs. Returns 0 when already settled.
-SETTLE = """
-local id, final, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
-if final and not redis.call('SET', KEYS[2 * n + 1], '1', 'NX', 'EX', ARGV[4]) then return 0 end
-local field = 'h:' .. id
-for i = 1, n do
-  local c, z = KEYS[i], KEYS[n + i]
-  local held = tonumber(redis.call('HGET', c, field))
-  if held then
-    redis.call('HINCRBY', c, 'held', -held)
-    redis.call('HDEL', c, field)
-    redis.call('ZREM', z, id)
-  end
-  local actual = tonumber(ARGV[5 + 2 * i - 1])
-  if actual ~= 0 then
-    redis.call('HINCRBY', c, 'used', actual)
-    redis.call('EXPIRE', c, ARGV[5 + 2 * i])
-  end
-end
-local spend = KEYS[2 * n + 2]
-if final and spend then
-  for j = 6 + 2 * n, #ARGV, 2 do redis.call('HINCRBY', spend, ARGV[j], ARGV[j + 1]) end
-  redis.call('EXPIRE', spend, ARGV[5])
-end
-return 1
-"""
-
-ADD_KEY = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
-return 1
-"""
-
-KEY_BY_HASH = """
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if not id then return false end
-return redis.call('HGET', KEYS[1], id)
-"""
 
 
 class RedisStore:
@@ -132,10 +52,18 @@ class RedisStore:
         self._config = config
         self._prefix = config.key_prefix
         self._where = masked_url(config.redis_url)
+        self._lease_id = secrets.token_hex(8)
+        self._lease_seconds = config.lease_seconds
         self._redis: Redis | None = None
         self._up = False
-        self._pending: deque[Settlement] = deque()
+        self._book = LeaseBook(SETTLE_REPLAY_SECONDS)
+        self._lock = asyncio.Lock()  # one sync at a time: leases change only in the order Redis saw
+        self._wake = asyncio.Event()
+        self._clock = (time.time(), time.monotonic())  # the callers' clock, as last seen
+        self._syncer: asyncio.Task | None = None
+        self._closing = False
         self._recovery: asyncio.Task | None = None
+        self._on_settled: Callable[[str, int], None] | None = None
 
     async def start(self) -> None:
         timeout = self._config.timeout_seconds
@@ -147,8 +75,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._redis = Redis.from_pool(pool)
-        self._reserve = self._redis.register_script(RESERVE)
-        self._settle = self._redis.register_script(SETTLE)
+        self._sync_script = self._redis.register_script(SYNC)
         self._add_key = self._redis.register_script(ADD_KEY)
         self._key_by_hash = self._redis.register_script(KEY_BY_HASH)
         try:
@@ -157,51 +84,80 @@ class RedisStore:
             self._went_down(exc)
         else:
             self._up = True
+        self._syncer = asyncio.create_task(self._sync_continually(), name="thriftgate-store-sync")
 
     async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._syncer is not None:
+            await self._syncer
         if self._recovery is not None:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
-        if self._pending:
-            try:
-                await self._write_pending()
-            except _DOWN:
-                log.error("%d settlements could not be written to Redis at %s before stopping; the ledger has "
-                          "these requests", len(self._pending), self._where)
+        try:
+            async with self._lock:
+                await self._sync(self._now(), closing=True)  # writes what waits, gives the leases back
+        except _DOWN:
+            pass
+        if self._book.waiting:
+            log.error("%d settlements could not be written to Redis at %s before stopping; the ledger has "
+                      "these requests", self._book.waiting, self._where)
         if self._redis is not None:
             await self._redis.aclose()
 
+    async def flush(self) -> None:
+        if not self._up:
+            return
+        try:
+            async with self._lock:
+                await self._sync(self._now())
+        except _DOWN as exc:
+            self._went_down(exc)
+
     def health(self) -> Health:
-        return Health(self.backend, self._up, len(self._pending))
+        # Up, settlements wait SYNC_INTERVAL at most: only those kept through an outage are worth reporting.
+        return Health(self.backend, self._up, 0 if self._up else self._book.waiting)
 
     async def reserve(self, hold_id: str, charges: tuple[Charge, ...], now: float, hold_until: float) -> Reserved:
-        keys = [self._key("c:", c.counter) for c in charges] + [self._key("z:", c.counter) for c in charges]
-        args: list = [repr(now), repr(hold_until), hold_id]
-        for charge in charges:
-            args += [charge.amount, -1 if charge.limit is None else charge.limit, charge.ttl]
-        result = await self._run(lambda: self._reserve(keys=keys, args=args))
-        refused = int(result[0])
-        return Reserved(refused == 0, tuple(int(level) for level in result[1:]), refused - 1 if refused else None)
+        self._clock = (now, time.monotonic())
+        if not self._up:
+            raise StoreUnavailable(self._unreachable)
+        decided = self._book.reserve(hold_id, charges, now, hold_until)
+        if isinstance(decided, Reserved):
+            return decided  # the common case: within this replica's leases
+        async with self._lock:
+            refused = None
+            for _ in range(3):  # a lease grown for this request can be taken by others while it waits
+                decided = self._book.reserve(hold_id, charges, now, hold_until)
+                if isinstance(decided, Reserved) or refused is not None:
+                    break
+                if not self._up:
+                    raise StoreUnavailable(self._unreachable)
+                try:
+                    refused = await self._sync(now, decided)
+                except _DOWN as exc:
+                    self._went_down(exc)
+                    raise StoreUnavailable(self._unreachable) from None
+        if isinstance(decided, Reserved):
+            return decided
+        return self._book.refusal(hold_id, charges, refused, now)
+
+    def on_settled(self, listener: Callable[[str, int], None]) -> None:
+        self._on_settled = listener
 
     async def release(self, hold_id: str, counters: Iterable[str]) -> None:
-        settlement = Settlement(hold_id, 0.0, tuple((counter, 0, 0) for counter in counters))
-        await self._run(lambda: self._write(settlement, final=False))
+        self._book.release(hold_id, counters)
 
     async def settle(self, settlement: Settlement) -> None:
-        if self._up:
-            try:
-                await self._write(settlement, final=True)
-                return
-            except _DOWN as exc:
-                self._went_down(exc)
-        if len(self._pending) >= MAX_PENDING:
-            dropped = self._pending.popleft()
-            log.error("more than %d settlements wait for Redis; dropped %s (the ledger has it)", MAX_PENDING, dropped.id)
-        self._pending.append(settlement)
+        self._clock = (settlement.at, time.monotonic())
+        if self._book.settle(settlement):
+            self._wake.set()
 
     async def spend(self, by: str, days: list[str]) -> list[dict]:
         async def read() -> list[dict]:
+            async with self._lock:
+                await self._sync(self._now())  # this replica's own settlements first
             async with self._redis.pipeline(transaction=False) as pipe:
                 for day in days:
                     pipe.hgetall(self._key("spend:", day))
@@ -247,69 +203,116 @@ class RedisStore:
 
     # ---- internals ----
 
+    @property
+    def _unreachable(self) -> str:
+        return f"The budget store (Redis at {self._where}) is unreachable."
+
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self._prefix}{kind}{name}"
 
+    def _now(self) -> float:
+        """The callers' clock (tests inject one), moved on by the time passed since it was last seen."""
+        seen, at = self._clock
+        return seen + time.monotonic() - at
+
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
-        message = f"The budget store (Redis at {self._where}) is unreachable."
         if not self._up:
-            raise StoreUnavailable(message)  # not even tried
+            raise StoreUnavailable(self._unreachable)  # not even tried
         try:
             return await call()
         except _DOWN as exc:
             self._went_down(exc)
-            raise StoreUnavailable(message, attempted=True) from None
+            raise StoreUnavailable(self._unreachable, attempted=True) from None
 
-    async def _write(self, settlement: Settlement, *, final: bool, client=None) -> None:
-        counters = [name for name, _, _ in settlement.counters]
-        keys = ([self._key("c:", name) for name in counters] + [self._key("z:", name) for name in counters]
-                + [self._key("s:", settlement.id)])
-        args: list = [settlement.id, int(final), len(counters), SETTLED_MARK_SECONDS, SPEND_RETENTION_SECONDS]
-        for _, actual, ttl in settlement.counters:
-            args += [actual, max(ttl, 1)]
-        if final and settlement.totals is not None:
-            keys.append(self._key("spend:", settlement.totals.day))
-            for field, amount in settlement.totals.increments().items():
+    async def _sync(self, now: float, short: dict[str, int] | None = None, *, closing: bool = False) -> str | None:
+        """One script under the lock: writes the waiting batch, grows the `short` leases, renews (or on
+        closing gives back) the others. Returns the counter that refused to grow, if any."""
+        book, short = self._book, short or {}
+        batch = book.next_batch()
+        renew_from = now + self._lease_seconds / 2  # trust ending sooner than this: renew
+        names = [name for name, c in book.counters.items()
+                 if c.sending or name in short or (c.lease and (closing or c.trusted_until < renew_from))]
+        if not names and batch is None:
+            return None
+        keys = [self._key("c:", name) for name in names] + [self._key("z:", name) for name in names]
+        keys.append(self._key("s:", self._lease_id))
+        days = list(batch.totals) if batch else []
+        keys += [self._key("spend:", day) for day in days]
+        args: list = [self._lease_id, repr(now), repr(now + self._lease_seconds), batch.number if batch else 0,
+                      BATCH_MARK_SECONDS, SPEND_RETENTION_SECONDS, len(names), len(days)]
+        for name in names:
+            c = book.counters[name]
+            idle = closing or not c.touched
+            # The script takes the batch's usage out of the lease before it grows it.
+            required = short[name] - c.sending if name in short else -1
+            args += [c.sending, required, -1 if c.limit is None else c.limit,
+                     max(math.ceil(c.expires_at - now), 1), c.unit, c.holds.held + c.unflushed if idle else -1]
+        for day in days:
+            fields = batch.totals[day]
+            args.append(len(fields))
+            for field, amount in fields.items():
                 args += [field, amount]
-        await self._settle(keys=keys, args=args, client=client)
+        try:
+            result = await self._sync_script(keys=keys, args=args)
+        except BaseException:
+            for name in names:
+                book.counters[name].trusted_until = 0.0  # what Redis did is unknown: ask again before using it
+            raise
+        book.confirm(batch)
+        n = len(names)
+        for i, name in enumerate(names):
+            c = book.counters[name]
+            c.base, c.lease = int(result[1 + i]), int(result[1 + n + i])
+            c.trusted_until = now + self._lease_seconds * 0.75 if c.lease else 0.0
+            if name not in short:
+                c.touched = False
+            if self._on_settled is not None:
+                self._on_settled(name, int(result[1 + 2 * n + i]))  # Redis's used: every replica's batches
+        refused = int(result[0])
+        return names[refused - 1] if refused else None
+
+    async def _sync_continually(self) -> None:
+        """Writes settlements soon after they are made, and renews leases while idle."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lease_seconds / 4):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return  # close() makes the last sync itself
+            if self._up:
+                now = self._now()
+                try:
+                    async with self._lock:
+                        await self._sync(now)
+                except _DOWN as exc:
+                    self._went_down(exc)
+                except Exception:  # a refused script (say, out of memory): the batch is tried again
+                    log.exception("could not write settlements to Redis at %s", self._where)
+                self._book.sweep(now)
+            await asyncio.sleep(SYNC_INTERVAL)
 
     def _went_down(self, exc: BaseException) -> None:
         self._up = False
         if self._recovery is None or self._recovery.done():
-            log.warning("Redis at %s is unreachable (%s); retrying every %ss", self._where,
-                        type(exc).__name__, self._config.retry_seconds)
+            log.warning("Redis at %s is unreachable (%s); budgeted requests are refused (store.on_failure: %s) "
+                        "and settlements wait in memory; retrying every %ss", self._where, type(exc).__name__,
+                        self._config.on_failure, self._config.retry_seconds)
             self._recovery = asyncio.create_task(self._recover(), name="thriftgate-store-recovery")
 
     async def _recover(self) -> None:
         while True:
             await asyncio.sleep(self._config.retry_seconds)
+            waiting = self._book.waiting
             try:
                 await self._redis.ping()
-                written = await self._write_pending()
+                async with self._lock:
+                    await self._sync(self._now())
             except _DOWN:
                 continue
-            self._up = True  # no await since the queue emptied: nothing slipped in behind it
-            log.warning("Redis at %s is reachable again; wrote %d settlements kept meanwhile", self._where, written)
+            self._up = True  # no await since the batch was confirmed: nothing slipped in behind it
+            log.warning("Redis at %s is reachable again; wrote %d settlements kept meanwhile", self._where, waiting)
             return
-
-    async def _write_pending(self) -> int:
-        """Oldest first, REPLAY_BATCH to a round trip; a batch cut short is sent again (settling is idempotent)."""
-        written = 0
-        while self._pending:
-            batch = list(itertools.islice(self._pending, REPLAY_BATCH))
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for settlement in batch:
-                    await self._write(settlement, final=True, client=pipe)
-                results = await pipe.execute(raise_on_error=False)
-            for settlement, result in zip(batch, results):
-                if isinstance(result, _DOWN):
-                    raise result
-                if isinstance(result, ResponseError):  # refused (say, out of memory): keep the others moving
-                    log.error("Redis refused settlement %s (%s); dropped, the ledger has it", settlement.id, result)
-                else:
-                    written += 1
-                self._pending.popleft()
-        return written
 
 
 def _encode(record: KeyRecord) -> str:
@@ -317,4 +320,5 @@ def _encode(record: KeyRecord) -> str:
 
 
 def _decode(raw: str) -> KeyRecord:
-    return KeyRecord(**orjson.loads(raw))
+    fields = orjson.loads(raw)
+    return KeyRecord(**{**fields, "tags": tuple(fields.get("tags", ()))})

@@ -5,7 +5,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from proxy.accounting.ledger import Ledger, SpendRecord
+from proxy.accounting.ledger import Ledger, SpendRecord, open_readonly
+from proxy.analysis.records import spend_rows
 
 
 async def write_ledger(path: Path, records: Iterable[SpendRecord], *, ts_now: bool = False) -> None:
@@ -19,3 +20,9 @@ async def write_ledger(path: Path, records: Iterable[SpendRecord], *, ts_now: bo
     for record in records:
         ledger.add(record)
     await ledger.close()
+
+
+def read_rows(path: Path, since: float, until: float) -> list[dict]:
+    """The rows analysis sees in [since, until), read through the ledger's read interface."""
+    with open_readonly(path) as reader:
+        return list(spend_rows(reader, since, until))

@@ -4,10 +4,10 @@ import time
 
 import aiohttp
 
-from proxy.analysis.records import spend_rows
 from proxy.appkeys import CONFIG
 from proxy.analysis.whatif import Scenario, whatif
 from proxy.config_loading import price_table
+from tests.analysis.ledgers import read_rows
 from tests.conftest import RunningProxy, StartProxy
 
 CHAT = {"messages": [{"role": "user", "content": "Name three rivers."}]}
@@ -30,9 +30,9 @@ async def test_the_ledger_keeps_request_facts_but_no_text(start_proxy: StartProx
     rows = await proxy.ledger.recent(10)
     first, tools, streamed = reversed(rows)
     assert (first["tags"], first["language"], first["max_output_tokens"], first["output_words"]) == \
-        ("eu,nightly", "pt-br", 100, 12)  # the client's limit, not the cap's 30
+        ('["eu","nightly"]', "pt-br", 100, 12)  # the client's limit, not the cap's 30
     assert (first["has_tools"], first["has_images"], first["has_response_format"]) == (False, False, False)
-    assert (tools["tags"], tools["has_tools"], tools["output_words"]) == ("", True, None)  # a tool call is not prose
+    assert (tools["tags"], tools["has_tools"], tools["output_words"]) == (None, True, None)  # a tool call is not prose
     assert (streamed["has_response_format"], streamed["stream"], streamed["output_words"]) == (True, True, None)
     assert not any("rivers" in str(value) for row in rows for value in row.values())
 
@@ -57,7 +57,7 @@ async def test_whatif_on_recorded_traffic_equals_the_repricing_by_hand(proxy: Ru
     path = proxy.app[CONFIG].ledger.path
     now = time.time()
     prices = price_table(proxy.app[CONFIG])
-    report = whatif(lambda: spend_rows(path, now - 600, now + 1), Scenario({"gpt-4o": "gpt-4o-mini"}), prices,
+    report = whatif(lambda: read_rows(path, now - 600, now + 1), Scenario({"gpt-4o": "gpt-4o-mini"}), prices,
                     by="model", since=now - 600, until=now + 1)
     # gpt-4o: 2500 / 1250 / 10000 nano-dollars a prompt / cached / output token; gpt-4o-mini: 150 / 75 / 600.
     actual = sum((p - c) * 2500 + c * 1250 + o * 10000 for p, o, c in counts)

@@ -16,24 +16,24 @@ import pytest
 
 from proxy.accounting.ledger import SpendRecord
 from proxy.accounting.pricing import PriceTable, default_pricing_path
-from proxy.analysis.records import spend_rows
 from proxy.analysis.whatif import Scenario, WhatIfError, whatif
 from proxy.cli import main
 from proxy.config_loading import validate
-from tests.analysis.ledgers import write_ledger
+from proxy.stages.tags import tags_column
+from tests.analysis.ledgers import read_rows, write_ledger
 
 NOW = 1_700_000_000.0
 PRICES = PriceTable.load([default_pricing_path()], {})
 
 
 def request(n: int, model: str, prompt: int, output: int, *, cached: int = 0, written: int = 0, reasoning: int = 0,
-            team: str = "a", tags: str | None = "", **changes) -> SpendRecord:
+            team: str = "a", tags: str = "", **changes) -> SpendRecord:
     record = SpendRecord(
         request_id=f"r{n}", ts=NOW + n, endpoint="chat", requested_model=model, model=model, upstream="openai",
         key_id="k1", team=team, user=None, prompt_tokens=prompt, completion_tokens=output,
         cached_prompt_tokens=cached, cache_write_tokens=written, reasoning_tokens=reasoning, cost_nanos=None,
         usage_source="upstream", status=200, stream=False, latency_ms=5.0, client_disconnected=False, error=None,
-        tags=tags, max_output_tokens=None, has_tools=False, has_images=False, has_response_format=False)
+        tags=tags_column(frozenset(filter(None, tags.split(",")))), max_output_tokens=None, has_tools=False, has_images=False, has_response_format=False)
     return replace(record, **changes)
 
 
@@ -65,7 +65,7 @@ def _usage(record: SpendRecord):
 
 
 def run(path: Path, scenario: Scenario, by: str = "model") -> dict:
-    return whatif(lambda: spend_rows(path, NOW, NOW + 100), scenario, PRICES, by=by, since=NOW, until=NOW + 100)
+    return whatif(lambda: read_rows(path, NOW, NOW + 100), scenario, PRICES, by=by, since=NOW, until=NOW + 100)
 
 
 def test_the_known_ledger_costs_what_was_computed_by_hand() -> None:
@@ -179,11 +179,13 @@ async def test_candidate_routes_are_exact_and_unknown_facts_are_not_estimable(le
     assert total["not_estimable_requests"] == 5 and total["whatif_nanos"] == total["actual_nanos"]  # left at actual
     assert any("last_message_regex: the ledger keeps no prompt text" in basis for basis in total["bases"])
 
-    old = replace(KNOWN[0][0], request_id="old", tags=None, cost_nanos=7_250_000)
-    ledger_rows = [*spend_rows(ledger, NOW, NOW + 100), _row(old)]
-    report = whatif(lambda: ledger_rows, Scenario(policies=policies(route)), PRICES, by="tag", since=NOW,
+    old = replace(KNOWN[0][0], request_id="old", has_tools=None, has_images=None, has_response_format=None,
+                  cost_nanos=7_250_000)  # recorded before the request facts were kept
+    ledger_rows = [*read_rows(ledger, NOW, NOW + 100), _row(old)]
+    no_tools = {**route, "match": {**route["match"], "has_tools": False}}
+    report = whatif(lambda: ledger_rows, Scenario(policies=policies(no_tools)), PRICES, by="tag", since=NOW,
                     until=NOW + 100)
-    assert {g["group"]: g["not_estimable_requests"] for g in report["groups"]}["(not recorded)"] == 1
+    assert {g["group"]: g["not_estimable_requests"] for g in report["groups"]}["summary"] == 1
 
 
 def _row(record: SpendRecord) -> dict:
@@ -208,7 +210,7 @@ async def test_concise_uses_the_holdout_effect_measured_in_the_ledger(tmp_path: 
     fresh = replace(request(200, "gpt-4o", 1000, 1000, team="new"), cost_nanos=12_500_000)
     await write_ledger(path, [*recorded, fresh])
     concise = {"name": "be-brief", "type": "concise"}
-    report = whatif(lambda: spend_rows(path, NOW, NOW + 300), Scenario(policies=policies(concise)), PRICES, by="team",
+    report = whatif(lambda: read_rows(path, NOW, NOW + 300), Scenario(policies=policies(concise)), PRICES, by="team",
                     since=NOW, until=NOW + 300)
     ratio = 41_000 / 101_000  # treated mean / held-out mean
     assert report["measured"]["be-brief"]["ratio"] == pytest.approx(ratio)
@@ -220,7 +222,7 @@ async def test_concise_uses_the_holdout_effect_measured_in_the_ledger(tmp_path: 
     assert by_team["a"]["whatif_nanos"] == pytest.approx(30 * 41_000 + 30 * 101_000 * ratio, abs=30)
 
     unmeasured = {"name": "terse", "type": "cap", "max_tokens": 50}
-    report = whatif(lambda: spend_rows(path, NOW, NOW + 300), Scenario(policies=policies(unmeasured)), PRICES,
+    report = whatif(lambda: read_rows(path, NOW, NOW + 300), Scenario(policies=policies(unmeasured)), PRICES,
                     by="model", since=NOW, until=NOW + 300)
     assert report["total"]["not_estimable_requests"] == 61
     assert any("terse (cap) changes how many tokens are used" in basis for basis in report["total"]["bases"])
@@ -260,9 +262,8 @@ async def test_the_command_reads_candidate_policies_from_a_file(ledger: Path, tm
     assert captured.out == "" and f"{candidate}: policies[0].match.colours: unknown key" in captured.err
 
 
-def test_tags_read_comma_separated_or_as_a_json_array() -> None:
+def test_tags_read_as_the_ledgers_json_array_or_comma_separated() -> None:
     from proxy.analysis.records import tags_of
 
     assert tags_of({"tags": "a,b"}) == tags_of({"tags": '["a", "b"]'}) == {"a", "b"}
-    assert tags_of({"tags": ""}) == tags_of({"tags": "[]"}) == frozenset()
-    assert tags_of({"tags": None}) is None
+    assert tags_of({"tags": ""}) == tags_of({"tags": "[]"}) == tags_of({"tags": None}) == frozenset()

@@ -25,7 +25,7 @@ def test_lines_at_the_batch_rate_and_at_the_full_rate_without_one() -> None:
     lines = list(output_lines(job("gpt-4o"), {"completed_at": 5000}, content, PRICES))
     assert [line.record.request_id for line in lines] == ["batch_1/a", "batch_1/b"]  # odd lines left out
     assert lines[0].record.cost_nanos == 1000 * 1250 + 100 * 5000 and not lines[0].full_price
-    assert (lines[0].record.ts, lines[0].record.latency_ms, lines[0].record.tags) == (5000.0, 4_000_000.0, "batch,eval")
+    assert (lines[0].record.ts, lines[0].record.latency_ms, lines[0].record.tags) == (5000.0, 4_000_000.0, '["batch","eval"]')
     [mistral] = output_lines(job("mistral-large-latest"), {}, answer("c", 1000, 100), PRICES)
     assert mistral.full_price and mistral.record.cost_nanos == PRICES.cost_nanos("mistral-large-latest", mistral.usage)
 

@@ -83,10 +83,40 @@ async def test_two_replicas_on_redis_send_each_threshold_once(
     first = receiver.posts[0]
     assert first["text"].startswith(":warning: thriftgate: budget global (day) has passed 80%")
     assert first["thriftgate"]["limit_usd"] == f"{SERVED * cost / 10**9:.9f}"
-    assert first["thriftgate"]["used_ratio"] == 0.8 and first["thriftgate"]["window"] == "day"
-    # Each replica shows the fleet's spend as of its own last answer (request 19 on one, 20 on the other):
-    # alert rules take the max over instances.
-    assert ratios == [0.95, 1.0]
+    # The fleet's settled spend when 80% was first seen: whole requests (never a hold or a lease), the 16th
+    # request's as a rule (more when a replica's batch carried two settlements).
+    used = round(float(first["thriftgate"]["used_usd"]) * 10**9)
+    assert used % cost == 0 and SERVED * 0.8 <= used // cost <= SERVED and first["thriftgate"]["window"] == "day"
+    # Each replica shows the fleet's settled spend as Redis last told it: each asked Redis for a lease for its
+    # last refused request, after the other had written the 20th, so both show all of it.
+    assert ratios == [1.0, 1.0]
+
+
+async def test_a_share_is_alerted_on_the_fleets_settled_spend_never_on_leases(
+    start_proxy: StartProxy, tmp_path: Path, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half of a 100-request budget: one replica spends 45 (its lease on the headroom is several requests more),
+    the other 4: no alert at 49%. A second pair of replicas on the same Redis spends the 50th: the replica that
+    passes the share by the fleet's spend sends it, though nearly all of that spend was another's."""
+    cost = request_cost()
+    redis = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": redis_prefix}
+
+    def half(index: int) -> dict:
+        config = settings(cost, tmp_path, index, redis)
+        config["budgets"] = [{"scope": "global", "usd": usd(100 * cost), "window": "day", "alerts": [{"at": 0.5}]}]
+        return config
+
+    async with Receiver() as receiver:
+        monkeypatch.setenv(WEBHOOK_ENV, receiver.url)
+        first, second = [await start_proxy(**half(i)) for i in range(2)]
+        assert [(await chat(first))[0] for _ in range(45)] + [(await chat(second))[0] for _ in range(4)] == [200] * 49
+        await stop(first, second)  # alerts on their way would arrive now
+        assert receiver.posts == []
+        later = [await start_proxy(**half(i)) for i in range(2, 4)]
+        assert (await chat(later[1]))[0] == 200
+        await stop(*later)
+    [post] = receiver.posts
+    assert (post["thriftgate"]["threshold"], post["thriftgate"]["used_ratio"]) == (0.5, 0.5)
 
 
 async def test_a_new_window_alerts_again(

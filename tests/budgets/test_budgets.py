@@ -8,7 +8,7 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.appkeys import BUDGETS, METRICS
+from proxy.appkeys import BUDGETS, METRICS, STORE
 from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable, default_pricing_path
 from proxy.accounting.tokens import TokenCounter
@@ -66,6 +66,7 @@ async def test_usd_budget_refuses_past_the_limit_and_opens_with_the_next_window(
     clock.advance(60)  # midnight: a new day, a new budget
     status, _, headers = await chat(proxy)
     assert status == 200 and headers["x-thriftgate-budget-remaining-usd"] == format_usd(2 * cost)
+    await proxy.app[STORE].flush()  # with Redis the gauge follows what Redis holds: once the batch is written
     metrics = proxy.app[METRICS].render().decode()
     assert 'thriftgate_budget_rejections_total{scope_kind="global"} 1.0' in metrics
     assert f'thriftgate_budget_remaining_usd{{scope="global",window="day"}} {2 * cost / 10**9}' in metrics

@@ -139,3 +139,40 @@ async def test_keys_are_found_by_hash_and_revoked(store: Store) -> None:
 ])
 def test_windows_are_calendar_aligned_utc(window: str, now: float, expected: tuple) -> None:
     assert window_of(window, now) == expected
+
+
+@pytest.mark.parametrize("amount", [0, 1], ids=["zero", "tiny"])
+async def test_zero_and_tiny_reservations_settle_and_still_count_tokens_and_requests(store: Store, amount: int) -> None:
+    """An unpriced model, a model priced 0 or an empty embeddings input reserves 0 dollars; its
+    tokens and requests still count, and settling it leaves nothing held (issue 10, item 2)."""
+    charges = (charge("usd", amount), charge("tokens", 40, limit=100), charge("requests", 1, limit=3))
+    for request_id in ("r1", "r2"):
+        assert (await store.reserve(request_id, charges, NOW, NOW + HOLD)).ok
+        await store.settle(settled(request_id, ("usd", 0), ("tokens", 30), ("requests", 1)))
+    probe = await store.reserve("probe", (charge("usd", 0), charge("tokens", 0), charge("requests", 0)), NOW, NOW + HOLD)
+    assert probe.ok and probe.levels == (0, 60, 2)  # nothing left held: a third request for 40 tokens fits
+    assert (await store.reserve("r3", charges, NOW, NOW + HOLD)).ok
+
+
+async def test_a_settle_without_any_reservation_counts(store: Store) -> None:
+    """A request answered by a policy before it reserved (a cache hit) is counted, never held."""
+    await store.settle(settled("hit", ("usd", 0), ("tokens", 12), ("requests", 1)))
+    probe = await store.reserve("probe", (charge("usd", 0), charge("tokens", 0), charge("requests", 0)), NOW, NOW + HOLD)
+    assert probe.levels == (0, 12, 1)
+
+
+async def test_the_settled_total_is_told_once_written_and_a_negative_settle_gives_back(store: Store) -> None:
+    """What budget alerts follow: the counter's settled total (never its holds), once the store has written it;
+    a Batch API job's ceiling settled, then the difference to its real cost given back."""
+    told: list[tuple[str, int]] = []
+    store.on_settled(lambda counter, settled: told.append((counter, settled)))
+    await store.reserve("r1", (charge("a", 30),), NOW, NOW + HOLD)
+    await store.settle(settled("r1", ("a", 20)))
+    await store.reserve("job", (charge("a", 50),), NOW, NOW + HOLD)
+    await store.settle(settled("job", ("a", 50)))
+    await store.settle(settled("job/priced", ("a", -35)))
+    await store.flush()
+    assert told[-1] == ("a", 35) and all(0 <= value <= 70 for _, value in told)
+    probe = await store.reserve("probe", (charge("a", 65),), NOW, NOW + HOLD)
+    assert probe.ok and probe.levels == (35,)
+    assert not (await store.reserve("more", (charge("a", 1),), NOW, NOW + HOLD)).ok  # 35 settled + 65 held

@@ -9,6 +9,7 @@ import pytest
 
 from proxy.config import ConfigError
 from proxy.config_loading import validate
+from proxy.control.config import LedgerConfig
 from proxy.lookup import calibration, guard
 from tests.lookup.conftest import EMBEDDERS, MODEL_PATH
 
@@ -131,7 +132,7 @@ async def test_shadow_verdicts_are_read_from_the_ledger_and_reported(start_looku
             await chat(client, proxy, text)
     await proxy.ledger.flush()
     ledger = str(tmp_path / "ledger.db")
-    verdicts = calibration.shadow_verdicts(ledger, since=0)["faq"]
+    verdicts = calibration.shadow_verdicts(LedgerConfig(path=ledger), since=0)["faq"]
     assert verdicts.lookups == 3 and sorted(agreed for _, agreed in verdicts.judged) == [False, True]
     assert await asyncio.to_thread(cli.main, ["lookup", "report", "--ledger", ledger, "--json",
                                               "--max-wrong-rate", "0.02"]) == 0

@@ -37,10 +37,13 @@ def _resolved_compose() -> dict:
 
 def test_compose_file_is_valid_and_wires_the_stack() -> None:
     services = _resolved_compose()["services"]
-    assert set(services) == REPLICAS | {"lb", "redis", "prometheus", "grafana", "demo"}
+    assert set(services) == REPLICAS | {"lb", "redis", "postgres", "prometheus", "grafana", "demo"}
     assert services["demo"]["profiles"] == ["demo"]
     for replica in REPLICAS:
         assert "--workers" in services[replica]["command"]
+        assert services[replica]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        dsn = urlsplit(services[replica]["environment"]["THRIFTGATE_LEDGER_DSN"])
+        assert (dsn.hostname, dsn.path) == ("postgres", "/" + services["postgres"]["environment"]["POSTGRES_DB"])
     nginx = (DEPLOY / "nginx" / "nginx.conf").read_text()
     assert set(re.findall(r"server (thriftgate-\d):4100", nginx)) == REPLICAS
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
@@ -59,11 +62,12 @@ def test_grafana_provisioning_matches_the_compose_mounts() -> None:
 
 
 def test_compose_and_kubernetes_configs_are_valid_thriftgate_configs(monkeypatch: pytest.MonkeyPatch) -> None:
-    compose_config = validate(yaml.safe_load((DEPLOY / "thriftgate.yaml").read_text()))
-    assert compose_config.server.host == "0.0.0.0"
     configmap = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())
     secret = yaml.safe_load((DEPLOY / "k8s" / "secret.yaml").read_text())
-    monkeypatch.setenv("REDIS_URL", secret["stringData"]["REDIS_URL"])  # as the Deployment passes it
+    for name in ("REDIS_URL", "THRIFTGATE_LEDGER_DSN"):  # as the Deployment passes them
+        monkeypatch.setenv(name, secret["stringData"][name])
+    compose_config = validate(yaml.safe_load((DEPLOY / "thriftgate.yaml").read_text()))
+    assert compose_config.server.host == "0.0.0.0"
     k8s_text = configmap["data"]["thriftgate.yaml"]
     k8s_config = validate(yaml.safe_load(k8s_text))
     assert k8s_config.server.port == 4100
@@ -72,6 +76,9 @@ def test_compose_and_kubernetes_configs_are_valid_thriftgate_configs(monkeypatch
     assert k8s_config.store.redis_url_env == "REDIS_URL" and "redis://" not in k8s_text
     for config in (compose_config, k8s_config):
         assert config.store.backend == "redis" and urlsplit(config.store.redis_url).password is None
+        # One ledger for the fleet, its DSN (with its password) from the environment only.
+        assert config.ledger.backend == "postgres" and config.ledger.dsn_env == "THRIFTGATE_LEDGER_DSN"
+    assert "postgresql://" not in k8s_text and "postgresql://" not in (DEPLOY / "thriftgate.yaml").read_text()
 
 
 def test_kubernetes_deployment_probes_secrets_and_scrape_annotations() -> None:
@@ -83,7 +90,8 @@ def test_kubernetes_deployment_probes_secrets_and_scrape_annotations() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"] and container["resources"]["limits"]
     secrets = {env["name"]: env["valueFrom"]["secretKeyRef"]["name"] for env in container["env"] if "valueFrom" in env}
-    assert secrets == {"OPENAI_API_KEY": "thriftgate-secrets", "REDIS_URL": "thriftgate-secrets"}
+    assert secrets == {"OPENAI_API_KEY": "thriftgate-secrets", "REDIS_URL": "thriftgate-secrets",
+                       "THRIFTGATE_LEDGER_DSN": "thriftgate-secrets"}
     config_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config")
     assert container["args"][container["args"].index("--config") + 1] == f"{config_mount}/thriftgate.yaml"
     assert pod["spec"]["terminationGracePeriodSeconds"] > validate({}).server.shutdown_grace_seconds
