@@ -6,6 +6,7 @@ than anything it measures. Run by bench.proxy_overhead as its own process:
 
     python -m bench.loadgen --port P --connections C --warmup W --seconds S --out FILE [--stream] [--path /v1/...]
         [--messages]   (Anthropic's Messages API: POST /v1/messages with its headers, a Claude model)
+        [--header "Name: value" ...]   (more request headers, e.g. the ones Portkey's gateway routes by)
 
 stdout: "start" when the measured window opens, "stop" when it closes; then the results go to FILE as JSON.
 Latency runs from writing the request to its last byte; time to first byte, to the first byte of the body
@@ -23,17 +24,17 @@ FAKE_KEY = "sk-fake-upstream-key"  # the fake upstreams' key (the Anthropic one 
 
 
 def chat_request(host: str, port: int, path: str, model: str, stream: bool, messages_api: bool = False,
-                 key: str = FAKE_KEY) -> bytes:
+                 key: str = FAKE_KEY, headers: tuple[str, ...] | list[str] = ()) -> bytes:
     """The same question as a chat completion, or (messages_api) as an Anthropic message with its headers."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "Tell me about proxies and what they cost."}],
         "stream": stream,
     }
-    extra = ""
+    extra = "".join(f"{header}\r\n" for header in headers)
     if messages_api:
         body["max_tokens"] = 1024
-        extra = "anthropic-version: 2026-10-21\r\n"
+        extra += "anthropic-version: 2026-10-21\r\n"
     raw = orjson.dumps(body)
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n{extra}"
@@ -116,9 +117,11 @@ class Connection(asyncio.Protocol):
 async def run(args: argparse.Namespace) -> dict:
     loop = asyncio.get_running_loop()
     if args.messages:
-        request = chat_request(args.host, args.port, "/v1/messages", "claude-sonnet-4-5", args.stream, True)
+        request = chat_request(args.host, args.port, "/v1/messages", "claude-sonnet-4-5", args.stream, True,
+                               headers=args.header)
     else:
-        request = chat_request(args.host, args.port, args.path, args.model, args.stream, key=args.key)
+        request = chat_request(args.host, args.port, args.path, args.model, args.stream, key=args.key,
+                               headers=args.header)
     start = time.perf_counter() + args.warmup
     stop = start + args.seconds
     latencies: list[float] = []
@@ -167,6 +170,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--key", default=FAKE_KEY, help="the bearer key sent (default: the fake upstream's)")
+    parser.add_argument("--header", action="append", default=[], help='"Name: value", sent with every request')
     parser.add_argument("--messages", action="store_true", help="Anthropic's Messages API (overrides --path, --model)")
     parser.add_argument("--out", required=True, help="where the results go, as JSON")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
-"""What thriftgate costs on top of going straight to the upstream, next to a bare aiohttp hop and LiteLLM.
+"""What thriftgate costs on top of going straight to the upstream, next to a bare aiohttp hop, LiteLLM and Portkey.
 
-    python -m bench.proxy_overhead [--seconds 10] [--targets direct,floor,thriftgate,litellm] [--memory]
+    python -m bench.proxy_overhead [--seconds 10] [--targets direct,floor,thriftgate,litellm,portkey] [--memory]
     python -m bench.proxy_overhead --profile none,policies,keys-memory,keys-redis,production [--workers 1,2]
 
 Run from the repository root (it starts `python -m tests.fake_upstream` and `python -m proxy`). Targets:
@@ -11,6 +11,13 @@ Run from the repository root (it starts `python -m tests.fake_upstream` and `pyt
   thriftgate-routed  thriftgate with routing configured (two weighted deployments of the model, retries, a
                   fallback) and no faults: what resilience costs when nothing fails
   litellm         LiteLLM's proxy, one worker, from --litellm-python's venv; skipped when that is absent
+  portkey         Portkey's gateway (Node.js, `@portkey-ai/gateway` from npm) in --portkey-dir, `--headless`; the
+                  load generator names the provider and the fake upstream in Portkey's request headers. Skipped
+                  when absent. Installed outside the repository (its lock file pins @hono/node-server 1.13.5;
+                  npm's newest 1.19 breaks its streams with "TypeError: immutable", Portkey-AI/gateway#1389):
+                    mkdir -p /tmp/portkey-gateway && cd /tmp/portkey-gateway &&
+                    echo '{"private": true, "overrides": {"@hono/node-server": "1.13.5"}}' > package.json &&
+                    npm install @portkey-ai/gateway@1.15.2
   direct-messages      the fake Anthropic itself (`python -m tests.fake_upstream --anthropic`), Messages API
   thriftgate-messages  thriftgate on POST /v1/messages to an Anthropic upstream (the fake), priced the same way:
                        its overhead over direct-messages is compared with the chat path's over direct
@@ -43,7 +50,7 @@ from bench.loadgen import FAKE_KEY
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ((1, False), (1, True), (32, False), (32, True))  # (concurrency, streamed)
-DEFAULT_TARGETS = "direct,floor,thriftgate,thriftgate-routed,litellm,direct-messages,thriftgate-messages"
+DEFAULT_TARGETS = "direct,floor,thriftgate,thriftgate-routed,litellm,portkey,direct-messages,thriftgate-messages"
 MESSAGES_SUFFIX = "-messages"  # targets measured on Anthropic's Messages API
 PROXY_CPUS, LOAD_CPUS = ({1}, {0}) if (os.cpu_count() or 1) >= 2 else (None, None)
 MEMORY_REQUESTS = 100_000
@@ -153,6 +160,7 @@ class Target:
     name: str
     port: int
     proc: subprocess.Popen | None  # None: the upstream itself, no proxy
+    headers: tuple[str, ...] = ()  # sent by the load generator with every request ("Name: value")
 
 
 def start_upstream(procs: Processes, *, anthropic: bool = False) -> tuple[subprocess.Popen, int]:
@@ -166,7 +174,7 @@ def start_upstream(procs: Processes, *, anthropic: bool = False) -> tuple[subpro
     return proc, port
 
 
-def start_target(name: str, procs: Processes, upstream_port: int, litellm_python: Path) -> Target:
+def start_target(name: str, procs: Processes, upstream_port: int, args: argparse.Namespace) -> Target:
     port, work = free_port(), procs.workdir
     upstream = f"http://127.0.0.1:{upstream_port}"
     if name == "thriftgate-messages":
@@ -203,12 +211,21 @@ def start_target(name: str, procs: Processes, upstream_port: int, litellm_python
         proc = procs.start(name, [sys.executable, "-m", "proxy", "serve", "--config", str(config)], PROXY_CPUS,
                            stdout=f"{name}.access.log")
     elif name == "litellm":
-        proc = procs.start(name, litellm_command(litellm_python, work, port, upstream), PROXY_CPUS,
+        proc = procs.start(name, litellm_command(args.litellm_python, work, port, upstream), PROXY_CPUS,
                            env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    elif name == "portkey":
+        # No config: Portkey's gateway takes the provider and its base URL from each request's headers.
+        proc = procs.start(name, ["node", str(portkey_server(args)), f"--port={port}", "--headless"], PROXY_CPUS)
+        wait_listening(proc, port, work / f"{name}.log")
+        return Target(name, port, proc, ("x-portkey-provider: openai", f"x-portkey-custom-host: {upstream}/v1"))
     else:
         raise ValueError(f"unknown target {name!r}")
     wait_listening(proc, port, work / f"{name}.log")
     return Target(name, port, proc)
+
+
+def portkey_server(args: argparse.Namespace) -> Path:
+    return args.portkey_dir / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 
 
 def litellm_command(python: Path, work: Path, port: int, upstream: str) -> list[str]:
@@ -255,6 +272,8 @@ def measure(procs: Processes, target: Target, connections: int, stream: bool, se
         cmd.append("--messages")
     if target.name.startswith("thriftgate:") and (key := profiles.key_for(profiles.parse_target(target.name)[0])):
         cmd += ["--key", key]
+    for header in target.headers:
+        cmd += ["--header", header]
     load = procs.start("loadgen", cmd, LOAD_CPUS, stdout=subprocess.PIPE)
     pid = target.proc.pid if target.proc else None
     ours = [p.pid for p in procs.running()]
@@ -289,13 +308,18 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> None:
         print(f"# litellm skipped: no {args.litellm_python} (python3 -m venv /tmp/litellm-venv && "
               "/tmp/litellm-venv/bin/pip install 'litellm[proxy]==1.106.2'; or pass --litellm-python)")
         targets.remove("litellm")
+    if "portkey" in targets and not portkey_server(args).exists():
+        print(f"# portkey skipped: no {portkey_server(args)} (mkdir -p /tmp/portkey-gateway && cd /tmp/portkey-gateway"
+              """ && echo '{"private": true, "overrides": {"@hono/node-server": "1.13.5"}}' > package.json"""
+              " && npm install @portkey-ai/gateway@1.15.2; or pass --portkey-dir)")
+        targets.remove("portkey")
     _, upstream_port = start_upstream(procs)
     anthropic_port = start_upstream(procs, anthropic=True)[1] if any(t.endswith(MESSAGES_SUFFIX) for t in targets) else 0
     results: dict[tuple[str, int, bool], Result] = {}
     for name in targets:
         port = anthropic_port if name.endswith(MESSAGES_SUFFIX) else upstream_port
         target = Target(name, port, None) if name.startswith("direct") else \
-            start_target(name, procs, port, args.litellm_python)
+            start_target(name, procs, port, args)
         for connections, stream in SCENARIOS:
             print(f"# {name} c={connections} {'stream' if stream else 'whole'} ...", file=sys.stderr, flush=True)
             results[name, connections, stream] = measure(procs, target, connections, stream, args.seconds, args.warmup)
@@ -382,6 +406,10 @@ def print_targets(results: dict, targets: list[str]) -> None:
         for s in (False, True):
             x = tg[32, s].rps / results["litellm", 32, s].rps
             checks.append((f"req/s at c=32 >= 15x LiteLLM, {'stream' if s else 'whole'}: {x:.1f}x", x >= 15))
+    if "portkey" in targets:  # no target set: a figure beside the others
+        for s in (False, True):
+            x = tg[32, s].rps / results["portkey", 32, s].rps
+            checks.append((f"req/s at c=32 vs Portkey's gateway, {'stream' if s else 'whole'}: {x:.2f}x", None))
     if {"direct", "thriftgate", "direct-messages", "thriftgate-messages"} <= set(targets):
         for c, s in SCENARIOS:
             chat = tg[c, s].p50 - results["direct", c, s].p50
@@ -392,7 +420,7 @@ def print_targets(results: dict, targets: list[str]) -> None:
                            f"vs {chat:+.2f} ms, CPU/request {cpu:.2f}x", cpu <= 1.1))
     print("\n## targets")
     for text, met in checks:
-        print(f"{'met    ' if met else 'NOT met'}  {text}")
+        print(f"{'       ' if met is None else 'met    ' if met else 'NOT met'}  {text}")
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
@@ -407,7 +435,7 @@ def run_memory(args: argparse.Namespace, procs: Processes) -> None:
     """RSS of thriftgate (or --profile's first) as --memory-requests (c=32, streamed and not in turn) go through it."""
     _, upstream_port = start_upstream(procs)
     name = f"thriftgate:{args.profile.split(',')[0]}" if args.profile else "thriftgate"
-    target = start_target(name, procs, upstream_port, args.litellm_python)
+    target = start_target(name, procs, upstream_port, args)
     pid, sent, stream = target.proc.pid, 0, False
     print(f"requests  RSS MiB   (thriftgate pid {pid})")
     print(f"{0:>8}  {rss_mib(pid):7.1f}   idle after start")
@@ -427,6 +455,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each run (default 1)")
     parser.add_argument("--targets", default=DEFAULT_TARGETS, help=f"comma-separated (default {DEFAULT_TARGETS})")
     parser.add_argument("--litellm-python", type=Path, default=Path("/tmp/litellm-venv/bin/python"))
+    parser.add_argument("--portkey-dir", type=Path, default=Path("/tmp/portkey-gateway"),
+                        help="where `npm install @portkey-ai/gateway` ran (default /tmp/portkey-gateway)")
     parser.add_argument("--memory", action="store_true", help="RSS of thriftgate over --memory-requests requests")
     parser.add_argument("--memory-requests", type=int, default=MEMORY_REQUESTS, help=f"default {MEMORY_REQUESTS}")
     parser.add_argument("--profile", help=f"comma-separated thriftgate profiles ({', '.join(profiles.PROFILES)}), "
