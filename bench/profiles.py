@@ -117,7 +117,13 @@ def summary(results: dict, targets: list[str], scenarios) -> list[tuple[str, boo
                 met = r.cpu_ms <= 2.5 * floor.cpu_ms
                 parts.append("target <= 2.5x floor CPU")
             lines.append(("; ".join(parts), met))
-    workers = {parse_target(n)[1]: results[n, c, s] for n in targets if "@w" in n for c, s in scenarios}
-    if 1 in workers and 2 in workers:
-        lines.append((f"--workers 2 vs 1 at c={scenarios[0][0]}: {workers[2].rps / workers[1].rps:.2f}x req/s", None))
+    connections, stream = scenarios[0]
+    for profile in PROFILES:  # each profile's worker counts against its own single worker
+        one = results.get((f"thriftgate:{profile}@w1", connections, stream))
+        for name in targets:
+            if one and name.startswith(f"thriftgate:{profile}@w") and name != f"thriftgate:{profile}@w1":
+                r = results[name, connections, stream]
+                lines.append((f"{profile}: --workers {parse_target(name)[1]} vs 1 at c={connections}: "
+                              f"{r.rps / one.rps:.2f}x req/s (the machine's CPU busy: {one.machine * 100:.0f}% "
+                              f"with 1, {r.machine * 100:.0f}% with {parse_target(name)[1]}; 100 = one core)", None))
     return lines

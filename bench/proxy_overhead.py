@@ -256,6 +256,7 @@ class Result:
     cpu_ms: float | None  # per request, the proxy's process; None for direct
     busy: float | None  # the proxy's share of one core
     others: float  # cores' worth of CPU used meanwhile by processes not started here (a noisy machine)
+    machine: float  # cores' worth of CPU used meanwhile by everything (2.0: a 2-core machine was full)
     errors: dict
 
 
@@ -298,7 +299,8 @@ def measure(procs: Processes, target: Target, connections: int, stream: bool, se
         ttfb50=percentile(ttfbs, 0.5), ttfb99=percentile(ttfbs, 0.99),
         cpu_ms=(cpu1 - cpu0) * 1000 / len(latencies) if pid else None,
         busy=(cpu1 - cpu0) / (t1 - t0) if pid else None,
-        others=max((all1 - all0) - (ours1 - ours0), 0) / (t1 - t0), errors=out["errors"],
+        others=max((all1 - all0) - (ours1 - ours0), 0) / (t1 - t0), machine=(all1 - all0) / (t1 - t0),
+        errors=out["errors"],
     )
 
 
@@ -338,7 +340,7 @@ def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
     print(f"\n## {args.seconds:g} s per run after {args.warmup:g} s warm-up; chat completions, 40-word answers "
           f"(streams: ~50 events)")
     print(f"## CPU: the proxy alone on CPU {sorted(PROXY_CPUS or ())}, upstream and load generator on "
-          f"{sorted(LOAD_CPUS or ())}" if PROXY_CPUS else "## CPU: not pinned (a single core)")
+          f"{sorted(LOAD_CPUS or ())}" if PROXY_CPUS else "## CPU: not pinned (every process on every core)")
     print("## core %: the proxy's busy share of its core; others %: CPU used meanwhile by processes this "
           "benchmark did not start (100 = one core)")
     header = ("target", "c", "stream", "req/s", "p50 ms", "p99 ms", "ttfb50", "ttfb99", "cpu ms/req", "core %",
