@@ -112,17 +112,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_listening(proc: subprocess.Popen, port: int, log: Path, timeout: float = 120) -> None:
+def wait_listening(proc: subprocess.Popen, port: int, log: Path, timeout: float = 120, sockets: int = 1) -> None:
+    """Until `sockets` listening sockets are bound to the port: with `serve --workers N`, connections opened
+    before the last worker listens all go to the others, and stay there (keep-alive)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"exited with {proc.returncode}; last lines of {log}:\n{log.read_text()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            if listening_sockets(port) >= sockets:
+                return
         except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"not listening on {port} after {timeout}s; see {log}")
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"not {sockets} socket(s) listening on {port} after {timeout}s; see {log}")
+
+
+def listening_sockets(port: int) -> int:
+    """IPv4 sockets in LISTEN state on the port (one per worker with SO_REUSEPORT), from /proc/net/tcp."""
+    local = f":{port:04X}"
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+               if (fields := line.split())[1].endswith(local) and fields[3] == "0A")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -194,7 +205,7 @@ def start_target(name: str, procs: Processes, upstream_port: int, args: argparse
         config.write_text(json.dumps(settings))
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--workers", str(workers)]
         proc = procs.start(name.replace(":", "-"), cmd, PROXY_CPUS if workers == 1 else None, env=env)
-        wait_listening(proc, port, work / f"{name.replace(':', '-')}.log")
+        wait_listening(proc, port, work / f"{name.replace(':', '-')}.log", sockets=workers)
         return Target(name, port, proc)
     elif name == "floor":
         cmd = [sys.executable, "-m", "bench.floor_forwarder", "--port", str(port), "--upstream", upstream]
