@@ -208,7 +208,8 @@ async def budget(args: argparse.Namespace, work: Path) -> None:
           f" ({sum(1 for row in rows if row['parent_id'])} failed attempts,"
           f" {sum(1 for row in rows if row['fallback'])} fallbacks), {refused} refused by the budget, other errors"
           f" {dict(errors) if len(errors) > bool(refused) else 'none'}; spent"
-          f" ${Decimal(spent) / NANOS_PER_USD} of ${usd} ({spent / (usd * NANOS_PER_USD):.1%}): never over")
+          f" ${Decimal(spent) / NANOS_PER_USD} of ${usd} ({spent / (usd * NANOS_PER_USD):.1%}):"
+          f" {'never over' if spent <= usd * NANOS_PER_USD else 'OVER THE BUDGET'}")
 
 
 SCENARIOS = {"flaky": flaky, "dead": dead, "stall": stall, "cut": cut, "budget": budget}
