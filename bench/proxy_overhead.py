@@ -121,7 +121,7 @@ def wait_listening(proc: subprocess.Popen, port: int, log: Path, timeout: float 
             raise RuntimeError(f"exited with {proc.returncode}; last lines of {log}:\n{log.read_text()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            if listening_sockets(port) >= sockets:
+            if sockets == 1 or listening_sockets(port) >= sockets:
                 return
         except OSError:
             pass
@@ -130,9 +130,9 @@ def wait_listening(proc: subprocess.Popen, port: int, log: Path, timeout: float 
 
 
 def listening_sockets(port: int) -> int:
-    """IPv4 sockets in LISTEN state on the port (one per worker with SO_REUSEPORT), from /proc/net/tcp."""
+    """Sockets in LISTEN state on the port (one per worker with SO_REUSEPORT), from /proc/net/tcp and tcp6."""
     local = f":{port:04X}"
-    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for table in ("tcp", "tcp6") for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
                if (fields := line.split())[1].endswith(local) and fields[3] == "0A")
 
 
