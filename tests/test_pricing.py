@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.accounting.pricing import PRICE_FIELDS, PriceTable, PricingError, default_pricing_path
+from proxy.accounting.price import PRICE_FIELDS
+from proxy.accounting.price_files import PricingError
+from proxy.accounting.pricing import PriceTable, default_pricing_path
 from proxy.accounting.pricing_import import convert_litellm, dump_yaml, import_file
 from proxy.accounting.usage import Usage
 

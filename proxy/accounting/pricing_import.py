@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from proxy.accounting.pricing import ENTRY_FIELDS
+from proxy.accounting.price_files import ENTRY_FIELDS
 
 # LiteLLM's provider name -> ours, for the APIs that sell their own models.
 FIRST_PARTY_PROVIDERS = {

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from proxy.accounting.ledger import parse_since
 from proxy.accounting.ledger_backends import open_reader
-from proxy.accounting.pricing import PriceTable, PricingError
+from proxy.accounting.price_files import PricingError
+from proxy.accounting.pricing import PriceTable
 from proxy.analysis import render
 from proxy.analysis.batching import DEFAULT_TOLERANT_TAGS, batch_whatif
 from proxy.analysis.records import spend_rows

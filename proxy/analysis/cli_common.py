@@ -32,7 +32,7 @@ class Failure(Exception):
 
 
 def run(body: Callable[[], str]) -> int:
-    from proxy.accounting.pricing import PricingError
+    from proxy.accounting.price_files import PricingError
     from proxy.analysis.selfhost import SelfHostError
     from proxy.analysis.whatif import WhatIfError
     from proxy.config import ConfigError
