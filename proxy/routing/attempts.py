@@ -11,40 +11,35 @@ request's); the last attempt is the request's own row.
 Each attempt takes a leg from its deployment's provider (proxy/dialects/providers.py): the path and body it
 sends, and how its answer is read back into the client's dialect. So a retry or a fallback may cross
 providers: gpt-4o on OpenAI, then claude-sonnet-4-5 on Anthropic, for an OpenAI client or an Anthropic one.
+
+One attempt on one deployment is proxy/routing/deployment_call.py; the rows of failed attempts,
+proxy/routing/failed_attempts.py.
 """
 
 import asyncio
-import copy
 import random
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import aiohttp
-import orjson
-from multidict import CIMultiDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.pricing import PriceTable
-from proxy.accounting.usage import Usage
-from proxy.errors import ClientClosedRequest, ProxyError, UpstreamKeyMissing, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import ClientClosedRequest, ProxyError
 from proxy.exchange import Exchange
+from proxy.routing.deployment_call import Answer, DeploymentCaller, Relay
 from proxy.routing.deployments import Route
+from proxy.routing.failed_attempts import FailedAttemptRows, billed
 from proxy.routing.fallbacks import allowed_fallbacks, fallback_saving
-from proxy.routing.outcomes import Classifier, Failure, Whole, nothing_up
+from proxy.routing.outcomes import Classifier, Failure, nothing_up
 from proxy.routing.service import Routing
 from proxy.stages.budget import Budgets
 from proxy.stages.record import Recorder
 from proxy.stages.settle import Settler
-from proxy.stages.upstream import UpstreamClient, keep_reading_within, read_body, read_first, relayed_headers
-from proxy.upstream_types import Upstream
+from proxy.stages.upstream import UpstreamClient
 
 T = TypeVar("T")
 # Tells the openai SDKs not to retry on their own: thriftgate has applied the retry policy already.
 NO_CLIENT_RETRY = {"x-should-retry": "false"}
 
-Answer = Callable[[Exchange, Whole], T]
-Relay = Callable[[Exchange, aiohttp.ClientResponse, bytes, Any], Awaitable[T]]  # ..., first bytes, leg
 Reroute = Callable[[Exchange], None]  # checks the exchange's model may be served, and routes it
 
 
@@ -53,9 +48,8 @@ class Attempts:
                  prices: PriceTable, metrics: Metrics, budgets: Budgets | None) -> None:
         self._routing = routing
         self._budgets = budgets
-        self._upstreams = upstreams
-        self._recorder = recorder
-        self._settler = settler
+        self._calls = DeploymentCaller(routing, upstreams, metrics)
+        self._failed = FailedAttemptRows(settler, recorder, budgets)
         self._prices = prices
         self._metrics = metrics
 
@@ -116,15 +110,15 @@ class Attempts:
             if choice is None:
                 return failure or nothing_up(route.model, router.unavailable(route), self._routing.clock())
             if failure is not None:
-                await self._record(ex, failure)
+                await self._failed.record(ex, failure)
                 _stop_if_client_left(ex)
             deployment, probe = choice
             attempts += 1
-            result = await self._attempt(ex, deployment, probe, answer, relay, classify)
+            result = await self._calls.call(ex, deployment, probe, answer, relay, classify)
             if not isinstance(result, Failure):
                 return result
             failure = result
-            await self._report(failure, probe, counted=probe or deployment.name not in failed_on)
+            await self._calls.report(failure, probe, counted=probe or deployment.name not in failed_on)
             if not failure.retryable or attempts > retries:
                 return failure
             tried += (deployment.name,)
@@ -132,7 +126,7 @@ class Attempts:
             if not failure.health:
                 excluded += (deployment.name,)
             if failure.billed_prompt and self._budgets is not None:
-                await self._record(ex, failure)  # counted now, so that the hold made again leaves room for it
+                await self._failed.record(ex, failure)  # counted now, so that the hold made again leaves room for it
                 await self._budgets.reserve_again(ex, reroute)
 
     def _wait(self, route: Route, attempts: int) -> float | None:
@@ -150,129 +144,11 @@ class Attempts:
             return None
         return wait
 
-    # ---- one attempt ----
-
-    async def _attempt(self, ex: Exchange, deployment: Upstream, probe: bool, answer: Answer, relay: Relay | None,
-                       classify: Classifier) -> T | Failure:
-        leg = leg_for(ex, deployment)
-        if leg.local is not None:  # answered without the upstream (a token count it has no endpoint for)
-            return answer(ex, Whole(200, leg.local, CIMultiDict(), leg))
-        router = self._routing.router
-        ex.upstream = deployment
-        ex.attempts += 1
-        started = time.perf_counter()
-        if ex.upstream_started is None:
-            ex.upstream_started = started
-        router.started(deployment)
-        try:
-            if relay is not None:
-                got = await self._stream(ex, deployment, leg, probe, relay, started, classify)
-            else:
-                got = await self._whole(ex, deployment, leg, started)
-        except (UpstreamTimeout, UpstreamUnavailable, UpstreamKeyMissing) as err:
-            got = classify.of_error(err)
-        finally:
-            router.finished(deployment)
-        if isinstance(got, Whole):
-            if got.status >= 400:
-                failure = classify.of_answer(got)
-                if failure.retryable or failure.reason is not None:
-                    got = failure
-            if isinstance(got, Whole):  # the answer: a success, or an error no retry or fallback applies to
-                if probe or deployment.name in self._routing.health.states:
-                    await self._answered(deployment, probe)
-                self._metrics.upstream_attempt(deployment.name, "ok" if got.status < 400 else "client_error")
-                result = answer(ex, got)
-                if ex.usage is not None:
-                    router.used(deployment, ex.usage.total_tokens)
-                return result
-        if isinstance(got, Failure):
-            got.deployment, got.number, got.started, got.ended = deployment, ex.attempts, started, time.perf_counter()
-        return got
-
-    async def _whole(self, ex: Exchange, deployment: Upstream, leg: Any, started: float) -> Whole:
-        async with self._upstreams.open(deployment, "POST", leg.path, leg.body, ex.client_headers()) as resp:
-            whole = Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers), leg)
-        self._routing.router.measured(deployment, time.perf_counter() - started)
-        return whole
-
-    async def _stream(self, ex: Exchange, deployment: Upstream, leg: Any, probe: bool, relay: Relay, started: float,
-                      classify: Classifier) -> T | Whole | Failure:
-        """Committed with the first bytes of a 200 event stream; until then a failure, or a whole error answer."""
-        timeouts = self._routing.settings.timeouts
-        accepted = False
-        try:
-            async with asyncio.timeout(timeouts.first_token) as first_token:
-                async with self._upstreams.open(deployment, "POST", leg.path, leg.body, ex.client_headers()) as resp:
-                    if resp.status != 200 or resp.content_type != "text/event-stream":
-                        return Whole(resp.status, await read_body(deployment, resp), relayed_headers(resp.headers), leg)
-                    accepted = True
-                    first = await read_first(deployment, resp)
-                    if not first:
-                        return classify.empty_stream(deployment)
-                    first_token.reschedule(None)
-                    self._routing.router.measured(deployment, time.perf_counter() - started)
-                    keep_reading_within(deployment, resp, timeouts.between_chunks)
-                    if probe or deployment.name in self._routing.health.states:
-                        await self._answered(deployment, probe)
-                    result = await relay(ex, resp, first, leg)
-        except TimeoutError:
-            if not first_token.expired():
-                raise
-            return classify.no_first_token(deployment, accepted=accepted)
-        await self._ended(deployment, ex)
-        return result
-
-    async def _ended(self, deployment: Upstream, ex: Exchange) -> None:
-        """A committed stream ended: one cut short counts against its deployment's health."""
-        outcome = "truncated" if ex.truncated else "cancelled" if ex.client_disconnected else "ok"
-        self._metrics.upstream_attempt(deployment.name, outcome)
-        if ex.truncated:
-            await self._routing.health.failed(deployment.name, probe=False)
-        if ex.usage is not None:
-            self._routing.router.used(deployment, ex.usage.total_tokens)
-
-    async def _answered(self, deployment: Upstream, probe: bool) -> None:
-        """It answered: a probe puts it back in rotation, and any answer ends a run of failures (callers on the
-        hot path check first that there is anything to tell)."""
-        if probe or deployment.name in self._routing.health.states:
-            await self._routing.health.succeeded(deployment.name, probe=probe)
-
-    # ---- failures ----
-
-    async def _report(self, failure: Failure, probe: bool, *, counted: bool) -> None:
-        """Counted once per request and deployment: one request failing again does not cool a deployment alone."""
-        deployment = failure.deployment
-        self._metrics.upstream_attempt(deployment.name, failure.outcome)
-        if failure.outcome == "client_error":  # it answered, whatever it thought of the request
-            await self._answered(deployment, probe)
-        elif failure.health and (counted or failure.retry_after):
-            rest_until = self._routing.clock() + failure.retry_after if failure.retry_after else 0.0
-            await self._routing.health.failed(deployment.name, probe=probe, rest_until=rest_until)
-
-    async def _record(self, ex: Exchange, failure: Failure) -> None:
-        """A failed attempt another follows: a ledger row of its own, linked to the request, priced if billed."""
-        if failure.recorded or failure.deployment is None:
-            return
-        failure.recorded = True
-        row = copy.copy(ex)
-        row.request_id, row.parent_id, row.attempts = f"{ex.request_id}.{failure.number}", ex.request_id, failure.number
-        row.upstream, row.status, row.error_code = failure.deployment, failure.status, failure.code
-        row.started, row.finished = failure.started, failure.ended
-        row.upstream_started, row.upstream_seconds = failure.started, failure.ended - failure.started
-        row.received_at = ex.received_at + (failure.started - ex.started)
-        row.usage, row.cost_nanos, row.settled, row.output_text = _billed(ex, failure), None, False, []
-        row.savings, row.policy_marks, row.applied, row.lookups = [], {}, [], {}
-        row.side_cost_nanos, row.reservation, row.early_response = 0, None, None
-        row.fallback_from = row.fallback_reason = None
-        self._settler.settle(row)
-        if row.cost_nanos and self._budgets is not None:
-            await self._budgets.settle(row)  # billed beside the request's own hold
-        self._recorder.record_attempt(row)
+    # ---- the model failed: give up, or fall back ----
 
     def _give_up(self, ex: Exchange, failure: Failure, answer: Answer) -> T:
         if not failure.recorded:
-            ex.usage = _billed(ex, failure)
+            ex.usage = billed(ex, failure)
         if failure.retryable and (ex.attempts > 1 or self._routing.settings.retries):
             headers = failure.answer.headers if failure.answer is not None else failure.error.headers
             headers.update(NO_CLIENT_RETRY)
@@ -281,10 +157,8 @@ class Attempts:
             return answer(ex, failure.answer)
         raise failure.error
 
-    # ---- fallbacks ----
-
     async def _fall_back(self, ex: Exchange, model: str, failure: Failure, reroute: Reroute) -> Route:
-        await self._record(ex, failure)
+        await self._failed.record(ex, failure)
         _stop_if_client_left(ex)
         previous = ex.model
         if ex.fallback_from is None:
@@ -300,26 +174,6 @@ class Attempts:
             err.message = f"The model '{previous}' failed ({failure.code}); its fallback '{model}': {err.message}"
             raise
         return self._routing.route(model)
-
-
-def leg_for(ex: Exchange, deployment: Upstream) -> Any:
-    """The attempt's leg from the deployment's provider, under the deployment's own name for the model."""
-    leg = deployment.provider.leg(ex)
-    if deployment.model is not None and leg.local is None and leg.body is not None:
-        body = orjson.loads(leg.body)
-        body["model"] = deployment.model
-        leg.body = orjson.dumps(body)
-    return leg
-
-
-def _billed(ex: Exchange, failure: Failure) -> Usage | None:
-    """An attempt the upstream accepted and then failed: its prompt is counted as billed (an estimate)."""
-    if not failure.billed_prompt:
-        return None
-    try:
-        return Usage(prompt_tokens=ex.prompt_tokens(), estimated=True)
-    except ValueError:
-        return None
 
 
 def _stop_if_client_left(ex: Exchange) -> None:
