@@ -1,4 +1,6 @@
-"""OpenAI's wire format as pure functions: request bodies, usage objects, SSE events.
+"""OpenAI's request bodies as pure functions: parsed, checked (the structures later stages walk), the few facts
+the proxy relies on, and the features policies match on. Answers' usage is proxy/openai_usage.py; SSE events,
+proxy/sse.py.
 
 Nothing here does I/O; the pipeline feeds it bytes and gets facts back.
 """
@@ -10,7 +12,6 @@ from typing import Any
 import orjson
 
 from proxy.errors import BadRequest
-from proxy.accounting.usage import Usage
 
 STREAMABLE = frozenset({"chat", "completions", "responses"})
 MAX_OUTPUT_FIELDS = {
@@ -20,7 +21,6 @@ MAX_OUTPUT_FIELDS = {
     "embeddings": (),
 }
 
-DONE = b"[DONE]"
 MAX_MODEL_LENGTH = 256
 MAX_NESTING = 254  # what orjson writes
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -168,156 +168,6 @@ def ask_for_stream_usage(body: dict[str, Any]) -> None:
     options = body.get("stream_options") or {}
     body["stream_options"] = {**options, "include_usage": True}
 
-
-def usage_from(obj: Any) -> Usage | None:
-    """Normalise any usage object (chat, completions, embeddings, responses, Anthropic's Messages)."""
-    if not isinstance(obj, dict):
-        return None
-    prompt = _int(obj.get("prompt_tokens", obj.get("input_tokens")))
-    completion = _int(obj.get("completion_tokens", obj.get("output_tokens")))
-    prompt_details = _dict(obj.get("prompt_tokens_details") or obj.get("input_tokens_details"))
-    output_details = _dict(obj.get("completion_tokens_details") or obj.get("output_tokens_details"))
-    cached = _int(prompt_details.get("cached_tokens"))
-    written = _int(prompt_details.get("cache_write_tokens"))
-    # Anthropic's thinking, OpenAI's reasoning: hidden output, billed as output.
-    reasoning = _int(output_details.get("reasoning_tokens", output_details.get("thinking_tokens")))
-    # Anthropic counts cache reads and writes apart from input tokens: fold them in.
-    cache_read = _int(obj.get("cache_read_input_tokens"))
-    cache_write = _int(obj.get("cache_creation_input_tokens"))
-    written_1h = _int(_dict(obj.get("cache_creation")).get("ephemeral_1h_input_tokens"))
-    return Usage(
-        prompt_tokens=prompt + cache_read + cache_write,
-        completion_tokens=completion,
-        cached_prompt_tokens=cached + cache_read,
-        cache_write_tokens=written + cache_write,
-        cache_write_1h_tokens=written_1h,
-        reasoning_tokens=reasoning,
-    )
-
-
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def usage_of_response(endpoint: str, obj: Any) -> Usage | None:
-    if not isinstance(obj, dict):
-        return None
-    return usage_from(obj.get("usage"))
-
-
-def output_text_of_response(endpoint: str, obj: Any) -> str:
-    """The generated text of a non-streamed answer (to count it when usage is missing)."""
-    if not isinstance(obj, dict):
-        return ""
-    if endpoint == "responses":
-        return "".join(
-            part.get("text", "")
-            for item in obj.get("output") or ()
-            if isinstance(item, dict)
-            for part in item.get("content") or ()
-            if isinstance(part, dict)
-        )
-    return _choices_text(obj.get("choices"), "message")
-
-
-def _choices_text(choices: Any, field: str) -> str:
-    """The text of chat choices (their `message`, or a stream's `delta`) or of legacy completions (`text`)."""
-    parts = []
-    for choice in choices or ():
-        if not isinstance(choice, dict):
-            continue
-        said = choice.get(field)
-        if isinstance(said, dict):
-            parts.append(said.get("content") or "")
-            parts.extend(_tool_call_text(said.get("tool_calls")))
-        else:
-            parts.append(choice.get("text") or "")
-    return "".join(p for p in parts if isinstance(p, str))
-
-
-def _tool_call_text(tool_calls: Any) -> list[str]:
-    texts = []
-    for call in tool_calls or ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            texts.append(function.get("name") or "")
-            texts.append(function.get("arguments") or "")
-    return texts
-
-
-# ---- Server-sent events ----
-
-
-def split_events(buffer: bytes) -> tuple[list[bytes], int]:
-    """Complete SSE events in `buffer` (each with its blank-line terminator) and the bytes used."""
-    events = []
-    start = 0
-    # OpenAI ends events with LF LF; the SSE spec also allows CRLF CRLF. A terminator is searched for again
-    # only once passed: searching the rest of the buffer for a CRLF CRLF at every event (OpenAI never sends
-    # one) made a buffer of many events quadratic.
-    lf = buffer.find(b"\n\n")
-    crlf = buffer.find(b"\r\n\r\n")
-    while lf >= 0 or crlf >= 0:
-        end = crlf + 4 if crlf >= 0 and (lf < 0 or crlf < lf) else lf + 2
-        events.append(buffer[start:end])
-        start = end
-        if 0 <= lf < start:
-            lf = buffer.find(b"\n\n", start)
-        if 0 <= crlf < start:
-            crlf = buffer.find(b"\r\n\r\n", start)
-    return events, start
-
-
-def complete_events_end(buffer: bytes) -> int:
-    """Where the last complete event in `buffer` ends (0 when there is none yet)."""
-    lf = buffer.rfind(b"\n\n")
-    crlf = buffer.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
-
-
-def event_end(buffer: bytes, start: int) -> int:
-    """Where the event that begins at `start` ends, its blank line included (the buffer holds it whole)."""
-    lf = buffer.find(b"\n\n", start)
-    crlf = buffer.find(b"\r\n\r\n", start, lf + 2 if lf >= 0 else len(buffer))
-    return crlf + 4 if crlf >= 0 else lf + 2
-
-
-def event_data(event: bytes) -> bytes | None:
-    """The payload of an event's `data:` line(s), or None for comments and keep-alives."""
-    data = None
-    for line in event.splitlines():
-        if line.startswith(b"data:"):
-            chunk = line[5:].strip()
-            data = chunk if data is None else data + b"\n" + chunk
-    return data
-
-
-def stream_delta_text(endpoint: str, chunk: dict[str, Any]) -> str:
-    """Generated text carried by one parsed stream chunk (for counting a stream without usage)."""
-    if endpoint == "responses":
-        delta = chunk.get("delta") if chunk.get("type") == "response.output_text.delta" else None
-        return delta if isinstance(delta, str) else ""
-    return _choices_text(chunk.get("choices"), "delta")
-
-
-def stream_chunk_usage(endpoint: str, chunk: dict[str, Any]) -> Usage | None:
-    if endpoint == "responses":
-        response = chunk.get("response")
-        return usage_from(response.get("usage")) if isinstance(response, dict) else None
-    return usage_from(chunk.get("usage"))
-
-
-def is_usage_only_chunk(chunk: dict[str, Any]) -> bool:
-    """The extra chunk that include_usage adds: no choices, a usage object."""
-    return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
-
-
-def sse_event(obj: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 # ---- Request features that policies match on ----

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 class Usage:
     """Counts as OpenAI reports them: the detail counts are subsets of the two totals.
 
-    Anthropic reports cache reads and writes apart from input tokens; openai_wire folds them into
+    Anthropic reports cache reads and writes apart from input tokens; openai_usage folds them into
     prompt_tokens so that pricing has one rule for every provider.
     """
 

@@ -1,8 +1,8 @@
 """Dialects: the wire formats thriftgate speaks at its edges, as translations around one pipeline.
 
 An ingress dialect (base.Dialect) is what a client speaks at one endpoint: OpenAI's (openai.py, over
-proxy/openai_wire.py) or Anthropic's Messages API (anthropic.py). The exchange carries it, and the
-stages and policies ask it about the body instead of asking which one it is.
+proxy/openai_wire.py, openai_usage.py and sse.py) or Anthropic's Messages API (anthropic.py). The exchange
+carries it, and the stages and policies ask it about the body instead of asking which one it is.
 
 A provider (providers.py) is what an upstream speaks. It gives each attempt a leg: the body, path and
 headers for that upstream, and the answer turned back into the client's dialect (translate_*.py)

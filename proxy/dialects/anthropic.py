@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy import openai_wire as wire
+from proxy.openai_usage import usage_from
 from proxy.openai_wire import RequestFacts, model_name_problem, parse_body
 from proxy.accounting.tokens import ModelTokenizer
 from proxy.accounting.usage import Usage
@@ -119,7 +119,7 @@ class MessagesDialect:
     def usage_of_answer(self, answer: Any) -> Usage | None:
         if not self._generates:
             return Usage()  # counting tokens is free
-        return wire.usage_from(answer.get("usage")) if isinstance(answer, dict) else None
+        return usage_from(answer.get("usage")) if isinstance(answer, dict) else None
 
     @staticmethod
     def answer_text(answer: Any) -> str:
@@ -130,7 +130,7 @@ class MessagesDialect:
         kind = chunk.get("type")
         if kind == "message_start":
             message = chunk.get("message")
-            usage = wire.usage_from(message.get("usage")) if isinstance(message, dict) else None
+            usage = usage_from(message.get("usage")) if isinstance(message, dict) else None
             return None if usage is None else (usage, False)
         if kind == "message_delta" and isinstance(raw := chunk.get("usage"), dict):
             return merged_usage(raw, previous), True
@@ -186,7 +186,7 @@ def error_body(status: int, message: str) -> bytes:
 def merged_usage(raw: dict[str, Any], previous: Usage | None) -> Usage:
     """message_delta's cumulative usage; counts it leaves out (older versions send output only) keep
     their message_start values, and so does the 5-minute/1-hour split of the cache writes."""
-    usage = wire.usage_from(raw) or Usage()
+    usage = usage_from(raw) or Usage()
     if previous is None:
         return usage
     if "input_tokens" not in raw:

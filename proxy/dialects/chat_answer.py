@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from proxy import openai_wire as wire
+from proxy import sse
 from proxy.accounting.money import format_usd
 from proxy.accounting.usage import Usage
 from proxy.dialects.anthropic import MESSAGES
@@ -96,7 +96,7 @@ class ChatStream(TranslatedStream):
         if kind == "error":
             self.errored = True
             error = chunk.get("error") or {}
-            return [wire.sse_event({"error": {"message": error.get("message"), "type": error.get("type"),
+            return [sse.sse_event({"error": {"message": error.get("message"), "type": error.get("type"),
                                               "param": None, "code": error.get("type")}})]
         return []  # ping, content_block_stop
 
@@ -131,7 +131,7 @@ class ChatStream(TranslatedStream):
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return wire.sse_event({**self._head, "choices": [choice], **({"usage": None} if self._include_usage else {})})
+        return sse.sse_event({**self._head, "choices": [choice], **({"usage": None} if self._include_usage else {})})
 
     def _usage_chunk(self) -> list[bytes]:
         if not self._include_usage or self.usage is None:
@@ -140,4 +140,4 @@ class ChatStream(TranslatedStream):
         nanos = self._price(self.usage) if self._price else None
         if nanos is not None:
             usage["cost_usd"] = orjson.Fragment(format_usd(nanos).encode())
-        return [wire.sse_event({**self._head, "choices": [], "usage": usage})]
+        return [sse.sse_event({**self._head, "choices": [], "usage": usage})]

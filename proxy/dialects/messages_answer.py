@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy import openai_wire as wire
+from proxy import sse
 from proxy.accounting.usage import Usage
 from proxy.dialects.openai import CHAT
 from proxy.dialects.translated_stream import TranslatedStream, parsed
@@ -64,7 +64,7 @@ class MessagesStream(TranslatedStream):
         self._stop_reason = "end_turn"
 
     def _translate(self, data: bytes | None) -> list[bytes]:
-        if data == wire.DONE:
+        if data == sse.DONE:
             return self._finish()
         chunk = parsed(data)
         if chunk is None:

@@ -1,7 +1,8 @@
 """OpenAI's dialect, one per endpoint: chat, completions, responses, embeddings.
 
-The wire format itself (bodies, usage objects, SSE events) is proxy/openai_wire.py; this module binds
-it to an endpoint and adds what policies change in a body (an instruction, an output limit).
+The wire format itself is proxy/openai_wire.py (request bodies), proxy/openai_usage.py (usage objects) and
+proxy/sse.py (SSE events); this module binds it to an endpoint and adds what policies change in a body (an
+instruction, an output limit).
 """
 
 from typing import Any
@@ -10,6 +11,10 @@ import orjson
 from aiohttp import web
 
 from proxy import openai_wire as wire
+from proxy import sse
+from proxy.openai_usage import (
+    is_usage_only_chunk, output_text_of_response, stream_chunk_usage, stream_delta_text, usage_of_response,
+)
 from proxy.openai_wire import RequestFacts
 from proxy.accounting.tokens import ModelTokenizer
 from proxy.accounting.usage import Usage
@@ -75,17 +80,17 @@ class OpenAIDialect:
     # ---- answers and streams ----
 
     def usage_of_answer(self, answer: Any) -> Usage | None:
-        return wire.usage_of_response(self.endpoint, answer)
+        return usage_of_response(self.endpoint, answer)
 
     def answer_text(self, answer: Any) -> str:
-        return wire.output_text_of_response(self.endpoint, answer)
+        return output_text_of_response(self.endpoint, answer)
 
     def stream_usage(self, chunk: dict[str, Any], previous: Usage | None) -> tuple[Usage, bool] | None:
-        usage = wire.stream_chunk_usage(self.endpoint, chunk)
+        usage = stream_chunk_usage(self.endpoint, chunk)
         return None if usage is None else (usage, True)
 
     def stream_text(self, chunk: dict[str, Any]) -> str:
-        return wire.stream_delta_text(self.endpoint, chunk)
+        return stream_delta_text(self.endpoint, chunk)
 
     def stream_ends(self, chunk: dict[str, Any]) -> bool:
         return self.endpoint == "responses" and chunk.get("type") in _RESPONSES_ENDS
@@ -95,7 +100,7 @@ class OpenAIDialect:
         return events.startswith(b"data: [DONE]") or b"\n\ndata: [DONE]" in events
 
     def is_usage_only_chunk(self, chunk: dict[str, Any]) -> bool:
-        return self.endpoint != "responses" and wire.is_usage_only_chunk(chunk)
+        return self.endpoint != "responses" and is_usage_only_chunk(chunk)
 
     # ---- errors ----
 
@@ -106,8 +111,8 @@ class OpenAIDialect:
     def stream_error_event(self, message: str, code: str) -> bytes:
         """The event that ends a stream cut short, as OpenAI ends one: the SDKs raise it as an APIError."""
         if self.endpoint == "responses":
-            return b"event: error\n" + wire.sse_event({"type": "error", "code": code, "message": message, "param": None})
-        return wire.sse_event({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
+            return b"event: error\n" + sse.sse_event({"type": "error", "code": code, "message": message, "param": None})
+        return sse.sse_event({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
 
     @staticmethod
     def read_error(body: bytes) -> tuple[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from proxy import openai_wire as wire
+from proxy import sse
 from proxy.accounting.usage import Usage
 
 
@@ -26,9 +26,9 @@ class TranslatedStream:
 
     def feed(self, data: bytes) -> bytes:
         buffer = self._pending + data
-        events, used = wire.split_events(buffer)
+        events, used = sse.split_events(buffer)
         self._pending = buffer[used:]
-        out = [translated for event in events for translated in self._translate(wire.event_data(event))]
+        out = [translated for event in events for translated in self._translate(sse.event_data(event))]
         self._sent.extend(out)
         return b"".join(out)
 

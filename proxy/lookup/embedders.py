@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from proxy import openai_wire as wire
 from proxy.lookup.calibration import model_identity
 from proxy.lookup.config import EmbedderConfig, LocalEmbedderConfig
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.tokens import TokenCounter
+from proxy.openai_usage import usage_from
 from proxy.stages.upstream import UpstreamClient, read_body
 from proxy.accounting.usage import Usage
 
@@ -138,7 +138,7 @@ class UpstreamEmbedder:
         rows = sorted(answer["data"], key=lambda item: item["index"])
         vectors = _unit_rows(np.asarray([row["embedding"] for row in rows], dtype=np.float32))
         counted = [self._tokens.for_model(self._model).text(text) for text in texts]
-        usage = wire.usage_from(answer.get("usage"))
+        usage = usage_from(answer.get("usage"))
         tokens = _shares(usage.prompt_tokens if usage and usage.prompt_tokens else sum(counted), counted)
         return [Embedding(vector, count, self._prices.cost_nanos(self._model, Usage(prompt_tokens=count)) or 0)
                 for vector, count in zip(vectors, tokens)]

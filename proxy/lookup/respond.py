@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy import openai_wire as wire
+from proxy import sse
 from proxy.accounting.money import format_usd
 
 _PIECE = re.compile(r"\S+\s*|\s+")  # words with their trailing space: a stream of word-sized deltas
@@ -64,12 +64,12 @@ def _completion(request_id: str, created: int, model: str, choice: dict[str, Any
 
     def chunk(piece: str, finish_reason: str | None = None) -> bytes:
         entry = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish_reason}
-        return wire.sse_event({**head, "choices": [entry], **tail})
+        return sse.sse_event({**head, "choices": [entry], **tail})
 
     events = [chunk(piece) for piece in _pieces(choice)] + [chunk("", finish)]
     if include_usage:
-        events.append(wire.sse_event({**head, "choices": [], "usage": _usage_with_cost(cost_nanos)}))
-    return _sse([*events, b"data: " + wire.DONE + b"\n\n"])
+        events.append(sse.sse_event({**head, "choices": [], "usage": _usage_with_cost(cost_nanos)}))
+    return _sse([*events, b"data: " + sse.DONE + b"\n\n"])
 
 
 def _response(request_id: str, created: int, model: str, choice: dict[str, Any], stream: bool,
@@ -106,7 +106,7 @@ def _response(request_id: str, created: int, model: str, choice: dict[str, Any],
         ("response.output_item.done", {"output_index": 0, "item": item}),
         ("response.completed", {"response": final}),
     ]
-    return _sse([b"event: " + name.encode() + b"\n" + wire.sse_event({"type": name, "sequence_number": n, **data})
+    return _sse([b"event: " + name.encode() + b"\n" + sse.sse_event({"type": name, "sequence_number": n, **data})
                  for n, (name, data) in enumerate(events)])
 
 
@@ -117,7 +117,7 @@ def _stream_events(completion_id: str, created: int, model: str, choice: dict[st
                  "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
         if include_usage:
             event["usage"] = None  # as OpenAI sends it on every chunk but the last
-        return wire.sse_event(event)
+        return sse.sse_event(event)
 
     message = choice.get("message") or {}
     events = [chunk({"role": "assistant", "content": ""})]
@@ -128,7 +128,7 @@ def _stream_events(completion_id: str, created: int, model: str, choice: dict[st
         events.append(chunk({"tool_calls": [{**call, "index": i} for i, call in enumerate(message["tool_calls"])]}))
     events.append(chunk({}, choice.get("finish_reason") or "stop"))
     if include_usage:
-        events.append(wire.sse_event({"id": completion_id, "object": "chat.completion.chunk", "created": created,
+        events.append(sse.sse_event({"id": completion_id, "object": "chat.completion.chunk", "created": created,
                                       "model": model, "choices": [], "usage": _usage_with_cost(cost_nanos)}))
-    events.append(b"data: " + wire.DONE + b"\n\n")
+    events.append(b"data: " + sse.DONE + b"\n\n")
     return events

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from proxy import openai_wire as wire
+from proxy import sse
 from proxy.exchange import Exchange
 
 _MESSAGE_FIELDS = ("role", "content", "refusal", "tool_calls")
@@ -56,8 +56,8 @@ def _choices(events: Any) -> tuple[list[dict[str, Any]], str] | None:
     not parse or a second choice shows."""
     choices, model = [], ""
     for event in events:
-        data = wire.event_data(event)
-        if not data or data == wire.DONE:
+        data = sse.event_data(event)
+        if not data or data == sse.DONE:
             continue
         try:
             chunk = orjson.loads(data)
@@ -132,7 +132,7 @@ def _completion(events: Any, answer: Any) -> tuple[dict[str, Any], str] | None:
 def _last_response(events: Any) -> Any:
     """A Responses API stream ends with response.completed (or .incomplete, .failed), carrying the whole response."""
     for event in reversed(events):
-        data = wire.event_data(event)
+        data = sse.event_data(event)
         if data and data.startswith(b"{"):
             try:
                 return orjson.loads(data).get("response")

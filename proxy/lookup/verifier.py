@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from proxy import openai_wire as wire
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
 from proxy.lookup import canonical
 from proxy.lookup.config import LOCAL, VerifySettings
+from proxy.openai_usage import usage_from
 from proxy.stages.upstream import UpstreamClient, read_body
 
 
@@ -103,7 +103,7 @@ class UpstreamVerifier(Verifier):
         word = _FIRST_WORD.match(text.strip().lower())
         if word is None or word.group() not in ("yes", "no"):
             raise VerifierFailed(f"'{self.name}' answered {text[:40]!r}, neither yes nor no")
-        usage = wire.usage_from(answer.get("usage")) or Usage()
+        usage = usage_from(answer.get("usage")) or Usage()
         cost = self._prices.cost_nanos(self.name, usage) or 0
         return Verdict(word.group() == "yes", usage.prompt_tokens + usage.completion_tokens, cost)
 

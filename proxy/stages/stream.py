@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from proxy import openai_wire as wire
+from proxy import sse
 from proxy.accounting.money import format_usd
 from proxy.accounting.usage import Usage
 
@@ -45,7 +45,7 @@ class SseRelay:
         one by one; the runs of events between them are passed on after a byte scan or two.
         """
         buffer = self._pending + data if self._pending else data
-        used = wire.complete_events_end(buffer)
+        used = sse.complete_events_end(buffer)
         self._pending = buffer[used:]
         block = buffer[:used]
         out: list[bytes] = []
@@ -59,7 +59,7 @@ class SseRelay:
             start = _event_start(block, at, usage_at)
             if start > at:
                 self._pass(block[at:start], out)
-            end = wire.event_end(block, start)
+            end = sse.event_end(block, start)
             event = block[start:end]
             replacement = self._inspect(event)
             edited = edited or replacement is not event
@@ -91,7 +91,7 @@ class SseRelay:
     def events(self) -> Iterator[bytes]:
         """The relayed data events one by one, split only when someone asks (a cache writing the answer)."""
         for block in self._kept:
-            yield from wire.split_events(block)[0]
+            yield from sse.split_events(block)[0]
 
     def output_text(self) -> list[str]:
         """The generated text, parsed from the kept events (only needed when usage never came)."""
@@ -103,7 +103,7 @@ class SseRelay:
         return [t for t in texts if t]
 
     def _inspect(self, event: bytes) -> bytes:
-        if b"[DONE]" in event and wire.event_data(event) == wire.DONE:
+        if b"[DONE]" in event and sse.event_data(event) == sse.DONE:
             self.done = True
             return event
         if not _carries_usage(event):
@@ -144,7 +144,7 @@ class SseRelay:
             return event
         # A Fragment keeps the exact decimal instead of a float's rounding.
         chunk["usage"]["cost_usd"] = orjson.Fragment(format_usd(nanos).encode())
-        return wire.sse_event(chunk)
+        return sse.sse_event(chunk)
 
 
 # How an upstream's own error event starts: OpenAI's chat and completions; the Responses API and Anthropic.
@@ -152,7 +152,7 @@ _ERROR_EVENT_STARTS = (b'data: {"error"', b"event: error")
 
 
 def _has_error_event(events: bytes) -> bool:
-    return any(event.startswith(_ERROR_EVENT_STARTS) for event in wire.split_events(events)[0])
+    return any(event.startswith(_ERROR_EVENT_STARTS) for event in sse.split_events(events)[0])
 
 
 def _carries_usage(event: bytes) -> bool:
@@ -177,8 +177,8 @@ def _event_start(block: bytes, at: int, inside: int) -> int:
 
 
 def _parsed(event: bytes) -> dict | None:
-    data = wire.event_data(event)
-    if data is None or data == wire.DONE:
+    data = sse.event_data(event)
+    if data is None or data == sse.DONE:
         return None
     try:
         chunk = orjson.loads(data)
