@@ -53,5 +53,19 @@ def event_data(event: bytes) -> bytes | None:
     return data
 
 
+def data_object(data: bytes | None) -> dict[str, Any] | None:
+    """An event's data as a JSON object; None for comments, keep-alives, [DONE] and anything else."""
+    try:
+        chunk = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
+
+
+def event_object(event: bytes) -> dict[str, Any] | None:
+    """The JSON object a whole event carries, or None (see data_object)."""
+    return data_object(event_data(event))
+
+
 def sse_event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"

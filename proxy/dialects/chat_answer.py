@@ -17,7 +17,7 @@ from proxy import sse
 from proxy.accounting.money import format_usd
 from proxy.accounting.usage import Usage
 from proxy.dialects.anthropic import MESSAGES
-from proxy.dialects.translated_stream import TranslatedStream, parsed
+from proxy.dialects.translated_stream import TranslatedStream
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
                   "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
@@ -70,7 +70,7 @@ class ChatStream(TranslatedStream):
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
 
     def _translate(self, data: bytes | None) -> list[bytes]:
-        chunk = parsed(data)
+        chunk = sse.data_object(data)
         if chunk is None:
             return []
         kind = chunk.get("type")

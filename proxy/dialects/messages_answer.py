@@ -15,7 +15,7 @@ import orjson
 from proxy import sse
 from proxy.accounting.usage import Usage
 from proxy.dialects.openai import CHAT
-from proxy.dialects.translated_stream import TranslatedStream, parsed
+from proxy.dialects.translated_stream import TranslatedStream
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
@@ -66,7 +66,7 @@ class MessagesStream(TranslatedStream):
     def _translate(self, data: bytes | None) -> list[bytes]:
         if data == sse.DONE:
             return self._finish()
-        chunk = parsed(data)
+        chunk = sse.data_object(data)
         if chunk is None:
             return []
         if isinstance(chunk.get("error"), dict):

@@ -5,9 +5,6 @@ usage, partial_usage, first_text_at, done, errored); a subclass translates one p
 """
 
 from collections.abc import Iterator
-from typing import Any
-
-import orjson
 
 from proxy import sse
 from proxy.accounting.usage import Usage
@@ -44,12 +41,3 @@ class TranslatedStream:
 
     def _translate(self, data: bytes | None) -> list[bytes]:
         raise NotImplementedError
-
-
-def parsed(data: bytes | None) -> dict[str, Any] | None:
-    """An event's JSON object; None for comments, keep-alives and anything else."""
-    try:
-        chunk = orjson.loads(data) if data else None
-    except orjson.JSONDecodeError:
-        return None
-    return chunk if isinstance(chunk, dict) else None

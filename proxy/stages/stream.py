@@ -97,7 +97,7 @@ class SseRelay:
         """The generated text, parsed from the kept events (only needed when usage never came)."""
         texts = []
         for event in self.events():
-            chunk = _parsed(event)
+            chunk = sse.event_object(event)
             if chunk is not None:
                 texts.append(self._dialect.stream_text(chunk))
         return [t for t in texts if t]
@@ -114,7 +114,7 @@ class SseRelay:
             if self._dialect.stream_done(event):
                 self.done = True
             return event
-        chunk = _parsed(event)
+        chunk = sse.event_object(event)
         if chunk is None:
             return event
         self._kept.append(event)
@@ -134,7 +134,7 @@ class SseRelay:
         return self._with_cost(event, chunk, usage)
 
     def _note_first_text(self, event: bytes) -> None:
-        chunk = _parsed(event)
+        chunk = sse.event_object(event)
         if chunk is not None and self._dialect.stream_text(chunk):
             self.first_text_at = time.perf_counter()
 
@@ -174,14 +174,3 @@ def _event_start(block: bytes, at: int, inside: int) -> int:
     lf = block.rfind(b"\n\n", at, inside)
     crlf = block.rfind(b"\r\n\r\n", at, inside)
     return max(lf + 2 if lf >= 0 else at, crlf + 4 if crlf >= 0 else at)
-
-
-def _parsed(event: bytes) -> dict | None:
-    data = sse.event_data(event)
-    if data is None or data == sse.DONE:
-        return None
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return chunk if isinstance(chunk, dict) else None
