@@ -1,4 +1,7 @@
-"""What tests in several folders share: the shared Redis, a clock that tests move, Redis clean-up."""
+"""What tests in several folders share: the shared Redis, a clock that tests move, Redis clean-up, the Redis
+store's fleet-wide day counter."""
+
+import time
 
 import redis.asyncio as redis
 
@@ -24,5 +27,14 @@ async def delete_prefix(url: str, prefix: str) -> None:
         keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
         if keys:
             await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def todays_global_usd(url: str, prefix: str) -> dict[str, str]:
+    """The global usd budget's counter for today (UTC) as the Redis store keeps it for the fleet: used, leased."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return await client.hgetall(f"{prefix}c:usd:day:{time.strftime('%Y%m%d', time.gmtime())}:global")
     finally:
         await client.aclose()

@@ -2,14 +2,12 @@
 at submission, every output line priced at the batch rate and recorded, the hold settled to the real cost."""
 
 import asyncio
-import time
 from decimal import Decimal
 
 import aiohttp
 import openai
 import orjson
 import pytest
-import redis.asyncio as redis
 from yarl import URL
 
 from proxy.accounting.ledger import open_readonly
@@ -17,7 +15,7 @@ from proxy.accounting.money import format_usd
 from proxy.appkeys import METRICS
 from proxy.batch import endpoints
 from tests.conftest import RunningProxy, StartProxy
-from tests.shared import REDIS_URL
+from tests.shared import REDIS_URL, todays_global_usd
 
 QUESTIONS = ("Name three rivers.", "Name two mountains.", "Name one sea.")
 MAX_TOKENS = 30
@@ -223,11 +221,7 @@ async def test_two_replicas_price_a_batch_once(start_proxy: StartProxy, fake, tm
         await replica.runner.cleanup()  # waits for any accounting still running: a second one would show now
     # The budget as Redis keeps it for the fleet: the lines and the chat, whichever replica priced the job, and
     # nothing held for it any more (a stopped replica keeps a lease only for what it still holds).
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        counter = await client.hgetall(f"{redis_prefix}c:usd:day:{time.strftime('%Y%m%d', time.gmtime())}:global")
-    finally:
-        await client.aclose()
+    counter = await todays_global_usd(REDIS_URL, redis_prefix)
     assert (int(counter["used"]), int(counter["leased"])) == (total + chat_cost, 0)
     recorded = []
     for index in range(2):

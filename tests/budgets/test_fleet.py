@@ -19,6 +19,7 @@ from tests.budgets.replicas import Replica
 from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES, request_cost, usd
 from tests.conftest import base_config, merged
 from tests.processes import thriftgate
+from tests.shared import todays_global_usd
 
 SERVED = 100
 SENT = 300
@@ -105,10 +106,5 @@ async def test_two_replicas_share_one_budget_to_the_nano_dollar(fake, tmp_path: 
     assert [(r["team"], r["requests"], r["cost_nanos"]) for r in json.loads(result.stdout)] == [
         (None, SERVED, SERVED * cost)]  # the fleet's totals, read from Redis
 
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        day = time.strftime("%Y%m%d", time.gmtime())
-        counter = await client.hgetall(f"{redis_prefix}c:usd:day:{day}:global")
-    finally:
-        await client.aclose()
+    counter = await todays_global_usd(REDIS_URL, redis_prefix)
     assert int(counter["used"]) == SERVED * cost and int(counter["leased"]) == 0  # stopped replicas gave their leases back

@@ -16,7 +16,7 @@ from proxy.store.redis import RedisStore
 from tests.budgets.replicas import Replica
 from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES, request_cost, usd
 from tests.conftest import base_config, merged
-from tests.shared import END_OF_MARCH, REDIS_URL
+from tests.shared import END_OF_MARCH, REDIS_URL, todays_global_usd
 
 NOW = END_OF_MARCH
 HOLD = 900.0
@@ -119,10 +119,5 @@ async def test_four_replicas_serve_a_budget_for_fifty_requests_exactly(fake, tmp
         finally:
             await asyncio.gather(*(replica.stop() for replica in replicas))
     assert statuses == {200: 50, 429: 190}
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        day = time.strftime("%Y%m%d", time.gmtime())
-        counter = await client.hgetall(f"{redis_prefix}c:usd:day:{day}:global")
-    finally:
-        await client.aclose()
+    counter = await todays_global_usd(REDIS_URL, redis_prefix)
     assert (int(counter["used"]), int(counter["leased"])) == (50 * cost, 0)

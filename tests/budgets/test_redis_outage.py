@@ -2,16 +2,15 @@
 them; either way the proxy reconnects by itself and no spend is lost."""
 
 import asyncio
-import time
 from collections import Counter
 
 import aiohttp
 import pytest
-import redis.asyncio as redis
 
 from tests.processes import RedisServer
 from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES
 from tests.conftest import RunningProxy, StartProxy
+from tests.shared import todays_global_usd
 
 PREFIX = "tg:"
 # A stopped Redis refuses connections at once: the outage shows without a short timeout, and a busy machine's
@@ -22,6 +21,16 @@ TIMEOUT_SECONDS = 2
 async def readyz(session: aiohttp.ClientSession, proxy: RunningProxy) -> tuple[int, dict]:
     async with session.get(proxy.url + "/readyz") as response:
         return response.status, await response.json()
+
+
+async def until_store_reachable(session: aiohttp.ClientSession, proxy: RunningProxy) -> tuple[int, dict]:
+    """/readyz once it says the store is reachable again (or after 5 s, whatever it says)."""
+    for _ in range(100):
+        status, ready = await readyz(session, proxy)
+        if ready["store"]["reachable"]:
+            break
+        await asyncio.sleep(0.05)
+    return status, ready
 
 
 @pytest.mark.parametrize("on_failure", ["closed", "open"])
@@ -58,11 +67,7 @@ async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
         assert not ready["store"]["reachable"]
         assert (status, ready["status"]) == ((503, "store_unavailable") if on_failure == "closed" else (200, "degraded"))
         await own_redis.start()
-        for _ in range(100):
-            status, ready = await readyz(session, proxy)
-            if ready["store"]["reachable"]:
-                break
-            await asyncio.sleep(0.05)
+        status, ready = await until_store_reachable(session, proxy)
         assert (status, ready["status"], ready["store"]["pending_settlements"]) == (200, "ready", 0)
         await asyncio.sleep(0.3)
         stopping.set()
@@ -80,11 +85,7 @@ async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
     assert spent > 0 and len(ledger) == sum(statuses.values())
     [row] = fleet["rows"]
     assert fleet["source"] == "fleet" and (row["requests"], row["cost_nanos"]) == (statuses[200], spent)
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    try:
-        counter = await client.hgetall(f"{PREFIX}c:usd:day:{time.strftime('%Y%m%d', time.gmtime())}:global")
-    finally:
-        await client.aclose()
+    counter = await todays_global_usd(own_redis.url, PREFIX)
     assert int(counter["used"]) == spent  # every cent counted
 
 
@@ -114,11 +115,7 @@ async def test_redis_stopped_mid_load_never_lets_a_budget_be_overspent(
         await own_redis.stop()
         await asyncio.gather(*(one(session) for _ in range(8)))  # refused: 503
         await own_redis.start()
-        for _ in range(100):
-            status, ready = await readyz(session, proxy)
-            if ready["store"]["reachable"]:
-                break
-            await asyncio.sleep(0.05)
+        await until_store_reachable(session, proxy)
         for _ in range(6):
             await asyncio.gather(*(one(session) for _ in range(16)))
     assert statuses[200] == 60 and statuses[503] >= 8 and set(statuses) == {200, 429, 503}
