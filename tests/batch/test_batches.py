@@ -35,6 +35,13 @@ def sdk(proxy: RunningProxy, **headers: str) -> openai.AsyncOpenAI:
                               default_headers=headers or None)
 
 
+async def submit(client: openai.AsyncOpenAI, lines: bytes | None = None) -> object:
+    """Upload an input file (three questions unless `lines` are given) and start a chat batch on it."""
+    uploaded = await client.files.create(file=("q.jsonl", input_file() if lines is None else lines), purpose="batch")
+    return await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                       completion_window="24h")
+
+
 async def run_to_the_end(client: openai.AsyncOpenAI, batch_id: str) -> object:
     for _ in range(10):
         batch = await client.batches.retrieve(batch_id)
@@ -107,9 +114,7 @@ async def test_the_hold_covers_the_lines_until_they_are_priced(start_proxy: Star
     # The three lines' ceiling at batch prices: their prompts and 3 x MAX_TOKENS of output.
     proxy = await start_proxy(budgets=[{"scope": "global", "usd": "0.0001", "window": "day"}])
     async with sdk(proxy) as client:
-        uploaded = await client.files.create(file=("q.jsonl", input_file()), purpose="batch")
-        batch = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                            completion_window="24h")
+        batch = await submit(client)
         reply = await client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
         held_and_spent = 100_000 - int(Decimal(reply.headers["x-thriftgate-budget-remaining-usd"]) * 10**9)
@@ -122,9 +127,7 @@ async def test_the_hold_covers_the_lines_until_they_are_priced(start_proxy: Star
 async def test_failed_lines_are_recorded_from_the_error_file(start_proxy: StartProxy, fake) -> None:
     proxy = await start_proxy()
     async with sdk(proxy) as client:
-        uploaded = await client.files.create(file=("q.jsonl", input_file(model="gpt-unknown")), purpose="batch")
-        batch = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                            completion_window="24h")
+        batch = await submit(client, input_file(model="gpt-unknown"))
         finished = await run_to_the_end(client, batch.id)
         assert finished.output_file_id is None and finished.error_file_id
     rows = await lines_recorded(proxy, batch.id, 3)
@@ -172,13 +175,11 @@ async def test_unknown_ids_get_the_providers_404(proxy: RunningProxy, fake) -> N
 
 async def test_cancel_and_list_pass_through(proxy: RunningProxy, fake) -> None:
     async with sdk(proxy) as client:
-        uploaded = await client.files.create(file=("q.jsonl", input_file()), purpose="batch")
-        batch = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                            completion_window="24h")
+        batch = await submit(client)
         assert (await client.batches.cancel(batch.id)).status == "cancelling"
         assert (await run_to_the_end(client, batch.id)).status == "cancelled"
         assert [b.id async for b in client.batches.list()] == [batch.id]
-        assert (await client.files.delete(uploaded.id)).deleted
+        assert (await client.files.delete(batch.input_file_id)).deleted
 
 
 async def test_a_batch_nobody_asks_about_is_polled_and_priced(
@@ -187,9 +188,7 @@ async def test_a_batch_nobody_asks_about_is_polled_and_priced(
     monkeypatch.setattr(endpoints, "POLL_SECONDS", 0.05)
     proxy = await start_proxy()
     async with sdk(proxy) as client:
-        uploaded = await client.files.create(file=("q.jsonl", input_file()), purpose="batch")
-        batch = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                            completion_window="24h")
+        batch = await submit(client)
     rows = await lines_recorded(proxy, batch.id, 3)  # the replica's poller retrieved it to its end
     assert all(row["cost_nanos"] > 0 for row in rows)
 
@@ -200,9 +199,7 @@ async def test_two_replicas_price_a_batch_once(start_proxy: StartProxy, fake, tm
     replicas = [await start_proxy(store=store, budgets=budget, ledger={"path": str(tmp_path / f"ledger-{i}.db")})
                 for i in range(2)]
     async with sdk(replicas[0]) as first, sdk(replicas[1]) as second:
-        uploaded = await first.files.create(file=("q.jsonl", input_file()), purpose="batch")
-        batch = await first.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                           completion_window="24h")
+        batch = await submit(first)
         for _ in range(4):  # both see it end, each retrieve moving it on
             await second.batches.retrieve(batch.id)
             await first.batches.retrieve(batch.id)
