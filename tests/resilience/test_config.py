@@ -131,6 +131,23 @@ async def test_the_admin_view_is_guarded_like_every_admin_read(start_routed, pri
     assert a["latency_ms"] > 0
 
 
+
+async def test_a_deployment_past_its_own_tpm_is_skipped_until_the_next_minute(start_routed, primary, secondary,
+                                                                             clock) -> None:
+    proxy = await start_routed(deployment("a", primary, tpm=30), deployment("b", secondary), strategy="least_busy",
+                               changes={"clock": clock})
+    answered = [(await post(proxy))[2]["x-thriftgate-upstream"] for _ in range(3)]
+    assert answered == ["a", "b", "b"]  # a's first answer used more than its 30 tokens this minute
+    clock.advance(60)
+    assert (await post(proxy))[2]["x-thriftgate-upstream"] == "a"
+
+
+async def test_lowest_latency_tries_each_once_then_keeps_to_the_quickest(start_routed, primary, secondary) -> None:
+    primary.faults(latency_ms=80)
+    proxy = await start_routed(deployment("a", primary), deployment("b", secondary), strategy="lowest_latency")
+    answered = [(await post(proxy))[2]["x-thriftgate-upstream"] for _ in range(6)]
+    assert answered == ["a", "b", "b", "b", "b", "b"]
+
 ISSUE_EXAMPLE = """
 upstreams:
   - {name: openai-a, base_url: https://api.openai.com/v1, api_key_env: OPENAI_KEY_A, models: ["gpt-4o*"], weight: 3}
