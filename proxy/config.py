@@ -315,9 +315,9 @@ def warnings(config: Config) -> list[str]:
 
 def masked_summary(config: Config) -> dict[str, Any]:
     """The resolved settings as plain data, with each secret shown only as set/unset."""
-    summary = config.model_dump(mode="json", exclude={"policies"})
+    summary = config.model_dump(mode="json", by_alias=True, exclude={"policies"})  # `from`, `for`: as written
     mask_secrets(summary, config.auth, config.store)
-    summary["policies"] = [policy.model_dump(mode="json", exclude_defaults=True) | {"name": policy.name}
+    summary["policies"] = [policy.model_dump(mode="json", by_alias=True, exclude_defaults=True) | {"name": policy.name}
                            for policy in config.policies]
     token_state = "set" if config.server.metrics_token else "unset"
     summary["server"]["metrics_token_env"] = f"{config.server.metrics_token_env} ({token_state})"

@@ -178,7 +178,8 @@ def test_pricing_import_writes_stdout_or_out_and_never_the_shipped_table(tmp_pat
     assert missing_dir.returncode == 1 and len(missing_dir.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("content", [b"not json at all", b"\xff\xfe\x00", b"[1, 2]", None])
+@pytest.mark.parametrize("content", [b"not json at all", b"\xff\xfe\x00", b"[1, 2]", None,
+                                     b'{"name": "my-app", "version": "1.0.0"}'])  # JSON, no price in it
 def test_pricing_import_of_something_else_is_one_line(tmp_path: Path, content: bytes | None) -> None:
     source = tmp_path / "prices.json"
     if content is not None:

@@ -62,8 +62,10 @@ async def test_demo_drives_a_running_proxy_through_its_provider(start_proxy: Sta
     assert demo.returncode == 0, demo.stderr
     rows = await proxy.ledger.recent(10_000)
     assert len(rows) >= 20 and {row["upstream"] for row in rows} == {"openai"}
-    # Answered, but for the provider's simulated refusals: drawn at random, some 3 to 6 in a hundred.
-    refusals = {(429, "upstream_429"), (500, "upstream_500")}
+    # Answered, but for the provider's simulated refusals: drawn at random, some 3 to 6 in a hundred. A 429's
+    # Retry-After (1 s) rests the only deployment: a request sent meanwhile gets thriftgate's own 429 (how many
+    # depends on the machine's pace; the whole suite on a busy machine met one).
+    refusals = {(429, "upstream_429"), (500, "upstream_500"), (429, "upstream_rate_limited")}
     assert {(row["status"], row["error"]) for row in rows} <= {(200, None), *refusals}
     assert sum(row["status"] == 200 for row in rows) >= 0.75 * len(rows)
 

@@ -6,6 +6,7 @@ from collections import Counter
 
 import aiohttp
 import pytest
+import yaml
 
 from proxy.config import ConfigError
 from proxy.config_loading import validate
@@ -130,6 +131,23 @@ async def test_the_admin_view_is_guarded_like_every_admin_read(start_routed, pri
     assert a["latency_ms"] > 0
 
 
+
+async def test_a_deployment_past_its_own_tpm_is_skipped_until_the_next_minute(start_routed, primary, secondary,
+                                                                             clock) -> None:
+    proxy = await start_routed(deployment("a", primary, tpm=30), deployment("b", secondary), strategy="least_busy",
+                               changes={"clock": clock})
+    answered = [(await post(proxy))[2]["x-thriftgate-upstream"] for _ in range(3)]
+    assert answered == ["a", "b", "b"]  # a's first answer used more than its 30 tokens this minute
+    clock.advance(60)
+    assert (await post(proxy))[2]["x-thriftgate-upstream"] == "a"
+
+
+async def test_lowest_latency_tries_each_once_then_keeps_to_the_quickest(start_routed, primary, secondary) -> None:
+    primary.faults(latency_ms=80)
+    proxy = await start_routed(deployment("a", primary), deployment("b", secondary), strategy="lowest_latency")
+    answered = [(await post(proxy))[2]["x-thriftgate-upstream"] for _ in range(6)]
+    assert answered == ["a", "b", "b", "b", "b", "b"]
+
 ISSUE_EXAMPLE = """
 upstreams:
   - {name: openai-a, base_url: https://api.openai.com/v1, api_key_env: OPENAI_KEY_A, models: ["gpt-4o*"], weight: 3}
@@ -160,3 +178,21 @@ def test_the_shape_a_litellm_user_writes_loads_as_written(tmp_path, monkeypatch)
         "gpt-4o", ("gpt-4o-mini", "claude-sonnet-4-5"), ("unavailable", "rate_limited", "context_window_exceeded"))
     assert (config.routing.cooldown.for_, config.routing.timeouts.first_token) == (30.0, 20.0)
     assert [u.weight for u in config.upstreams[:2]] == [3.0, 1.0] and config.upstreams[1].rpm == 500
+
+
+def test_check_config_shows_the_routing_keys_as_they_are_written(tmp_path, monkeypatch) -> None:
+    """What `thriftgate check-config` prints names `from`, `for` and `try` as a config file writes them (it
+    printed `from_`, `for_`, `try_model`), so the resolved routing section loads back as it is shown."""
+    from proxy.config import masked_summary
+    from proxy.config_loading import load
+
+    monkeypatch.setenv("CLAUDE_KEY", "sk-ant-x")
+    path = tmp_path / "thriftgate.yaml"
+    path.write_text(ISSUE_EXAMPLE + "policies:\n  - {type: cascade, try: gpt-4o-mini}\n")
+    config = load(path)
+    shown = masked_summary(config)
+    assert shown["routing"]["cooldown"]["for"] == 30.0
+    assert shown["routing"]["fallbacks"][0]["from"] == "gpt-4o"
+    assert shown["policies"][0]["try"] == "gpt-4o-mini"
+    written = yaml.safe_load(ISSUE_EXAMPLE)
+    assert validate({"upstreams": written["upstreams"], "routing": shown["routing"]}).routing == config.routing
