@@ -314,7 +314,7 @@ def _ledger_migrate(args: argparse.Namespace) -> int:
             applied = migrate_sqlite(conn)
     else:
         try:
-            with PostgresReader(ledger) as database:
+            with PostgresReader(ledger, check=False) as database:
                 applied = database.migrate()
         except LedgerUnavailable as exc:
             print(f"thriftgate: {exc}", file=sys.stderr)
