@@ -64,11 +64,8 @@ class LedgerReader:
     def lookup_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
         return self.run(sql.lookup_rows(self.dialect, sql.Filters(since, until)))
 
-    def rows(self, filters: sql.Filters = sql.Filters()) -> list[dict]:
-        return self.run(sql.rows(self.dialect, filters))
-
     def iter_rows(self, filters: sql.Filters = sql.Filters(), page: int = 5000) -> Iterator[dict]:
-        """The same rows, read a page at a time: a month of traffic is never held whole."""
+        """Whole rows in time order, read a page at a time: a month of traffic is never held whole."""
         after = None
         while True:
             rows = self.run(sql.rows(self.dialect, filters, after=after, limit=page))

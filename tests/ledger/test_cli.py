@@ -164,3 +164,45 @@ async def test_a_database_of_an_older_version_is_named_with_the_command_that_mig
     assert "`thriftgate ledger migrate --config FILE`" in err
     assert await asyncio.to_thread(exit_status, "ledger", "migrate", "--config", config) == 0
     assert await asyncio.to_thread(exit_status, "spend", "--config", config, "--json") == 0
+
+
+class PagedReader:
+    """A reader that counts what each query returned."""
+
+    def __init__(self, reader) -> None:
+        self._reader = reader
+        self.dialect = reader.dialect
+        self.returned: list[int] = []
+
+    def run(self, query):
+        rows = self._reader.run(query)
+        self.returned.append(len(rows))
+        return rows
+
+    def iter_rows(self, *args, **kwargs):
+        return type(self._reader).iter_rows(self, *args, **kwargs)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+async def test_an_export_reads_a_page_at_a_time(tmp_path, fmt: str) -> None:
+    from proxy.accounting.ledger import open_readonly
+    from proxy.accounting.ledger_export import export
+    from proxy.accounting.ledger_sql import Filters
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    await ledger.start()
+    for n in range(2500):
+        ledger.add(record(n, ts=1000.0 + n // 3))  # pages break between rows of the same second
+    await ledger.close()
+    out = tmp_path / f"spend.{fmt}"
+    with open_readonly(tmp_path / "ledger.db") as reader:
+        paged = PagedReader(reader)
+        assert export(paged, Filters(since=1000.0), fmt, str(out), page=300) == 2500
+    assert max(paged.returned) == 300 and sum(paged.returned) == 2500  # never the whole ledger at once
+    if fmt == "parquet":
+        ids = pq.read_table(out).column("request_id").to_pylist()
+    elif fmt == "csv":
+        ids = [row["request_id"] for row in csv.DictReader(io.StringIO(out.read_text()))]
+    else:
+        ids = [json.loads(line)["request_id"] for line in out.read_text().splitlines()]
+    assert ids == sorted((f"req-{n}" for n in range(2500)), key=lambda id: (int(id[4:]) // 3, id))  # ts, id
