@@ -71,7 +71,8 @@ class Totals:
         values = {"requests": int(self.request), "prompt_tokens": self.prompt_tokens,
                   "completion_tokens": self.completion_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
                   "cache_write_tokens": self.cache_write_tokens, "reasoning_tokens": self.reasoning_tokens,
-                  "cost_nanos": self.cost_nanos or 0, "unpriced_requests": int(self.request and self.cost_nanos is None)}
+                  "cost_nanos": self.cost_nanos or 0,
+                  "unpriced_requests": int(self.request and self.cost_nanos is None)}
         groups = {"model": self.model, "team": self.team or "", "key": self.key or "", "day": self.day}
         return {f"{metric}|{dim}|{value}": amount
                 for metric, amount in values.items() if amount for dim, value in groups.items()}
