@@ -82,6 +82,7 @@ def make_app(
                         lookups=lookups, routing=routing)
     holdout = HoldoutStats()
     chain = build_chain(config.policies, services, metrics, holdout)
+    lookups.operating = chain.operating
     in_flight = InFlight()
     pipeline = Pipeline(
         config, tokens=tokens, prices=prices, settler=settler, upstreams=upstreams, routing=routing, attempts=attempts,

@@ -1,5 +1,6 @@
 """Shared fixtures: the fake upstream, and thriftgate apps built from config made in code."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,6 +70,15 @@ class RunningProxy:
     @property
     def metrics(self) -> Metrics:
         return self.app[METRICS]
+
+    async def last_row(self) -> dict:
+        """The latest ledger row, once there is one: a request is recorded as its handler ends, which may be
+        just after its client read the last byte (a stream's error event)."""
+        for _ in range(250):
+            if rows := await self.ledger.recent(1):
+                return rows[0]
+            await asyncio.sleep(0.02)
+        raise AssertionError("nothing was recorded in 5 s")
 
 
 def base_config(upstream_url: str, tmp_path: Path) -> dict[str, Any]:

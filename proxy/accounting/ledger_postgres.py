@@ -19,7 +19,7 @@ import asyncpg
 
 from proxy.accounting import ledger_sql as sql
 from proxy.accounting.ledger import BatchedLedger
-from proxy.accounting.ledger_read import LedgerReader
+from proxy.accounting.ledger_read import LedgerReader, check_columns
 from proxy.accounting.ledger_spool import Spool
 from proxy.accounting.spend_record import COLUMNS, SpendRecord
 from proxy.control.config import LedgerConfig, masked_dsn
@@ -30,6 +30,8 @@ _MIGRATION_LOCK = 0x74677364  # pg_advisory_xact_lock key: one replica migrates 
 _COLUMNS = list(COLUMNS)
 _QUOTED = ", ".join(f'"{name}"' for name in COLUMNS)
 _STAGING = "CREATE TEMP TABLE IF NOT EXISTS spend_batch (LIKE spend) ON COMMIT DELETE ROWS"
+_COLUMNS_SQL = ("SELECT column_name FROM information_schema.columns WHERE table_name = 'spend'"
+                " AND table_schema = current_schema()")
 _INSERT = f"INSERT INTO spend ({_QUOTED}) SELECT {_QUOTED} FROM spend_batch ON CONFLICT (request_id) DO NOTHING"
 
 
@@ -45,9 +47,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         await conn.execute(sql.schema_table(sql.POSTGRES))
         applied = {row["step"] for row in await conn.fetch(f"SELECT step FROM {sql.SCHEMA_TABLE}")}
-        existing = {row["column_name"] for row in await conn.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'spend'"
-            " AND table_schema = current_schema()")}
+        existing = {row["column_name"] for row in await conn.fetch(_COLUMNS_SQL)}
         steps = sql.migration_steps(sql.POSTGRES, applied, existing)
         for name, statements in steps:
             for statement in statements:
@@ -194,13 +194,22 @@ class PostgresReader(LedgerReader):
 
     dialect = sql.POSTGRES
 
-    def __init__(self, config: LedgerConfig) -> None:
+    def __init__(self, config: LedgerConfig, *, check: bool = True) -> None:
+        """check: refuse (OutdatedLedger) a database whose schema this version cannot read; off to migrate it."""
         self._loop = asyncio.new_event_loop()
         try:
             self._conn = self._loop.run_until_complete(connect(config.dsn, config.timeout_seconds))
         except BaseException:
             self._loop.close()
             raise
+        if check:
+            try:
+                existing = {row["column_name"] for row in self._loop.run_until_complete(self._conn.fetch(_COLUMNS_SQL))}
+                check_columns(existing, f"the ledger database at {masked_dsn(config.dsn)}",
+                              "thriftgate ledger migrate --config FILE")
+            except BaseException:
+                self.close()
+                raise
 
     def run(self, query: sql.Query) -> list[dict]:
         query_sql, params = query.render(self.dialect)

@@ -8,7 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from proxy.accounting import ledger_sql as sql
-from proxy.accounting.spend_record import BOOL_COLUMNS
+from proxy.accounting.spend_record import BOOL_COLUMNS, COLUMNS
+
+
+class OutdatedLedger(Exception):
+    """A ledger an older thriftgate wrote (columns missing) or no ledger at all; str() says what to do."""
+
+
+def check_columns(existing: set[str], where: str, migrate: str) -> None:
+    """Readers query every column: a ledger without them is named, with the command that brings it up to date."""
+    if not existing:
+        raise OutdatedLedger(f"{where} has no ledger table (spend): is it a thriftgate ledger? `{migrate}` creates one")
+    missing = [name for name in COLUMNS if name not in existing]
+    if missing:
+        raise OutdatedLedger(f"{where} was written by an older thriftgate (no {', '.join(missing)}): bring it up to "
+                             f"date with `{migrate}` (a proxy of this version also does as it starts), then try again")
 
 
 def fetch_dicts(conn: sqlite3.Connection, query_sql: str, params: list[Any]) -> list[dict]:
@@ -50,11 +64,8 @@ class LedgerReader:
     def lookup_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
         return self.run(sql.lookup_rows(self.dialect, sql.Filters(since, until)))
 
-    def rows(self, filters: sql.Filters = sql.Filters()) -> list[dict]:
-        return self.run(sql.rows(self.dialect, filters))
-
     def iter_rows(self, filters: sql.Filters = sql.Filters(), page: int = 5000) -> Iterator[dict]:
-        """The same rows, read a page at a time: a month of traffic is never held whole."""
+        """Whole rows in time order, read a page at a time: a month of traffic is never held whole."""
         after = None
         while True:
             rows = self.run(sql.rows(self.dialect, filters, after=after, limit=page))
@@ -74,10 +85,21 @@ class LedgerReader:
 
 
 def open_readonly(path: str | Path) -> LedgerReader:
+    """A reader of the ledger file at `path`; OutdatedLedger when it is not one this version can read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no ledger file at {path}")
-    return LedgerReader(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True))
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        existing = {row[1] for row in conn.execute("PRAGMA table_info(spend)")}
+        check_columns(existing, f"the ledger file {path}", f"thriftgate ledger migrate --ledger {path}")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise OutdatedLedger(f"{path} is not an SQLite ledger ({exc})") from None
+    except OutdatedLedger:
+        conn.close()
+        raise
+    return LedgerReader(conn)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")

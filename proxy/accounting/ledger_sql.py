@@ -110,9 +110,12 @@ SPEND_GROUPS = {
 SPEND_GROUPINGS = tuple(SPEND_GROUPS)  # what `spend --by` and /admin/spend?by= take
 SUMMED = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens",
           "cost_nanos")
+# A client's request is its own row; a failed attempt that another followed has a row of its own too, with
+# parent_id naming the request (docs/routing.md). Requests count the first kind; tokens and dollars sum both.
+REQUEST_ROW = "parent_id IS NULL"
 # Unpriced: a request to a model that did work (tokens) and has no price. Not a refusal (no model yet, or a
 # cost of 0: nothing used) nor a pass-through (priced by nobody, by design). Metrics.observe counts the same.
-_UNPRICED = "cost_nanos IS NULL AND endpoint <> 'passthrough' AND model <> ''"
+_UNPRICED = f"{REQUEST_ROW} AND cost_nanos IS NULL AND endpoint <> 'passthrough' AND model <> ''"
 _FILTER_COLUMNS = {"model": "model", "team": "team", "key": "key_id", "user": '"user"'}
 
 
@@ -161,10 +164,15 @@ def spend(dialect: Dialect, by: str, filters: Filters = Filters()) -> Query:
     where, params = _where(dialect, filters)
     sums = ", ".join(f"CAST(COALESCE(SUM({column}), 0) AS BIGINT) AS {column}" for column in SUMMED)
     join = f" {dialect.tag_rows}" if by == "tag" else ""
-    sql = (f'SELECT {group} AS "{by}", COUNT(*) AS requests, {sums},'
-           f" CAST(COALESCE(SUM(CASE WHEN {_UNPRICED} THEN 1 ELSE 0 END), 0) AS BIGINT) AS unpriced_requests"
+    sql = (f'SELECT {group} AS "{by}", {_count(REQUEST_ROW)} AS requests, {sums}, {_count(_UNPRICED)}'
+           " AS unpriced_requests"
            f" FROM spend{join} WHERE {where} GROUP BY 1 ORDER BY cost_nanos DESC, requests DESC, 1")
     return Query(sql, tuple(params))
+
+
+def _count(condition: str) -> str:
+    """The rows meeting the condition, as the same integer type in both dialects."""
+    return f"CAST(COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) AS BIGINT)"
 
 
 def one(request_id: str) -> Query:

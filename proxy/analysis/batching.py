@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.accounting.pricing import PriceTable
-from proxy.analysis.records import group_names, is_batch_line, tags_of, usage_of
+from proxy.analysis.records import group_names, is_batch_line, is_request, tags_of, usage_of
 from proxy.analysis.whatif import GROUPINGS, WhatIfError
 
 # OpenAI's Batch API serves the first four; Anthropic's Message Batches serve messages.
@@ -55,6 +55,8 @@ def batch_whatif(rows: Iterable[dict], prices: PriceTable, *, by: str, tolerant_
     for row in rows:
         names = group_names(row, by)
         tallies = [total, *(groups.setdefault(name, _Tally()) for name in names)]
+        if not is_request(row):
+            continue  # a failed attempt, never a batch candidate: its request's row is counted
         for tally in tallies:
             tally.requests += 1
         if is_batch_line(row):

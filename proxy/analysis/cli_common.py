@@ -60,16 +60,18 @@ def window(args: argparse.Namespace) -> tuple[float, float]:
 
 def ledger_reader(args: argparse.Namespace, config):
     """The ledger the arguments name: `--ledger FILE`, else the config's (an SQLite file, or the fleet's
-    PostgreSQL). Failure (exit status 1) when there is no such file or the database cannot be reached."""
+    PostgreSQL). Failure (exit status 1) when there is no such file, the database cannot be reached, or it is
+    of an older schema (it names the command that migrates it)."""
     from proxy.accounting.ledger_backends import open_reader
     from proxy.accounting.ledger_postgres import LedgerUnavailable
+    from proxy.accounting.ledger_read import OutdatedLedger
 
     ledger = config.ledger
     if (args.ledger or ledger.backend == "sqlite") and not Path(args.ledger or ledger.path).is_file():
         raise Failure(f"no ledger at {args.ledger or ledger.path}", code=1)
     try:
         return open_reader(ledger, args.ledger)
-    except LedgerUnavailable as exc:
+    except (LedgerUnavailable, OutdatedLedger) as exc:
         raise Failure(str(exc), code=1) from None
 
 

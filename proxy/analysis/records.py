@@ -40,6 +40,12 @@ def usage_of(row: dict) -> Usage:
     return Usage(**{name: row.get(name) or 0 for name in _USAGE_FIELDS})
 
 
+def is_request(row: dict) -> bool:
+    """The request's own row, not the row of one of its failed upstream attempts (which has parent_id):
+    reports count requests from these, and sum the dollars of both (a failed attempt may have been billed)."""
+    return row.get("parent_id") is None
+
+
 def is_batch_line(row: dict) -> bool:
     return bool(row.get("batch_id")) or BATCH_TAG in tags_of(row)
 

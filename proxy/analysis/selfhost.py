@@ -20,7 +20,7 @@ from proxy.accounting.money import NANOS_PER_USD
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
 from proxy.analysis.hardware import Gpu
-from proxy.analysis.records import usage_of
+from proxy.analysis.records import is_request, usage_of
 
 GB = 1e9
 # Achievable fractions of the datasheet figures; Sanger's example: "a bit under 70% MFU ... around 200
@@ -199,11 +199,13 @@ def compare(rows: Iterable[dict], sizing: Sizing, d: Deployment, prices: PriceTa
 
 
 def _add(group: _Group, row: dict, prices: PriceTable) -> None:
-    group.requests += 1
+    """A request's row, or a billed failed attempt's: its tokens and dollars count, not as a request."""
+    counted = int(is_request(row))
+    group.requests += counted
     group.prompt_tokens += row["prompt_tokens"]
     group.output_tokens += row["completion_tokens"]
     if row["cost_nanos"] is None:
-        group.unpriced += 1
+        group.unpriced += counted
         return
     group.api_nanos += row["cost_nanos"]
     usage = usage_of(row)

@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 from proxy.analysis import render
 from proxy.analysis.cli_common import FORMATS, Failure, fraction, ledger_reader, output_format, positive_float, run, window
@@ -68,8 +69,8 @@ def selfhost_text(args: argparse.Namespace) -> str:
     try:
         reader = ledger_reader(args, config)
     except Failure:
-        if config.ledger.backend == "postgres" and not args.ledger:
-            raise  # the fleet's database is down: said, not taken for an empty workload
+        if config.ledger.backend == "postgres" and not args.ledger or Path(args.ledger or config.ledger.path).exists():
+            raise  # the fleet's database is down, or a file this version cannot read: said, not taken for no workload
         reader = None  # no ledger file (yet): the sizing alone
     with reader or contextlib.nullcontext():
         return _selfhost_report(args, config, prices, since, until, deployment, reader)

@@ -22,7 +22,7 @@ import orjson
 from proxy.accounting.pricing import PriceTable, name_variants
 from proxy.accounting.usage import Usage
 from proxy.analysis.candidates import MEASURED_TYPES, effects, measure, priced_models
-from proxy.analysis.records import group_names, is_batch_line, usage_of
+from proxy.analysis.records import group_names, is_batch_line, is_request, usage_of
 from proxy.policies.base import PolicyConfig
 
 GROUPINGS = ("model", "team", "tag", "policy", "endpoint", "requested_model", "key", "user", "language")
@@ -56,18 +56,20 @@ class _Tally:
     affected_actual_nanos: int = 0
     bases: Counter = field(default_factory=Counter)
 
-    def add(self, outcome: "_Outcome", actual: int | None) -> None:
-        self.requests += 1
+    def add(self, outcome: "_Outcome", actual: int | None, request: bool) -> None:
+        """One row: a request, or one of its failed attempts (`request` False: dollars, not counted)."""
+        counted = int(request)
+        self.requests += counted
         if actual is None:
-            self.unpriced += 1
+            self.unpriced += counted
             return
         self.actual_nanos += actual
         self.whatif_nanos += outcome.whatif
         if outcome.affected:
-            self.affected += 1
+            self.affected += counted
             self.affected_actual_nanos += actual
         if outcome.not_estimable:
-            self.not_estimable += 1
+            self.not_estimable += counted
             self.not_estimable_nanos += actual
         self.bases.update(outcome.bases)
 
@@ -121,10 +123,10 @@ def whatif(rows: Callable[[], Iterable[dict]], scenario: Scenario, current: Pric
     missing: set[str] = set()
     for row in rows():
         outcome = _reprice(row, scenario, table, measured, missing)
-        actual = row["cost_nanos"]
-        total.add(outcome, actual)
+        actual, request = row["cost_nanos"], is_request(row)
+        total.add(outcome, actual, request)
         for name in _groups_of(row, by, outcome, scenario):
-            groups.setdefault(name, _Tally()).add(outcome, actual)
+            groups.setdefault(name, _Tally()).add(outcome, actual, request)
     if missing:
         raise WhatIfError(f"no price for {', '.join(sorted(missing))} in "
                           f"{'the prices file ' + scenario.prices_name if scenario.prices else 'the price table in use'}"

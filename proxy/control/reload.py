@@ -52,6 +52,8 @@ class Reloader:
             ]
             self._routing.configure(new)
             self._pipeline.replace_policies(chain)
+            if self._services.lookups is not None:
+                self._services.lookups.operating = chain.operating  # the chain's that serves now, only
             self.config = self.config.model_copy(update={section: getattr(new, section) for section in _RELOADED})
         names = [p.name for p in new.policies]
         log.info("reloaded %s: policies %s; needs a restart to apply: %s", self._path, names, restart_needed or "none")

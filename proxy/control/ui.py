@@ -138,7 +138,8 @@ def _spend_table(table_id: str, heading: str, key: str, missing: str, rows: list
 
 
 def _cost(row: dict, nanos: int) -> str:
-    return "unpriced" if row["unpriced_requests"] == row["requests"] else usd(nanos)
+    """Unpriced when every request was and nothing was paid (a group may hold only billed failed attempts)."""
+    return "unpriced" if not nanos and row["unpriced_requests"] == row["requests"] > 0 else usd(nanos)
 
 
 def _share(nanos: int, total: int) -> int:

@@ -43,7 +43,8 @@ class Lookups:
         self._upstreams, self._prices, self._models = upstreams, prices, models or LocalModels()
         self._verifiers: dict[VerifySettings, Verifier] = {}  # one per distinct setting, across reloads
         self.shadow = shadow or {}  # policy -> its shadow verdicts in the ledger when the proxy started
-        self.operating: dict[str, dict[str, Any]] = {}  # policy -> the operating point it reported (admin API)
+        # policy -> the operating point it reported, of the chain that serves (admin API; set as it is installed)
+        self.operating: dict[str, dict[str, Any]] = {}
 
     def verifier(self, settings: VerifySettings) -> Verifier:
         verifier = self._verifiers.get(settings)

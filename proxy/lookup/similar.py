@@ -31,6 +31,7 @@ log = logging.getLogger("thriftgate.lookup")
 class SimilarityLookup(LookupPolicy):
     def __init__(self, settings, services) -> None:
         super().__init__(settings, services)
+        self._lookups.embedder(settings.embedder)  # one not running is refused here (a reload), not per request
         model = calibration.load(settings.guard_model or calibration.SHIPPED)
         self._checks = model.checks
         self._point = _operating_point(self._name, settings, model, self._lookups)
@@ -48,7 +49,7 @@ class SimilarityLookup(LookupPolicy):
         if self._point.expected is not None:
             report |= {"expected_precision": self._point.expected.precision,
                        "expected_hit_rate": self._point.expected.hit_rate}
-        self._lookups.operating[self._name] = report
+        self.operating = report  # published when the chain serves (a refused reload's never is)
         level = logging.INFO if self._point.reachable else logging.WARNING
         log.log(level, "lookup policy %s operates at %s%s", self._name, self._point.describe(),
                 "" if verify is None else f"; verifier {verify.model} from similarity {verify.min_similarity}")

@@ -261,7 +261,9 @@ class Budgets:
 
     def _actual(self, ex: Exchange, plan: Reservation) -> list[int]:
         tokens = ex.usage.total_tokens if ex.usage is not None else 0
-        by_metric = {"usd": ex.cost_nanos or 0, "tokens": tokens, "requests": int(_answered(ex))}
+        # A billed failed attempt (parent_id: its request's) is settled beside its request, which counts itself.
+        by_metric = {"usd": ex.cost_nanos or 0, "tokens": tokens,
+                     "requests": int(_answered(ex) and ex.parent_id is None)}
         return [by_metric[metric] for metric in plan.metrics]
 
     def _totals(self, ex: Exchange) -> Totals:
@@ -271,7 +273,7 @@ class Budgets:
             prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0,
             cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,
             reasoning_tokens=usage.reasoning_tokens if usage else 0, cost_nanos=ex.cost_nanos,
-            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0, request=ex.parent_id is None,
         )
 
     # ---- headers and metrics ----

@@ -54,6 +54,9 @@ class PolicyChain:
             for config, policy in policies
         )
         self._by_name = {entry.name: entry for entry in self._entries}
+        # What each lookup policy reported of its operating point (GET /admin/lookup/operating), by policy.
+        self.operating = {config.name or config.type: policy.operating for config, policy in policies
+                          if getattr(policy, "operating", None) is not None}
         self._services = services
         self._metrics = metrics
         self._holdout = holdout

@@ -64,13 +64,15 @@ class Totals:
     reasoning_tokens: int
     cost_nanos: int | None  # None: unpriced
     cache_write_tokens: int = 0
+    request: bool = True  # False: a billed failed attempt of a request, whose tokens and dollars count, not itself
 
     def increments(self) -> dict[str, int]:
         """Field -> increment of the day's totals: `metric|dimension|value` (value last: it may hold '|')."""
-        values = {"requests": 1, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                  "cached_prompt_tokens": self.cached_prompt_tokens, "cache_write_tokens": self.cache_write_tokens,
-                  "reasoning_tokens": self.reasoning_tokens,
-                  "cost_nanos": self.cost_nanos or 0, "unpriced_requests": int(self.cost_nanos is None)}
+        values = {"requests": int(self.request), "prompt_tokens": self.prompt_tokens,
+                  "completion_tokens": self.completion_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
+                  "cache_write_tokens": self.cache_write_tokens, "reasoning_tokens": self.reasoning_tokens,
+                  "cost_nanos": self.cost_nanos or 0,
+                  "unpriced_requests": int(self.request and self.cost_nanos is None)}
         groups = {"model": self.model, "team": self.team or "", "key": self.key or "", "day": self.day}
         return {f"{metric}|{dim}|{value}": amount
                 for metric, amount in values.items() if amount for dim, value in groups.items()}

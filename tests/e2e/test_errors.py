@@ -135,7 +135,7 @@ async def test_a_cut_stream_ends_with_an_error_event_and_is_recorded_truncated(p
             async for chunk in stream:
                 chunks.append(chunk)
     assert chunks and caught.value.code == "upstream_stream_cut"
-    record = (await proxy.ledger.recent(1))[0]
+    record = await proxy.last_row()
     assert (record["error"], record["truncated"], record["status"]) == ("upstream_stream_cut", True, 200)
     assert record["usage_source"] == "estimated"
     assert record["completion_tokens"] > 0

@@ -69,6 +69,37 @@ async def test_spend_filters_and_time_range(any_ledger: BatchedLedger) -> None:
         await any_ledger.spend(by="colour")
 
 
+def retried_request() -> list:
+    """req-1 failed on gpt-4o twice (refused, then billed for its prompt) and fell back to mini; req-2 is an
+    unpriced model's request whose first attempt was billed (unpriced too). Each failed attempt is a row."""
+    attempt = dict(parent_id="req-1", model="gpt-4o", status=503, error="upstream_unavailable", tags='["a"]')
+    return [
+        record(1, model="mini", upstream="c", attempt=3, fallback="unavailable", tags='["a"]', cost_nanos=1000),
+        replace(record(1, upstream="a", attempt=1, cost_nanos=0, prompt_tokens=0, completion_tokens=0,
+                       cached_prompt_tokens=0, reasoning_tokens=0, **attempt), request_id="req-1.1"),
+        replace(record(1, upstream="b", attempt=2, cost_nanos=300, completion_tokens=0, usage_source="estimated",
+                       **attempt), request_id="req-1.2"),
+        record(2, model="x", upstream="c", attempt=2, cost_nanos=None),
+        replace(record(2, model="x", upstream="c", attempt=1, cost_nanos=None, status=502, parent_id="req-2"),
+                request_id="req-2.1"),
+    ]
+
+
+@pytest.mark.parametrize(("by", "expected"), [
+    ("model", [("mini", 1, 1000, 0), ("gpt-4o", 0, 300, 0), ("x", 1, 0, 1)]),
+    ("upstream", [("c", 2, 1000, 1), ("b", 0, 300, 0), ("a", 0, 0, 0)]),
+    ("tag", [("a", 1, 1300, 0), (None, 1, 0, 1)]),
+    ("day", [("2024-05-01", 2, 1300, 1)]),
+])
+async def test_spend_counts_requests_and_sums_every_billed_attempt(any_ledger: BatchedLedger, by: str,
+                                                                   expected: list) -> None:
+    for row in retried_request():
+        any_ledger.add(row)
+    rows = await any_ledger.spend(by=by)
+    assert [(r[by], r["requests"], r["cost_nanos"], r["unpriced_requests"]) for r in rows] == expected
+    assert sum(r["prompt_tokens"] for r in rows) == 4 * 10  # every row has one tag at most: summed once
+
+
 async def test_policy_lookup_and_whole_rows(any_ledger: BatchedLedger) -> None:
     any_ledger.add(record(2, policies='{"p": {"mark": "treated"}}'))
     any_ledger.add(record(1, lookups='{"cache": {"result": "hit"}}', savings_nanos=7))

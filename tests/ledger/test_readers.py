@@ -109,3 +109,43 @@ async def test_admin_whatif_reads_the_fleets_postgresql(start_proxy: StartProxy,
     paid = sum(row["cost_nanos"] for row in await proxy.ledger.recent(10))
     assert report["total"]["actual_nanos"] == paid and report["total"]["affected_requests"] == 2
     assert {group["group"] for group in report["groups"]} == {"nightly", "(no tags)"}
+
+
+def retried(n: int) -> list:
+    """Request r<n>: refused on gpt-4o (429, nothing billed), then billed for its prompt there (a stall), then
+    answered by gpt-4o-mini, its fallback. Each failed attempt is a row of its own (parent_id: the request)."""
+    failed = dict(parent_id=f"r{n}", status=502, error="upstream_first_token_timeout", usage_source="estimated")
+    return [
+        replace(request(n, "gpt-4o-mini", 1000, 100), requested_model="gpt-4o", attempt=3, fallback="unavailable",
+                cost_nanos=1000 * 150 + 100 * 600),
+        replace(request(n, "gpt-4o", 0, 0), request_id=f"r{n}.1", attempt=1, cost_nanos=0,
+                **{**failed, "status": 429, "error": "upstream_rate_limited"}),
+        replace(request(n, "gpt-4o", 1000, 0), request_id=f"r{n}.2", attempt=2, cost_nanos=1000 * 2500, **failed),
+    ]
+
+
+async def test_reports_count_requests_and_sum_every_billed_attempt(ledger_config: LedgerConfig) -> None:
+    from proxy.analysis import selfhost
+    from proxy.analysis.batching import batch_whatif
+    from tests.analysis.test_selfhost import PAIR
+
+    answered = replace(request(9, "gpt-4o-mini", 2000, 50), cost_nanos=2000 * 150 + 50 * 600)
+    await write(ledger_config, [*retried(1), answered])
+    paid = 210_000 + 2_500_000 + 330_000
+
+    def reports(reader) -> tuple[dict, dict, dict]:
+        rows = lambda: spend_rows(reader, NOW, NOW + 100)  # noqa: E731
+        sizing = selfhost.size(PAIR, context_tokens=1024, prompt_tokens=1000, batch=32)
+        return (whatif(rows, Scenario({"gpt-4o": "gpt-4o-mini"}), PRICES, by="model", since=NOW, until=NOW + 100),
+                batch_whatif(rows(), PRICES, by="model", tolerant_tags=(), since=NOW, until=NOW + 100),
+                selfhost.compare(rows(), sizing, PAIR, PRICES, by="model", window_seconds=3600))
+
+    repriced, batching, hosted = await read(ledger_config, reports)
+    total = repriced["total"]
+    assert (total["requests"], total["unpriced_requests"], total["actual_nanos"]) == (2, 0, paid)
+    assert total["whatif_nanos"] == paid - 2_500_000 + 1000 * 150  # the billed attempt at mini's price
+    by_model = {group["group"]: group for group in repriced["groups"]}
+    assert (by_model["gpt-4o"]["requests"], by_model["gpt-4o"]["actual_nanos"]) == (0, 2_500_000)
+    assert (batching["total"]["requests"], batching["total"]["eligible_requests"]) == (2, 2)
+    assert (hosted["total"]["requests"], hosted["total"]["prompt_tokens"]) == (2, 4000)
+    assert hosted["total"]["api_usd"] == pytest.approx(paid / 1e9)

@@ -160,3 +160,11 @@ async def test_page_headlines_savings_charts_days_and_marks_cache_hits(start_pro
 async def _page(proxy: RunningProxy) -> str:
     async with aiohttp.ClientSession() as session, session.get(proxy.url + "/ui") as response:
         return await response.text()
+
+
+def test_a_model_with_only_billed_failed_attempts_shows_their_cost_not_unpriced() -> None:
+    """Its requests were answered by a fallback: 0 requests of its own, yet its attempts were billed."""
+    row = {"model": "gpt-4o", "requests": 0, "unpriced_requests": 0, "cost_nanos": 2_500_000, "today_nanos": 2_500_000,
+           "prompt_tokens": 1000, "completion_tokens": 0}
+    [_, cells] = PageText(ui._spend_table("by-model", "Model", "model", "-", [row], 2_500_000)).tables["by-model"]
+    assert cells[1:5] == ["$0.002500", "$0.002500", "", "0"]

@@ -1,6 +1,7 @@
 """The chaos suite's pieces: fake upstreams of its own (each playing the faults it is told, whatever a request
 asks), a proxy whose gpt-4o has them as deployments, and small timeouts so that no test waits long."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -61,8 +62,13 @@ async def post(proxy: RunningProxy, body: dict | None = None, *, path: str = "/c
 
 
 async def rows(proxy: RunningProxy, request_id: str) -> list[dict]:
-    """The request's ledger row and those of its failed attempts, attempts first."""
-    recent = await proxy.ledger.recent(10_000)
+    """The request's ledger row and those of its failed attempts, attempts first. Its own row is waited for:
+    it is recorded as the handler ends, which may be just after the client read a stream's last event."""
+    for _ in range(250):
+        recent = await proxy.ledger.recent(10_000)
+        if any(row["request_id"] == request_id for row in recent):
+            break
+        await asyncio.sleep(0.02)
     mine = [row for row in recent if row["request_id"] == request_id or row["parent_id"] == request_id]
     return sorted(mine, key=lambda row: (row["parent_id"] is None, row["attempt"]))
 

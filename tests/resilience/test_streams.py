@@ -61,7 +61,7 @@ async def test_a_responses_stream_cut_short_ends_with_its_error_event(start_rout
         stream = await client.responses.create(model=MODEL, input="Name three rivers.", stream=True)
         kinds = [event.type async for event in stream]
     assert kinds[-1] == "error" and "response.completed" not in kinds
-    record = (await proxy.ledger.recent(1))[0]
+    record = await proxy.last_row()
     assert record["truncated"] is True and record["error"] == "upstream_stream_cut"
 
 
