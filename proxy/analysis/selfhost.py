@@ -199,12 +199,12 @@ def compare(rows: Iterable[dict], sizing: Sizing, d: Deployment, prices: PriceTa
 
 
 def _add(group: _Group, row: dict, prices: PriceTable) -> None:
+    if row["cost_nanos"] is None:  # no API cost to set against: counted, kept out of both sides and the rates
+        group.unpriced += 1
+        return
     group.requests += 1
     group.prompt_tokens += row["prompt_tokens"]
     group.output_tokens += row["completion_tokens"]
-    if row["cost_nanos"] is None:
-        group.unpriced += 1
-        return
     group.api_nanos += row["cost_nanos"]
     usage = usage_of(row)
     prompt_part = dataclasses.replace(usage, completion_tokens=0, reasoning_tokens=0)
