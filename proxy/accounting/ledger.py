@@ -48,6 +48,7 @@ class BatchedLedger:
         self._running = False
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task | None = None
+        self._on_their_way: set[asyncio.Task] = set()  # batches taken from _pending, not written yet
 
     @property
     def pending_count(self) -> int:
@@ -69,11 +70,16 @@ class BatchedLedger:
             self._wake.set()
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        # Shielded: a cancelled caller (say get() for a client that went away) must not drop the batch.
-        await asyncio.shield(self._write(batch))
+        """Writes what is pending and waits for every batch already on its way (the periodic flusher's too), so
+        that a read after it sees them."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            write = asyncio.create_task(self._write(batch))
+            self._on_their_way.add(write)
+            write.add_done_callback(self._on_their_way.discard)
+        if self._on_their_way:
+            # Shielded: a cancelled caller (say get() for a client that went away) must not drop a batch.
+            await asyncio.shield(asyncio.gather(*self._on_their_way))
 
     async def get(self, request_id: str) -> dict | None:
         rows = await self.fetch(sql.one(request_id))

@@ -59,7 +59,7 @@ SELFHOST_COLUMNS: Sequence[Column] = (
     ("output_tok", lambda r: r["output_tokens"]),
     ("prompt:output", lambda r: "-" if r["prompt_to_output"] is None else f"{r['prompt_to_output']:.2f}:1"),
     ("api_usd", lambda r: _dollars(r["api_usd"])), ("self_hosted_usd", lambda r: _dollars(r["self_hosted_usd"])),
-    ("self_hosting_cheaper", _break_even),
+    ("self_hosting_cheaper", _break_even), ("unpriced", lambda r: r["unpriced_requests"]),
 )
 
 

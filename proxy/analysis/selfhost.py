@@ -201,12 +201,12 @@ def compare(rows: Iterable[dict], sizing: Sizing, d: Deployment, prices: PriceTa
 def _add(group: _Group, row: dict, prices: PriceTable) -> None:
     """A request's row, or a billed failed attempt's: its tokens and dollars count, not as a request."""
     counted = int(is_request(row))
+    if row["cost_nanos"] is None:  # no API cost to set against: counted, kept out of both sides and the rates
+        group.unpriced += counted
+        return
     group.requests += counted
     group.prompt_tokens += row["prompt_tokens"]
     group.output_tokens += row["completion_tokens"]
-    if row["cost_nanos"] is None:
-        group.unpriced += counted
-        return
     group.api_nanos += row["cost_nanos"]
     usage = usage_of(row)
     prompt_part = dataclasses.replace(usage, completion_tokens=0, reasoning_tokens=0)

@@ -52,13 +52,16 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
+    # The provider draws as answers are served, in an order timing decides: its own generator, so the traffic
+    # a seed gives stays the same however the answers interleave.
+    provider_rng = random.Random(rng.getrandbits(64))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     runners: list[web.AppRunner] = []
     try:
-        provider_url = await _serve(runners, SimulatedProvider(rng).app(), args.upstream_host, args.upstream_port)
+        provider_url = await _serve(runners, SimulatedProvider(provider_rng).app(), args.upstream_host, args.upstream_port)
         print(f"simulated provider: {provider_url}/v1", flush=True)
         target = args.target or await _serve(runners, _demo_proxy(args, provider_url), args.host, args.port)
         print(f"proxy: {target}/v1   page: {target}/ui   metrics: {target}/metrics", flush=True)

@@ -295,9 +295,10 @@ class RedisStore:
     def _went_down(self, exc: BaseException) -> None:
         self._up = False
         if self._recovery is None or self._recovery.done():
-            log.warning("Redis at %s is unreachable (%s); budgeted requests are refused (store.on_failure: %s) "
+            served = ("served without a reservation" if self._config.on_failure == "open" else "refused")
+            log.warning("Redis at %s is unreachable (%s); budgeted requests are %s (store.on_failure: %s) "
                         "and settlements wait in memory; retrying every %ss", self._where, type(exc).__name__,
-                        self._config.on_failure, self._config.retry_seconds)
+                        served, self._config.on_failure, self._config.retry_seconds)
             self._recovery = asyncio.create_task(self._recover(), name="thriftgate-store-recovery")
 
     async def _recover(self) -> None:

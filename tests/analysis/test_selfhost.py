@@ -111,10 +111,16 @@ def test_the_recorded_traffic_against_its_self_hosted_cost() -> None:
     sizing = selfhost.size(PAIR, context_tokens=1024, prompt_tokens=1000, batch=32)
     rows = [_row(1, "gpt-4o-mini", "search", 9000, 100, 1_410_000),  # a classifier: prompt-heavy
             _row(2, "gpt-4o-mini", "writers", 200, 2000, 1_230_000),
-            _row(3, "text-embedding-3-small", "search", 5000, 0, 100_000, endpoint="embeddings")]  # not an LLM's work
+            _row(3, "text-embedding-3-small", "search", 5000, 0, 100_000, endpoint="embeddings"),  # not an LLM's work
+            _row(4, "llama-3.1-70b", "writers", 50_000, 50_000, None),  # no API price to compare: left out, counted
+            _row(5, "llama-3.1-70b", "local", 700, 300, None)]
     report = selfhost.compare([_as_dict(r) for r in rows], sizing, PAIR, prices, by="team", window_seconds=3600)
     by_team = {group["group"]: group for group in report["groups"]}
-    assert set(by_team) == {"search", "writers"}
+    assert set(by_team) == {"search", "writers", "local"}
+    writers, local = by_team["writers"], by_team["local"]
+    assert (writers["requests"], writers["prompt_tokens"], writers["unpriced_requests"]) == (1, 200, 1)
+    assert (local["requests"], local["unpriced_requests"], local["self_hosted_usd"], local["break_even"]) == (0, 1, 0, None)
+    assert (report["total"]["requests"], report["total"]["unpriced_requests"]) == (2, 2)
     search = by_team["search"]
     assert (search["requests"], search["prompt_tokens"], search["output_tokens"]) == (1, 9000, 100)
     assert search["api_usd"] == pytest.approx(0.00141)

@@ -2,6 +2,7 @@
 them; either way the proxy reconnects by itself and no spend is lost."""
 
 import asyncio
+import logging
 from collections import Counter
 
 import aiohttp
@@ -35,8 +36,9 @@ async def until_store_reachable(session: aiohttp.ClientSession, proxy: RunningPr
 
 @pytest.mark.parametrize("on_failure", ["closed", "open"])
 async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
-    start_proxy: StartProxy, own_redis: RedisServer, on_failure: str
+    start_proxy: StartProxy, own_redis: RedisServer, on_failure: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, "thriftgate")
     proxy = await start_proxy(
         store={"backend": "redis", "redis_url": own_redis.url, "key_prefix": PREFIX, "on_failure": on_failure,
                "retry_seconds": 0.05, "timeout_seconds": TIMEOUT_SECONDS},
@@ -75,6 +77,10 @@ async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
         async with session.get(proxy.url + "/admin/spend", params={"by": "model"}) as response:
             fleet = await response.json()
 
+    down = f"Redis at {own_redis.url} is unreachable"
+    served = "refused" if on_failure == "closed" else "served without a reservation"
+    assert f"budgeted requests are {served} (store.on_failure: {on_failure})" in caplog.text and down in caplog.text
+    assert f"Redis at {own_redis.url} is reachable again" in caplog.text
     if on_failure == "closed":
         assert statuses[200] > 0 and statuses[503] > 0 and set(statuses) == {200, 503}
         assert set(errors) == {"budget_store_unavailable"}

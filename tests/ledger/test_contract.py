@@ -1,5 +1,6 @@
 """The ledger contract: the SQLite and PostgreSQL ledgers store, group and return the same rows."""
 
+import asyncio
 import json
 import sqlite3
 from dataclasses import replace
@@ -27,6 +28,14 @@ async def test_rows_come_back_as_they_went_in(any_ledger: BatchedLedger) -> None
     assert (await any_ledger.get("req-2"))["client_disconnected"] is True
     assert await any_ledger.get("missing") is None
     assert [row["request_id"] for row in await any_ledger.recent(limit=1)] == ["req-2"]
+
+
+async def test_a_read_sees_the_rows_of_a_batch_already_on_its_way(any_ledger: BatchedLedger) -> None:
+    any_ledger.add(record(1))
+    on_its_way = asyncio.create_task(any_ledger.flush())  # as the periodic flusher takes the batch
+    await asyncio.sleep(0)  # it has taken the batch; its write has not started
+    assert [row["request_id"] for row in await any_ledger.recent()] == ["req-1"]
+    await on_its_way
 
 
 async def test_a_row_written_twice_is_kept_once(any_ledger: BatchedLedger) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -39,6 +40,18 @@ async def test_demo_puts_policies_teams_and_budgets_to_work_and_its_page_stays_u
     assert any('"exact-hit"' in (row["lookups"] or "") for row in chat)  # the exact cache
     answered = [row for row in chat if row["model"] == "gpt-4o" and '"exact-hit"' not in (row["lookups"] or "")]
     assert answered and all(row["cost_nanos"] > 0 for row in answered)
+
+
+async def test_a_seed_gives_the_same_traffic_however_the_answers_interleave(tmp_path: Path) -> None:
+    traffic = []
+    for run in range(2):
+        ledger = tmp_path / f"demo-{run}.db"
+        async with _demo("--port", str(free_port()), "--ledger", str(ledger)) as demo:
+            await demo.until("the page stays up")
+        with open_readonly(ledger) as reader:
+            traffic.append(Counter((row["requested_model"], row["endpoint"], row["stream"], row["team"])
+                                   for row in reader.recent(10_000) if not row["parent_id"]))
+    assert traffic[0] == traffic[1]
 
 
 async def test_ctrl_c_during_the_traffic_prints_the_summary_and_no_traceback(tmp_path: Path) -> None:
