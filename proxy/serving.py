@@ -9,6 +9,7 @@ writes every pending ledger row. Further signals change nothing: only SIGKILL st
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -101,6 +102,9 @@ async def serve(app: web.Application, sockets: list[socket.socket], *, in_flight
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
+            # What start-up built (config, price tables, tokenizers, the app) lives as long as the process:
+            # out of the collector's generations, the collections that requests' allocations trigger skip it.
+            gc.freeze()
             announce()
             await stop.wait()
             for site in list(runner.sites):
