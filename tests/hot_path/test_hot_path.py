@@ -1,12 +1,15 @@
 """What the per-request shortcuts must keep: the ledger's row values in column order, each request's UTC day in
 the fleet's totals, the handler task tracked in whatever loop serves it, a metric series only once it has a
-value, and start-up's objects out of the collector's way once the server listens."""
+value, start-up's objects out of the collector's way once the server listens, and the fleet's totals summed
+per group before they are spelled out as fields."""
 
 import asyncio
 import dataclasses
 import gc
 import os
+import random
 import signal
+from collections import Counter
 from types import SimpleNamespace
 
 from aiohttp import web
@@ -20,6 +23,8 @@ from proxy.accounting.usage import Usage
 from proxy.control.config import StoreConfig
 from proxy.in_flight import InFlight
 from proxy.stages.budget import Budgets
+from proxy.store import Settlement, Totals
+from proxy.store.leases import LeaseBook
 
 
 def test_a_ledger_row_is_every_column_in_order() -> None:
@@ -98,3 +103,16 @@ def test_start_up_is_frozen_out_of_garbage_collection_once_the_server_listens() 
     finally:
         gc.unfreeze()
     assert frozen and frozen[0] > 0
+
+
+def test_a_batch_of_fleet_totals_is_the_sum_of_each_requests_fields() -> None:
+    rng = random.Random(13)
+    book, expected = LeaseBook(60), {}
+    for i in range(300):
+        totals = Totals(rng.choice(["2026-01-01", "2026-01-02"]), rng.choice(["gpt-4o", "gpt-4o-mini"]),
+                        rng.choice([None, "support"]), rng.choice([None, "k1", "support"]), rng.randint(0, 50),
+                        rng.randint(0, 5), rng.randint(0, 3), rng.randint(0, 2), rng.choice([None, 0, 5, 100]),
+                        rng.randint(0, 1))
+        book.settle(Settlement(f"r{i}", 1.0, (), totals))
+        expected.setdefault(totals.day, Counter()).update(totals.increments())
+    assert book.next_batch().totals == expected
