@@ -73,19 +73,19 @@ class Metrics(MetricFamilies):
         self._child(self.upstream_attempts, upstream, outcome).inc()
 
     def fallback(self, source: str, target: str, reason: str) -> None:
-        self.fallbacks.labels(self.model_label(source), self.model_label(target), reason).inc()
+        self._child(self.fallbacks, self.model_label(source), self.model_label(target), reason).inc()
 
     def policy_action(self, policy: str, action: str) -> None:
-        self.policy_actions.labels(policy, action).inc()
+        self._child(self.policy_actions, policy, action).inc()
 
     def policy_error(self, policy: str, hook: str) -> None:
-        self.policy_errors.labels(policy, hook).inc()
+        self._child(self.policy_errors, policy, hook).inc()
 
     def lookup(self, policy: str, result: str) -> None:
-        self.lookups.labels(policy, result).inc()
+        self._child(self.lookups, policy, result).inc()
 
     def lookup_verification(self, policy: str, verdict: str, remembered: bool) -> None:
-        self.lookup_verifications.labels(policy, verdict, str(remembered).lower()).inc()
+        self._child(self.lookup_verifications, policy, verdict, str(remembered).lower()).inc()
 
     def lookup_ignored(self, reason: str) -> None:
         self.lookup_ignored_entries.labels(reason).inc()
@@ -93,7 +93,7 @@ class Metrics(MetricFamilies):
     def saving(self, saving: Saving) -> None:
         # A counter only goes up: an escalated cascade's extra cost shows in spend, not here.
         if saving.nanos > 0:
-            self.savings.labels(saving.mechanism, saving.policy, saving.basis).inc(saving.nanos / NANOS_PER_USD)
+            self._child(self.savings, saving.mechanism, saving.policy, saving.basis).inc(saving.nanos / NANOS_PER_USD)
 
     def model_label(self, model: str) -> str:
         return model if model in self._models else OTHER
