@@ -89,20 +89,22 @@ def test_an_upstream_series_shows_once_it_has_a_value() -> None:
     assert 'thriftgate_upstream_duration_seconds_count{upstream="fake"} 1.0' in text
 
 
-def test_start_up_is_frozen_out_of_garbage_collection_once_the_server_listens() -> None:
+def test_once_the_server_listens_start_up_is_frozen_and_young_collections_are_rarer() -> None:
     frozen = []
 
     def announce() -> None:
-        frozen.append(gc.get_freeze_count())
+        frozen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
         os.kill(os.getpid(), signal.SIGTERM)  # serve stops on it
 
     sockets = serving.bind("127.0.0.1", 0)
+    threshold = gc.get_threshold()
     gc.unfreeze()
     try:
         asyncio.run(serving.serve(web.Application(), sockets, in_flight=InFlight(), grace=0.1, announce=announce))
     finally:
         gc.unfreeze()
-    assert frozen and frozen[0] > 0
+        gc.set_threshold(*threshold)
+    assert len(frozen) == 1 and frozen[0][0] > 0 and frozen[0][1] == serving.YOUNG_GC_THRESHOLD
 
 
 def test_a_batch_of_fleet_totals_is_the_sum_of_each_requests_fields() -> None:
