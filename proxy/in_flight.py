@@ -18,13 +18,19 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
         self.stopping = False  # set once requests are being cut: the pipeline labels them
+        # Python 3.11's asyncio.current_task() without a loop makes a getpid() system call (get_running_loop
+        # checks for a fork): the loop is looked up once and handed to it.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     @contextmanager
     def tracked(self) -> Iterator[None]:
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
+        if task is None:  # the first request, or the app now runs in another loop
+            self._loop = asyncio.get_running_loop()
+            task = asyncio.current_task(self._loop)
         self._tasks.add(task)
         self._idle.clear()
         try:

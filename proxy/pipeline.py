@@ -4,9 +4,9 @@ authenticate -> parse -> policies -> route -> count -> reserve -> forward | stre
 
 Each stage is a module of proxy/stages/ (parse is the client's dialect, proxy/dialects/; the policies
 are plugins in proxy/policies/, run by stages/hooks.py). Forward and stream run inside the attempt loop of
-proxy/routing/ (deployments, retries, fallbacks), which hands each answer back here to be relayed. Each
-attempt takes a leg from its upstream's provider: the body it sends, and its answer turned back into the
-client's dialect.
+proxy/routing/ (deployments, retries, fallbacks), which hands each answer to stages/answer.py to be relayed.
+Each attempt takes a leg from its upstream's provider: the body it sends, and its answer turned back into
+the client's dialect.
 
 Count is lazy (`ex.prompt_tokens()`): it runs only when a policy's match or a budget asks for it.
 Settle, the policies' after-answer hooks and record run in a `finally`: every request is recorded once,
@@ -24,30 +24,27 @@ from proxy.dialects.ingress import INGRESS, for_request
 from proxy.stages.auth import Auth
 from proxy.stages.budget import Budgets
 from proxy.config import Config
-from proxy.errors import BadRequest, ProxyError, UpstreamUnavailable, upstream_text_error
+from proxy.errors import BadRequest, ProxyError
 from proxy.exchange import Exchange
 from proxy.in_flight import InFlight
 from proxy.stages.hooks import PolicyChain
 from proxy.accounting.language import HEADER as LANGUAGE_HEADER
 from proxy.accounting.language import language_of
-from proxy.accounting.money import format_usd
 from proxy.accounting.pricing import PriceTable
 from proxy.stages.count import prompt_counter
 from proxy.stages import paths
 from proxy.stages.paths import PathRouter
+from proxy.stages.answer import Answers
 from proxy.stages.record import Recorder
-from proxy.stages.settle import Settler, read_answer
-from proxy.stages.stream import SseRelay
+from proxy.stages.settle import Settler
 from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.accounting.tokens import TokenCounter
-from proxy.accounting.usage import Usage
 from proxy.routing.attempts import Attempts
 from proxy.routing.outcomes import Whole
 from proxy.routing.service import Routing
 from proxy.stages import outcome, request_body
-from proxy.stages.upstream import UpstreamClient, iter_body, read_body, relayed_headers
+from proxy.stages.upstream import UpstreamClient, read_body, relayed_headers
 from proxy.dialects.providers import Passthrough, upstream_path
-from proxy.openai_wire import header_value
 
 log = logging.getLogger("thriftgate.pipeline")
 
@@ -86,6 +83,7 @@ class Pipeline:
         self._auth = auth
         self._budgets = budgets
         self._unpriced_logged: set[str] = set()
+        self._answers = Answers(settler=settler, prices=prices, budgets=budgets)
 
     # ---- entry points ----
 
@@ -190,7 +188,7 @@ class Pipeline:
                 await asyncio.to_thread(ex.prompt_tokens)  # memoised for the policies' matches
             await policies.on_request(ex)
             if ex.early_response is not None:
-                return self._answer_early(ex)
+                return self._answers.early(ex)
         self._route(ex)
         if self._budgets is not None:
             if big:
@@ -198,7 +196,7 @@ class Pipeline:
             await self._budgets.reserve(ex, self._route)  # may downgrade the model and route again
         if ex.stream and not ex.client_wants_usage and ex.dialect.ask_for_stream_usage(ex.body):
             ex.edit_body()
-        return await self._attempts.run(ex, self._answer_whole, self._relay_events if ex.stream else None,
+        return await self._attempts.run(ex, self._answers.whole, self._answers.relay if ex.stream else None,
                                         reroute=self._route)
 
     async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
@@ -234,89 +232,7 @@ class Pipeline:
         ex.upstream_started = time.perf_counter()
         async with self._upstreams.open(ex.upstream, ex.request.method, leg.path, leg.body, ex.client_headers()) as resp:
             whole = Whole(resp.status, await read_body(ex.upstream, resp), relayed_headers(resp.headers), leg)
-        return self._answer_whole(ex, whole, priced=False)
-
-    def _answer_whole(self, ex: Exchange, whole: Whole, priced: bool = True) -> web.Response:
-        if whole.leg.local is not None:
-            return self._answer_locally(ex, whole.body)
-        ex.upstream_seconds = time.perf_counter() - ex.upstream_started
-        ex.status, body = whole.status, whole.body
-        if whole.status >= 400:
-            ex.error_code = ex.error_code or f"upstream_{whole.status}"
-        translated = whole.leg.answer(ex, whole.status, body)
-        if translated is not None:
-            ex.status, body = translated
-        elif whole.status >= 400:
-            if (err := upstream_text_error(ex.upstream.name, whole.status, body)) is not None:
-                body, whole.headers["Content-Type"] = ex.dialect.error_response(err).body, "application/json"
-        elif priced:
-            read_answer(ex, body)
-        self._settler.settle(ex)
-        whole.headers.update(self._answer_headers(ex))
-        return web.Response(status=ex.status, body=body, headers=whole.headers)
-
-    def _answer_locally(self, ex: Exchange, body: bytes) -> web.Response:
-        """The leg answered without the upstream (Anthropic's count_tokens on an OpenAI upstream): an estimate."""
-        ex.status = 200
-        read_answer(ex, body)
-        ex.usage = Usage(estimated=True)
-        self._settler.settle(ex)
-        return web.Response(body=body, content_type="application/json", headers=self._answer_headers(ex))
-
-    async def _relay_events(self, ex: Exchange, resp, first: bytes, leg) -> web.StreamResponse:
-        """The stream, committed with its first bytes: relayed as it comes; cut short, it ends with an error event."""
-        price = (lambda usage: self._prices.cost_nanos(ex.model, usage)) if ex.client_wants_usage else None
-        relay = leg.stream(ex, price) or SseRelay(ex.dialect, hide_usage_chunk=not ex.client_wants_usage, price=price)
-        response = web.StreamResponse(status=200, headers=relayed_headers(resp.headers))
-        response.headers.update(self._answer_headers(ex))
-        await response.prepare(ex.request)
-        ex.status = 200
-        try:
-            out = relay.feed(first)
-            if out:
-                await response.write(out)
-            async for data in iter_body(ex.upstream, resp):
-                out = relay.feed(data)
-                if out:
-                    await response.write(out)
-            tail = relay.remainder()
-            if tail:
-                await response.write(tail)
-            if relay.errored:  # the upstream ended it with an error event of its own, which the client has
-                ex.truncated, ex.error_code = True, "upstream_stream_error"
-            elif not relay.done:
-                raise UpstreamUnavailable(f"The upstream '{ex.upstream.name}' closed the stream before its end.",
-                                          code="upstream_stream_incomplete")
-            await response.write_eof()
-        except ConnectionResetError:
-            ex.client_disconnected = True  # leaving the `async with` stops reading upstream
-        except ProxyError as err:
-            await self._cut_short(ex, response, err)
-        finally:
-            ex.upstream_seconds = time.perf_counter() - ex.upstream_started
-            ex.usage, ex.first_token_at, ex.stream_events = relay.usage, relay.first_text_at, relay.events()
-            ex.partial_usage = relay.partial_usage
-            if ex.usage is None:
-                ex.output_text = relay.output_text()  # to count what was generated
-        return response
-
-    async def _cut_short(self, ex: Exchange, response: web.StreamResponse, err: ProxyError) -> None:
-        """The upstream broke mid-stream: never a clean end that makes the answer look complete."""
-        ex.truncated = True
-        ex.error_code = _CUT_SHORT.get(err.code or "", err.code)
-        message = f"{err.message} The answer is incomplete: thriftgate ended the stream here."
-        try:
-            await response.write(ex.dialect.stream_error_event(message, ex.error_code))
-            await response.write_eof()
-        except ConnectionResetError:
-            ex.client_disconnected = True
-
-    def _answer_early(self, ex: Exchange) -> web.StreamResponse:
-        """A policy answered without the upstream (a cascade's accepted try, a lookup hit)."""
-        self._settler.settle(ex)
-        if not ex.early_response.prepared:
-            ex.early_response.headers.update(self._answer_headers(ex))
-        return ex.early_response
+        return self._answers.whole(ex, whole, priced=False)
 
     def _refuse(self, ex: Exchange, err: ProxyError) -> web.Response:
         ex.status = err.status
@@ -326,30 +242,3 @@ class Pipeline:
         if err.close_connection:
             response.force_close()
         return response
-
-    def _answer_headers(self, ex: Exchange) -> dict[str, str]:
-        headers = {"x-thriftgate-request-id": ex.request_id}
-        if ex.model:
-            headers["x-thriftgate-model"] = header_value(ex.model)
-        if ex.attempts:
-            headers["x-thriftgate-upstream"] = ex.upstream.name
-            headers["x-thriftgate-attempts"] = str(ex.attempts)
-            if ex.fallback_from is not None:
-                headers["x-thriftgate-fallback"] = header_value(ex.model)
-        if ex.usage is not None:
-            headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
-            headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
-        if ex.cost_nanos is not None:
-            headers["x-thriftgate-cost-usd"] = format_usd(ex.cost_nanos)
-        if ex.applied:
-            headers["x-thriftgate-policies"] = ",".join(ex.applied)
-        if ex.answer_headers:
-            headers.update((name, header_value(value)) for name, value in ex.answer_headers.items())
-        if self._budgets is not None:
-            headers.update(self._budgets.headers(ex))  # our x-ratelimit-* replace the upstream's
-        return headers
-
-
-# What broke a stream that had begun: it stalled past routing.timeouts.between_chunks (or the total), or the
-# connection dropped.
-_CUT_SHORT = {"upstream_timeout": "upstream_stream_stalled", "upstream_unreachable": "upstream_stream_cut"}

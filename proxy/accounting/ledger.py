@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from proxy.accounting import ledger_sql as sql
 from proxy.accounting.ledger_read import LedgerReader, fetch_dicts, open_readonly, parse_since
-from proxy.accounting.spend_record import COLUMNS, SpendRecord
+from proxy.accounting.spend_record import COLUMNS, SpendRecord, row_values
 
 __all__ = ["BatchedLedger", "Ledger", "LedgerReader", "SpendRecord", "open_readonly", "parse_since"]
 logger = logging.getLogger("thriftgate.ledger")
@@ -219,7 +219,7 @@ def migrate_sqlite(conn: sqlite3.Connection) -> list[str]:
 
 def _insert_batch(conn: sqlite3.Connection, batch: list[SpendRecord]) -> None:
     with conn:  # one transaction: the batch is written whole or not at all
-        conn.executemany(_INSERT, map(dataclasses.astuple, batch))
+        conn.executemany(_INSERT, map(row_values, batch))
 
 
 def _append_jsonl(path: str, batch: list[SpendRecord]) -> None:

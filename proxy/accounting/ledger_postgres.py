@@ -10,7 +10,6 @@ The DSN never reaches a log or an error: only its masked form does.
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from proxy.accounting import ledger_sql as sql
 from proxy.accounting.ledger import BatchedLedger
 from proxy.accounting.ledger_read import LedgerReader, check_columns
 from proxy.accounting.ledger_spool import Spool
-from proxy.accounting.spend_record import COLUMNS, SpendRecord
+from proxy.accounting.spend_record import COLUMNS, SpendRecord, row_values
 from proxy.control.config import LedgerConfig, masked_dsn
 from proxy.errors import ServiceUnavailable
 
@@ -162,7 +161,7 @@ class PostgresLedger(BatchedLedger):
     async def _insert(self, batch: list[SpendRecord]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_STAGING)
-            await conn.copy_records_to_table("spend_batch", records=map(dataclasses.astuple, batch),
+            await conn.copy_records_to_table("spend_batch", records=map(row_values, batch),
                                              columns=_COLUMNS)
             await conn.execute(_INSERT)
 

@@ -1,171 +1,42 @@
-"""The only importer of prometheus_client. Every metric is defined here, on an injected registry.
+"""How thriftgate's requests are recorded as metrics (defined in accounting/metric_families.py), and
+what /metrics renders.
 
 Label values are bounded: a model outside the priced or configured set is reported as `other`,
 a team outside the configured set as `other`, and no key, user or prompt is ever a label.
 
-Under `serve --workers N` prometheus_client runs in multiprocess mode: each worker writes its values
-to files in PROMETHEUS_MULTIPROC_DIR and /metrics reads them all (`multiprocess_exposition`).
-Counters and histograms add up across workers by themselves; a Gauge must say how with
-`multiprocess_mode` (e.g. "mostrecent" for a value every worker sets, "livesum" for one they share).
+Under `serve --workers N` each worker writes its values to files in PROMETHEUS_MULTIPROC_DIR and
+/metrics reads them all (`multiprocess_exposition`).
 """
 
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy.exchange import Exchange, Saving
+from proxy.accounting.metric_families import MetricFamilies
 from proxy.accounting.money import NANOS_PER_USD
 from proxy.accounting.usage import Usage
 
 OTHER = "other"
 NO_TEAM = "none"
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-# The proxy's own time is sub-millisecond when healthy: buckets resolve tens of microseconds.
-_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
-class Metrics:
+class Metrics(MetricFamilies):
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(
         self, registry: CollectorRegistry, models: Iterable[str], teams: Iterable[str] = (), tags: Iterable[str] = (),
         *, exposition: CollectorRegistry | None = None,
     ) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self._children: dict[tuple, object] = {}
+        self._endpoints: dict[str, _Series] = {}
+        self._upstreams: dict[str, _Series] = {}
         self._exposition = exposition or registry  # what /metrics renders
         self._models = frozenset(models)
         self._teams = frozenset(teams)
         self._tags = frozenset(tags)
-        self.requests = Counter(
-            "thriftgate_requests", "Requests answered, by endpoint, answering model and HTTP status.",
-            ["endpoint", "model", "status"], registry=registry,
-        )
-        self.tokens = Counter(
-            "thriftgate_tokens", "Tokens by model and type: prompt (all input) = uncached_prompt + cached_prompt (read "
-            "from the provider's prompt cache) + cache_write (written to it); completion, of which reasoning.",
-            ["model", "type"], registry=registry,
-        )
-        self.spend = Counter(
-            "thriftgate_spend_usd", "Spend in US dollars by answering model and team.",
-            ["model", "team"], registry=registry,
-        )
-        self.unpriced = Counter(
-            "thriftgate_unpriced_requests", "Requests to a model with no known price that used tokens.",
-            ["model"], registry=registry,
-        )
-        self.upstream_requests = Counter(
-            "thriftgate_upstream_requests", "Requests sent to an upstream, by upstream and the HTTP status of its "
-            "answer (502 when it could not be reached, 504 when it timed out).",
-            ["upstream", "status"], registry=registry,
-        )
-        self.upstream_attempts = Counter(
-            "thriftgate_upstream_attempts", "Attempts sent to an upstream deployment, by how each ended: ok, "
-            "rate_limited, server_error, client_error, connect, timeout, truncated (a stream cut after it began), "
-            "cancelled (the client left).", ["upstream", "outcome"], registry=registry,
-        )
-        self.upstream_is_up = Gauge(
-            "thriftgate_upstream_up", "1 while an upstream deployment is in rotation, 0 while it cools down after "
-            "failures or rests after a Retry-After (fleet-wide with Redis).",
-            ["upstream"], registry=registry, multiprocess_mode="mostrecent",
-        )
-        self.fallbacks = Counter(
-            "thriftgate_fallbacks", "Requests moved to a fallback model, by the model that failed, the one tried "
-            "next and why (unavailable, rate_limited, context_window_exceeded).",
-            ["from", "to", "reason"], registry=registry,
-        )
-        self.request_duration = Histogram(
-            "thriftgate_request_duration_seconds", "Whole request time as the client saw it.",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-        self.upstream_duration = Histogram(
-            "thriftgate_upstream_duration_seconds", "Time waiting for the upstream, to the end of its answer.",
-            ["upstream"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-        self.overhead = Histogram(
-            "thriftgate_overhead_seconds", "Time spent in the proxy itself (request time minus upstream time).",
-            ["endpoint"], buckets=_OVERHEAD_BUCKETS, registry=registry,
-        )
-        self.time_to_first_token = Histogram(
-            "thriftgate_time_to_first_token_seconds", "Time from request arrival to the first streamed token.",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-
-        self.policy_actions = Counter(
-            "thriftgate_policy_actions", "What policies did, by policy name and action (shadow_* in shadow mode).",
-            ["policy", "action"], registry=registry,
-        )
-        self.policy_errors = Counter(
-            "thriftgate_policy_errors", "Policy hooks that raised, by policy name and hook.",
-            ["policy", "hook"], registry=registry,
-        )
-        self.savings = Counter(
-            "thriftgate_savings_usd",
-            "Money saved, by mechanism and policy; basis=counterfactual is exact on the tokens used, "
-            "basis=holdout_estimate is measured against held-out traffic.",
-            ["mechanism", "policy", "basis"], registry=registry,
-        )
-        self.lookups = Counter(
-            "thriftgate_lookups", "Lookups by policy and result: exact-hit, semantic-hit, answer-hit, miss, "
-            "embedder_failed, store_down (shadow_* in shadow mode).", ["policy", "result"], registry=registry,
-        )
-        self.lookup_verifications = Counter(
-            "thriftgate_lookup_verifications", "Candidates a lookup's verifier judged: same, different or failed "
-            "(an error or timeout: a miss); remembered=true when the decision was cached.",
-            ["policy", "verdict", "remembered"], registry=registry,
-        )
-        self.lookup_ignored_entries = Counter(
-            "thriftgate_lookup_ignored_entries", "Stored lookup entries read back and never served: corrupt (does "
-            "not decode) or foreign (not the entry asked for).", ["reason"], registry=registry,
-        )
-        self.output_words = Counter(
-            "thriftgate_output_words", "Words of whole text answers (docs/whatif.md: what a word is), by model and "
-            "language (x-thriftgate-language's ISO 639-1 code, none, or other).", ["model", "language"],
-            registry=registry,
-        )
-        self.output_words_tokens = Counter(
-            "thriftgate_output_words_tokens", "Visible output tokens of the answers counted in "
-            "thriftgate_output_words_total: divide the two for tokens per word.", ["model", "language"],
-            registry=registry,
-        )
-        self.batch_spend = Counter(
-            "thriftgate_batch_spend_usd", "Spend through a Batch API, at batch prices, by model and team (also in "
-            "thriftgate_spend_usd_total).", ["model", "team"], registry=registry,
-        )
-        self.batch_lines = Counter(
-            "thriftgate_batch_lines", "Lines of finished Batch API jobs, by model and HTTP status of each.",
-            ["model", "status"], registry=registry,
-        )
-        self.budget_remaining_usd = Gauge(
-            "thriftgate_budget_remaining_usd",
-            "USD left in a configured budget's current window after what it settled, as this replica last saw it "
-            "(with Redis: the fleet's, as of this replica's last write or lease renewal).",
-            ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
-        )
-        self.tag_requests = Counter(
-            "thriftgate_tag_requests", "Requests by tag, for the tags listed in tags.metrics.", ["tag"],
-            registry=registry,
-        )
-        self.tag_spend = Counter(
-            "thriftgate_tag_spend_usd", "Spend in US dollars by tag, for the tags listed in tags.metrics.", ["tag"],
-            registry=registry,
-        )
-        self.budget_used_ratio = Gauge(
-            "thriftgate_budget_used_ratio",
-            "Share of a configured usd budget settled in its current window (1 = all of it; a Batch API job's "
-            "ceiling counts until its lines are priced), as this replica last saw it (with Redis: the fleet's, as "
-            "of this replica's last write or lease renewal): for Alertmanager rules of your own.",
-            ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
-        )
-        self.budget_alerts = Counter(
-            "thriftgate_budget_alerts", "Budget alert webhooks this replica sent (sent) or gave up on (failed).",
-            ["scope", "threshold", "result"], registry=registry,
-        )
-        self.budget_rejections = Counter(
-            "thriftgate_budget_rejections", "Requests refused by a budget or rate limit, by the kind of scope.",
-            ["scope_kind"], registry=registry,
-        )
 
     def words(self, model: str, language: str, words: int, tokens: int) -> None:
         self._child(self.output_words, self.model_label(model), language).inc(words)
@@ -202,19 +73,19 @@ class Metrics:
         self._child(self.upstream_attempts, upstream, outcome).inc()
 
     def fallback(self, source: str, target: str, reason: str) -> None:
-        self.fallbacks.labels(self.model_label(source), self.model_label(target), reason).inc()
+        self._child(self.fallbacks, self.model_label(source), self.model_label(target), reason).inc()
 
     def policy_action(self, policy: str, action: str) -> None:
-        self.policy_actions.labels(policy, action).inc()
+        self._child(self.policy_actions, policy, action).inc()
 
     def policy_error(self, policy: str, hook: str) -> None:
-        self.policy_errors.labels(policy, hook).inc()
+        self._child(self.policy_errors, policy, hook).inc()
 
     def lookup(self, policy: str, result: str) -> None:
-        self.lookups.labels(policy, result).inc()
+        self._child(self.lookups, policy, result).inc()
 
     def lookup_verification(self, policy: str, verdict: str, remembered: bool) -> None:
-        self.lookup_verifications.labels(policy, verdict, str(remembered).lower()).inc()
+        self._child(self.lookup_verifications, policy, verdict, str(remembered).lower()).inc()
 
     def lookup_ignored(self, reason: str) -> None:
         self.lookup_ignored_entries.labels(reason).inc()
@@ -222,7 +93,7 @@ class Metrics:
     def saving(self, saving: Saving) -> None:
         # A counter only goes up: an escalated cascade's extra cost shows in spend, not here.
         if saving.nanos > 0:
-            self.savings.labels(saving.mechanism, saving.policy, saving.basis).inc(saving.nanos / NANOS_PER_USD)
+            self._child(self.savings, saving.mechanism, saving.policy, saving.basis).inc(saving.nanos / NANOS_PER_USD)
 
     def model_label(self, model: str) -> str:
         return model if model in self._models else OTHER
@@ -233,29 +104,32 @@ class Metrics:
         return team if team in self._teams else OTHER
 
     def observe(self, ex: Exchange) -> None:
-        child = self._child
         model = self.model_label(ex.model) if ex.model else OTHER
-        child(self.requests, ex.endpoint, model, str(ex.status)).inc()
-        child(self.request_duration, ex.endpoint).observe(ex.latency_seconds)
-        child(self.overhead, ex.endpoint).observe(ex.overhead_seconds)
-        if ex.upstream is not None and ex.upstream_started is not None:
-            child(self.upstream_requests, ex.upstream.name, str(ex.status)).inc()
-        if ex.upstream is not None and ex.upstream_seconds is not None:
-            child(self.upstream_duration, ex.upstream.name).observe(ex.upstream_seconds)
+        status, upstream = ex.status, ex.upstream
+        endpoint = self._endpoint(ex.endpoint)
+        endpoint.answered(model, status)
+        endpoint.duration(ex.latency_seconds)
+        endpoint.overhead(ex.overhead_seconds)
+        if upstream is not None:
+            series = self._upstream(upstream.name)
+            if ex.upstream_started is not None:
+                series.answered(status)
+            if ex.upstream_seconds is not None:
+                series.duration(ex.upstream_seconds)
         if ex.time_to_first_token is not None:
-            child(self.time_to_first_token, model).observe(ex.time_to_first_token)
+            self._child(self.time_to_first_token, model).observe(ex.time_to_first_token)
         self._spent(ex, model)
         if ex.cost_nanos is None and ex.endpoint != "passthrough" and ex.model:  # as the ledger counts it (_UNPRICED)
-            child(self.unpriced, model).inc()
+            self._child(self.unpriced, model).inc()
         for tag in ex.tags & self._tags if ex.tags else ():
-            child(self.tag_requests, tag).inc()
+            self._child(self.tag_requests, tag).inc()
 
     def observe_attempt(self, ex: Exchange) -> None:
         """A failed attempt of a request: the upstream's metrics and, when billed, spend; not a request."""
-        name = ex.upstream.name if ex.upstream is not None else OTHER
-        self._child(self.upstream_requests, name, str(ex.status)).inc()
+        series = self._upstream(ex.upstream.name if ex.upstream is not None else OTHER)
+        series.answered(ex.status)
         if ex.upstream_seconds is not None:
-            self._child(self.upstream_duration, name).observe(ex.upstream_seconds)
+            series.duration(ex.upstream_seconds)
         self._spent(ex, self.model_label(ex.model))
 
     def _spent(self, ex: Exchange, model: str) -> None:
@@ -276,6 +150,22 @@ class Metrics:
             found = self._children[key] = metric.labels(*values)
             return found
 
+    def _endpoint(self, endpoint: str) -> "_Series":
+        try:
+            return self._endpoints[endpoint]
+        except KeyError:
+            found = self._endpoints[endpoint] = _Series(
+                self.requests, endpoint, self._child(self.request_duration, endpoint).observe,
+                self._child(self.overhead, endpoint).observe)
+            return found
+
+    def _upstream(self, name: str) -> "_Series":
+        try:
+            return self._upstreams[name]
+        except KeyError:
+            found = self._upstreams[name] = _Series(self.upstream_requests, name, _Lazy(self.upstream_duration, name))
+            return found
+
     def _count_tokens(self, model: str, usage: Usage) -> None:
         uncached = usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_write_tokens
         for kind, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
@@ -286,6 +176,42 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self._exposition)
+
+
+class _Series:
+    """The request metrics of one endpoint or upstream, bound when it is first seen: a request costs a dict
+    lookup and the increments, not a label lookup per metric. The answers' counter is bound per label set on
+    its first use (a series shows in /metrics once it has a value, as with labels())."""
+
+    __slots__ = ("_counter", "_first", "_incs", "duration", "overhead")
+
+    def __init__(self, counter, first_label: str, duration, overhead=None) -> None:
+        self._counter, self._first = counter, first_label
+        self._incs: dict[tuple, object] = {}
+        self.duration, self.overhead = duration, overhead
+
+    def answered(self, *labels: str | int) -> None:
+        """Counts one answer with these further label values (an int status among them)."""
+        try:
+            inc = self._incs[labels]
+        except KeyError:
+            inc = self._incs[labels] = self._counter.labels(self._first, *map(str, labels)).inc
+        inc()
+
+
+class _Lazy:
+    """A histogram child's observe, made on the first observation (an upstream answered without a timing
+    has no duration series yet)."""
+
+    __slots__ = ("_histogram", "_label", "_observe")
+
+    def __init__(self, histogram, label: str) -> None:
+        self._histogram, self._label, self._observe = histogram, label, None
+
+    def __call__(self, value: float) -> None:
+        if self._observe is None:
+            self._observe = self._histogram.labels(self._label).observe
+        self._observe(value)
 
 
 def multiprocess_exposition(directory: str) -> CollectorRegistry:

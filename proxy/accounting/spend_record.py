@@ -2,6 +2,7 @@
 table from this dataclass, so adding a field is all it takes to add a column and its migration."""
 
 import dataclasses
+import operator
 import types
 import typing
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ def _python_type(hint: typing.Any) -> type:
 COLUMNS: dict[str, type] = {name: _python_type(hint) for name, hint in typing.get_type_hints(SpendRecord).items()}
 BOOL_COLUMNS = tuple(name for name, kind in COLUMNS.items() if kind is bool)
 FIELD_NAMES = tuple(field.name for field in dataclasses.fields(SpendRecord))
+# A record's values in COLUMNS order, as the ledgers insert them. Every field is a scalar, so this is
+# dataclasses.astuple without its recursive deep copy (0.5 us a record against 26 us).
+row_values = operator.attrgetter(*FIELD_NAMES)
 
 
 def record_from_dict(row: dict) -> SpendRecord:

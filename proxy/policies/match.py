@@ -17,7 +17,10 @@ class Matcher:
         self._tests: tuple[Test, ...] = tuple(_cheap_tests(config) + _counting_tests(config))
 
     def matches(self, ex: Exchange) -> bool:
-        return all(test(ex) for test in self._tests)
+        for test in self._tests:  # a loop, not all(generator): this runs per policy per request
+            if not test(ex):
+                return False
+        return True
 
 
 def _cheap_tests(c: MatchConfig) -> list[Test]:

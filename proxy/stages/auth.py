@@ -8,13 +8,13 @@ down). The master key is compared in constant time. No key text is ever logged o
 """
 
 import base64
+import functools
 import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.control.config import AuthConfig
 from proxy.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
@@ -52,6 +52,12 @@ def _basic_password(headers: Mapping[str, str]) -> str | None:
         return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[2] or None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _frozen_tags(tags: tuple[str, ...]) -> frozenset[str]:
+    """A key's tags as a set, made once per distinct tuple rather than per request."""
+    return frozenset(tags)
 
 
 class Auth:
@@ -101,8 +107,11 @@ class Auth:
         if record.revoked_at is not None:
             raise Unauthorized(f"The API key '{record.id}' has been revoked.")
         ex.key_id, ex.team, ex.key_budget_nanos = record.id, record.team, record.budget_nanos_per_day
-        ex.tags = frozenset(record.tags)
-        ex.upstream_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _KEY_HEADERS)
+        ex.tags = _frozen_tags(record.tags)
+        upstream_headers = headers.copy()
+        for name in _KEY_HEADERS:
+            upstream_headers.popall(name, None)
+        ex.upstream_headers = upstream_headers
 
     def require_master(self, request: web.Request, *, always: bool = False, what: str = "The admin API") -> None:
         """Admin routes: open only while auth is off and no master key is set (and `always` is False)."""

@@ -13,6 +13,7 @@ from proxy.control.config import BudgetConfig
 from proxy.exchange import Exchange
 
 _SPANS = {"minute": 60, "hour": 3600, "day": 86400}
+_EXCHANGE_FIELD = {"team": "team", "key": "key_id", "user": "user"}  # a scope kind's value on the exchange
 _ID_FORMATS = {"minute": "%Y%m%d%H%M", "hour": "%Y%m%d%H", "day": "%Y%m%d"}
 
 
@@ -36,7 +37,7 @@ class Rule:
             return True
         if self.kind == "model":
             return self.model_pattern.match(ex.model) is not None
-        return {"team": ex.team, "key": ex.key_id, "user": ex.user}[self.kind] == self.value
+        return getattr(ex, _EXCHANGE_FIELD[self.kind]) == self.value
 
 
 def rules_from_config(budgets: Iterable[BudgetConfig]) -> tuple[Rule, ...]:

@@ -66,16 +66,27 @@ class Totals:
     cache_write_tokens: int = 0
     request: bool = True  # False: a billed failed attempt of a request, whose tokens and dollars count, not itself
 
+    def group(self) -> tuple[str, str, str, str]:
+        """Whose totals: (day, model, team, key); requests of one group add up before they are spelled out."""
+        return self.day, self.model, self.team or "", self.key or ""
+
+    def amounts(self) -> tuple[int, ...]:
+        """The request's amounts, in SPEND_METRICS order."""
+        return (int(self.request), self.prompt_tokens, self.completion_tokens, self.cached_prompt_tokens,
+                self.cache_write_tokens, self.reasoning_tokens, self.cost_nanos or 0,
+                int(self.request and self.cost_nanos is None))
+
     def increments(self) -> dict[str, int]:
-        """Field -> increment of the day's totals: `metric|dimension|value` (value last: it may hold '|')."""
-        values = {"requests": int(self.request), "prompt_tokens": self.prompt_tokens,
-                  "completion_tokens": self.completion_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
-                  "cache_write_tokens": self.cache_write_tokens, "reasoning_tokens": self.reasoning_tokens,
-                  "cost_nanos": self.cost_nanos or 0,
-                  "unpriced_requests": int(self.request and self.cost_nanos is None)}
-        groups = {"model": self.model, "team": self.team or "", "key": self.key or "", "day": self.day}
-        return {f"{metric}|{dim}|{value}": amount
-                for metric, amount in values.items() if amount for dim, value in groups.items()}
+        return total_increments(self.group(), self.amounts())
+
+
+def total_increments(group: tuple[str, str, str, str], amounts) -> dict[str, int]:
+    """Field -> increment of the day's totals: `metric|dimension|value` (value last: it may hold '|'), for the
+    amounts (in SPEND_METRICS order, none negative) of one group (Totals.group)."""
+    day, model, team, key = group
+    dimensions = {"model": model, "team": team, "key": key, "day": day}
+    return {f"{metric}|{dim}|{value}": amount
+            for metric, amount in zip(SPEND_METRICS, amounts) if amount for dim, value in dimensions.items()}
 
 
 @dataclass(frozen=True, slots=True)

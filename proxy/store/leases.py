@@ -16,7 +16,7 @@ past a limit with max_tokens set.
 from collections import Counter
 from dataclasses import dataclass, field
 
-from proxy.store import Charge, Reserved, Settlement
+from proxy.store import Charge, Reserved, Settlement, total_increments
 from proxy.store.holds import Holds, RecentIds
 
 
@@ -51,7 +51,9 @@ class Batch:
 class LeaseBook:
     def __init__(self, replay_seconds: float) -> None:
         self.counters: dict[str, LocalCounter] = {}
-        self.totals: dict[str, Counter] = {}
+        # (day, model, team, key) -> amounts (Totals.amounts) settled since the last batch: summed per request,
+        # spelled out as the day's fields once per batch.
+        self.totals: dict[tuple[str, str, str, str], list[int]] = {}
         self.settlements = 0  # settled since the last batch was made
         self.unsent: Batch | None = None
         self._batches = 0
@@ -109,7 +111,13 @@ class LeaseBook:
             counter.holds.drop(settlement.id)
             counter.unflushed += actual
         if settlement.totals is not None:
-            self.totals.setdefault(settlement.totals.day, Counter()).update(settlement.totals.increments())
+            group, amounts = settlement.totals.group(), settlement.totals.amounts()
+            summed = self.totals.get(group)
+            if summed is None:
+                self.totals[group] = list(amounts)
+            else:
+                for i, amount in enumerate(amounts):
+                    summed[i] += amount
         self.settlements += 1
         return True
 
@@ -119,7 +127,10 @@ class LeaseBook:
             self._batches += 1
             for counter in self.counters.values():
                 counter.sending, counter.unflushed = counter.unflushed, 0
-            self.unsent = Batch(self._batches, self.totals, self.settlements)
+            totals: dict[str, Counter] = {}
+            for group, amounts in self.totals.items():
+                totals.setdefault(group[0], Counter()).update(total_increments(group, amounts))
+            self.unsent = Batch(self._batches, totals, self.settlements)
             self.totals, self.settlements = {}, 0
         return self.unsent
 

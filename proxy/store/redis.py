@@ -2,7 +2,8 @@
 
 Budgets run on leases (store/leases.py): a reservation that fits this replica's lease is held in
 process memory, with no Redis round trip; one that does not asks Redis to grow the lease, in one
-atomic script (store/redis_scripts.py). Settlements are summed locally and written in batches by
+atomic script (store/redis_scripts.py; store/redis_sync.py makes its keys and arguments and applies its
+answer). Settlements are summed locally and written in batches by
 one sync task, which also renews the leases, gives back those left idle, and gets Redis's view of
 each counter. A replica that dies stops holding budget when its leases expire (lease_seconds).
 
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,18 +29,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.control.config import StoreConfig, masked_url
-from proxy.store import (SETTLE_REPLAY_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
-                         Settlement, StoreUnavailable, spend_rows)
+from proxy.store import (SETTLE_REPLAY_SECONDS, Charge, Health, KeyRecord, Reserved, Settlement, StoreUnavailable,
+                         spend_rows)
 from proxy.store.leases import LeaseBook
 from proxy.store.redis_scripts import ADD_KEY, KEY_BY_HASH, SYNC
+from proxy.store.redis_sync import apply_result, distrust, sync_call
 
 log = logging.getLogger("thriftgate.store")
 T = TypeVar("T")
 POOL_WAIT_SECONDS = 10.0
 # Settlements are written at most this often: a batch gathers what was settled meanwhile.
 SYNC_INTERVAL = 0.01
-# A replica replays an unconfirmed batch when Redis answers again; its mark outlives such an outage.
-BATCH_MARK_SECONDS = 86400
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 
@@ -227,49 +226,16 @@ class RedisStore:
     async def _sync(self, now: float, short: dict[str, int] | None = None, *, closing: bool = False) -> str | None:
         """One script under the lock: writes the waiting batch, grows the `short` leases, renews (or on
         closing gives back) the others. Returns the counter that refused to grow, if any."""
-        book, short = self._book, short or {}
-        batch = book.next_batch()
-        renew_from = now + self._lease_seconds / 2  # trust ending sooner than this: renew
-        names = [name for name, c in book.counters.items()
-                 if c.sending or name in short or (c.lease and (closing or c.trusted_until < renew_from))]
-        if not names and batch is None:
+        short = short or {}
+        call = sync_call(self._book, self._key, self._lease_id, self._lease_seconds, now, short, closing)
+        if call is None:
             return None
-        keys = [self._key("c:", name) for name in names] + [self._key("z:", name) for name in names]
-        keys.append(self._key("s:", self._lease_id))
-        days = list(batch.totals) if batch else []
-        keys += [self._key("spend:", day) for day in days]
-        args: list = [self._lease_id, repr(now), repr(now + self._lease_seconds), batch.number if batch else 0,
-                      BATCH_MARK_SECONDS, SPEND_RETENTION_SECONDS, len(names), len(days)]
-        for name in names:
-            c = book.counters[name]
-            idle = closing or not c.touched
-            # The script takes the batch's usage out of the lease before it grows it.
-            required = short[name] - c.sending if name in short else -1
-            args += [c.sending, required, -1 if c.limit is None else c.limit,
-                     max(math.ceil(c.expires_at - now), 1), c.unit, c.holds.held + c.unflushed if idle else -1]
-        for day in days:
-            fields = batch.totals[day]
-            args.append(len(fields))
-            for field, amount in fields.items():
-                args += [field, amount]
         try:
-            result = await self._sync_script(keys=keys, args=args)
+            result = await self._sync_script(keys=call.keys, args=call.args)
         except BaseException:
-            for name in names:
-                book.counters[name].trusted_until = 0.0  # what Redis did is unknown: ask again before using it
+            distrust(self._book, call)
             raise
-        book.confirm(batch)
-        n = len(names)
-        for i, name in enumerate(names):
-            c = book.counters[name]
-            c.base, c.lease = int(result[1 + i]), int(result[1 + n + i])
-            c.trusted_until = now + self._lease_seconds * 0.75 if c.lease else 0.0
-            if name not in short:
-                c.touched = False
-            if self._on_settled is not None:
-                self._on_settled(name, int(result[1 + 2 * n + i]))  # Redis's used: every replica's batches
-        refused = int(result[0])
-        return names[refused - 1] if refused else None
+        return apply_result(self._book, call, result, now, self._lease_seconds, short, self._on_settled)
 
     async def _sync_continually(self) -> None:
         """Writes settlements soon after they are made, and renews leases while idle."""

@@ -1,0 +1,151 @@
+"""Every metric thriftgate exports: its name, help text and labels, defined on an injected registry.
+
+accounting/metrics.py records requests on them (label values, bounded); this module and that one are the
+only importers of prometheus_client.
+
+Under `serve --workers N` prometheus_client runs in multiprocess mode: each worker writes its values
+to files in PROMETHEUS_MULTIPROC_DIR and /metrics reads them all. Counters and histograms add up
+across workers by themselves; a Gauge must say how with `multiprocess_mode` (e.g. "mostrecent" for a
+value every worker sets, "livesum" for one they share).
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# The proxy's own time is sub-millisecond when healthy: buckets resolve tens of microseconds.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class MetricFamilies:
+    """The metrics, as attributes (each a labelled Counter, Gauge or Histogram)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "thriftgate_requests", "Requests answered, by endpoint, answering model and HTTP status.",
+            ["endpoint", "model", "status"], registry=registry,
+        )
+        self.tokens = Counter(
+            "thriftgate_tokens", "Tokens by model and type: prompt (all input) = uncached_prompt + cached_prompt (read "
+            "from the provider's prompt cache) + cache_write (written to it); completion, of which reasoning.",
+            ["model", "type"], registry=registry,
+        )
+        self.spend = Counter(
+            "thriftgate_spend_usd", "Spend in US dollars by answering model and team.",
+            ["model", "team"], registry=registry,
+        )
+        self.unpriced = Counter(
+            "thriftgate_unpriced_requests", "Requests to a model with no known price that used tokens.",
+            ["model"], registry=registry,
+        )
+        self.upstream_requests = Counter(
+            "thriftgate_upstream_requests", "Requests sent to an upstream, by upstream and the HTTP status of its "
+            "answer (502 when it could not be reached, 504 when it timed out).",
+            ["upstream", "status"], registry=registry,
+        )
+        self.upstream_attempts = Counter(
+            "thriftgate_upstream_attempts", "Attempts sent to an upstream deployment, by how each ended: ok, "
+            "rate_limited, server_error, client_error, connect, timeout, truncated (a stream cut after it began), "
+            "cancelled (the client left).", ["upstream", "outcome"], registry=registry,
+        )
+        self.upstream_is_up = Gauge(
+            "thriftgate_upstream_up", "1 while an upstream deployment is in rotation, 0 while it cools down after "
+            "failures or rests after a Retry-After (fleet-wide with Redis).",
+            ["upstream"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.fallbacks = Counter(
+            "thriftgate_fallbacks", "Requests moved to a fallback model, by the model that failed, the one tried "
+            "next and why (unavailable, rate_limited, context_window_exceeded).",
+            ["from", "to", "reason"], registry=registry,
+        )
+        self.request_duration = Histogram(
+            "thriftgate_request_duration_seconds", "Whole request time as the client saw it.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "thriftgate_upstream_duration_seconds", "Time waiting for the upstream, to the end of its answer.",
+            ["upstream"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.overhead = Histogram(
+            "thriftgate_overhead_seconds", "Time spent in the proxy itself (request time minus upstream time).",
+            ["endpoint"], buckets=_OVERHEAD_BUCKETS, registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "thriftgate_time_to_first_token_seconds", "Time from request arrival to the first streamed token.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+
+        self.policy_actions = Counter(
+            "thriftgate_policy_actions", "What policies did, by policy name and action (shadow_* in shadow mode).",
+            ["policy", "action"], registry=registry,
+        )
+        self.policy_errors = Counter(
+            "thriftgate_policy_errors", "Policy hooks that raised, by policy name and hook.",
+            ["policy", "hook"], registry=registry,
+        )
+        self.savings = Counter(
+            "thriftgate_savings_usd",
+            "Money saved, by mechanism and policy; basis=counterfactual is exact on the tokens used, "
+            "basis=holdout_estimate is measured against held-out traffic.",
+            ["mechanism", "policy", "basis"], registry=registry,
+        )
+        self.lookups = Counter(
+            "thriftgate_lookups", "Lookups by policy and result: exact-hit, semantic-hit, answer-hit, miss, "
+            "embedder_failed, store_down (shadow_* in shadow mode).", ["policy", "result"], registry=registry,
+        )
+        self.lookup_verifications = Counter(
+            "thriftgate_lookup_verifications", "Candidates a lookup's verifier judged: same, different or failed "
+            "(an error or timeout: a miss); remembered=true when the decision was cached.",
+            ["policy", "verdict", "remembered"], registry=registry,
+        )
+        self.lookup_ignored_entries = Counter(
+            "thriftgate_lookup_ignored_entries", "Stored lookup entries read back and never served: corrupt (does "
+            "not decode) or foreign (not the entry asked for).", ["reason"], registry=registry,
+        )
+        self.output_words = Counter(
+            "thriftgate_output_words", "Words of whole text answers (docs/whatif.md: what a word is), by model and "
+            "language (x-thriftgate-language's ISO 639-1 code, none, or other).", ["model", "language"],
+            registry=registry,
+        )
+        self.output_words_tokens = Counter(
+            "thriftgate_output_words_tokens", "Visible output tokens of the answers counted in "
+            "thriftgate_output_words_total: divide the two for tokens per word.", ["model", "language"],
+            registry=registry,
+        )
+        self.batch_spend = Counter(
+            "thriftgate_batch_spend_usd", "Spend through a Batch API, at batch prices, by model and team (also in "
+            "thriftgate_spend_usd_total).", ["model", "team"], registry=registry,
+        )
+        self.batch_lines = Counter(
+            "thriftgate_batch_lines", "Lines of finished Batch API jobs, by model and HTTP status of each.",
+            ["model", "status"], registry=registry,
+        )
+        self.budget_remaining_usd = Gauge(
+            "thriftgate_budget_remaining_usd",
+            "USD left in a configured budget's current window after what it settled, as this replica last saw it "
+            "(with Redis: the fleet's, as of this replica's last write or lease renewal).",
+            ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.tag_requests = Counter(
+            "thriftgate_tag_requests", "Requests by tag, for the tags listed in tags.metrics.", ["tag"],
+            registry=registry,
+        )
+        self.tag_spend = Counter(
+            "thriftgate_tag_spend_usd", "Spend in US dollars by tag, for the tags listed in tags.metrics.", ["tag"],
+            registry=registry,
+        )
+        self.budget_used_ratio = Gauge(
+            "thriftgate_budget_used_ratio",
+            "Share of a configured usd budget settled in its current window (1 = all of it; a Batch API job's "
+            "ceiling counts until its lines are priced), as this replica last saw it (with Redis: the fleet's, as "
+            "of this replica's last write or lease renewal): for Alertmanager rules of your own.",
+            ["scope", "window"], registry=registry, multiprocess_mode="mostrecent",
+        )
+        self.budget_alerts = Counter(
+            "thriftgate_budget_alerts", "Budget alert webhooks this replica sent (sent) or gave up on (failed).",
+            ["scope", "threshold", "result"], registry=registry,
+        )
+        self.budget_rejections = Counter(
+            "thriftgate_budget_rejections", "Requests refused by a budget or rate limit, by the kind of scope.",
+            ["scope_kind"], registry=registry,
+        )
