@@ -52,7 +52,7 @@ async def test_the_fleet_totals_date_each_request_by_its_own_utc_day() -> None:
                       metrics=Metrics(CollectorRegistry(), ()), default_max_output_tokens=100)
     midnight = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     for at in (midnight - 0.5, midnight, midnight + 86_399.9, midnight - 1):  # the last one late, a day back
-        ex = SimpleNamespace(reservation=None, usage=Usage(prompt_tokens=1), cost_nanos=5, status=200,
+        ex = SimpleNamespace(reservation=None, usage=Usage(prompt_tokens=1), cost_nanos=5, status=200, parent_id=None,
                              model="gpt-4o-mini", received_at=at, team=None, key_id=None, key_budget_nanos=None,
                              request_id=f"r{at}")
         await budgets.settle(ex)
