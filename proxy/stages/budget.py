@@ -149,9 +149,12 @@ class Budgets:
             return None
         amounts = {"requests": 1, "tokens": 0, "usd": usd_nanos or 0}
         if usd_nanos is None and estimate and any(rule.metric != "requests" for rule in rules):
+            money = next((rule for rule in rules if rule.metric == "usd"), None)
+            if money is not None and self._prices.lookup(ex.model) is None:
+                raise _unbounded(ex.model, money.scope)
             prompt, output = self._prompt_tokens(ex), self._max_output(ex)
             amounts["tokens"] = prompt + output
-            amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0  # unpriced: no usd limit
+            amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0
         slot_of: dict[str, int] = {}
         charges: list[Charge] = []
         metrics, ends, slots = [], [], []
@@ -342,6 +345,13 @@ class Budgets:
         body = ex.body or {}
         choices = max(_positive(body.get("n")), _positive(body.get("best_of")), 1)  # every choice is billed
         return output * choices
+
+
+def _unbounded(model: str, scope: str) -> BadRequest:
+    """A usd budget cannot bound what has no price: serving it would spend past the budget unseen."""
+    return BadRequest(f"The model '{model}' has no price, so the usd budget of {scope} cannot bound it. The operator "
+                      "can price it in pricing.overrides (0 for a model that costs nothing).", param="model",
+                      code="model_not_priced")
 
 
 def _answered(ex: Exchange) -> bool:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from proxy.control.keys import key_hash
 from tests.budgets.test_budgets import request_cost_with_output, usd
 from tests.conftest import StartProxy
 from tests.e2e.raw_http import raw_request
@@ -68,3 +69,21 @@ async def test_a_stream_that_does_not_ask_for_usage_is_still_counted_exactly(
     assert fake.requests[-1].body["stream_options"]["include_usage"] is True
     row = (await proxy.ledger.recent(1))[0]
     assert (row["completion_tokens"], row["usage_source"]) == (5, "upstream") and row["cost_nanos"] > 0
+
+
+async def test_a_model_without_a_price_is_refused_where_a_usd_budget_covers_it(start_proxy: StartProxy, fake) -> None:
+    """On 7d701dd it reserved and settled $0: any model missing from the table walked around every usd budget."""
+    proxy = await start_proxy(
+        auth={"keys": [{"id": "bot", "team": "support", "sha256": key_hash("tg-bot-key")}]},
+        budgets=[{"scope": "team:support", "usd": "0.01", "window": "day"},
+                 {"scope": "global", "tokens_per_minute": 100_000}])
+    unpriced = chat(model="llama-3.1-70b", max_tokens=5)
+    keyed = {**JSON, "Authorization": "Bearer tg-bot-key"}
+    answer = await raw_request(proxy.port, "POST", "/v1/chat/completions", body=unpriced, headers=keyed)
+    assert answer.status == 400
+    error = answer.json()["error"]
+    assert (error["param"], error["code"]) == ("model", "model_not_priced")
+    assert "team:support" in error["message"] and "pricing.overrides" in error["message"]
+    assert fake.requests == []
+    # No usd budget covers an anonymous caller: served, limited by tokens only, as before.
+    assert (await raw_request(proxy.port, "POST", "/v1/chat/completions", body=unpriced, headers=JSON)).status == 200
