@@ -49,7 +49,9 @@ class PriceOverride(Section):
 class PricingConfig(Section):
     files: tuple[Path, ...] | None = None  # None: the shipped table
     overrides: dict[str, PriceOverride] = {}
-    unpriced: Literal["serve", "reject"] = "serve"
+    # A model without a price: served (no usd budget can bound it), served except where a usd budget covers the
+    # request (refused there: it would spend past that budget unseen), or refused everywhere.
+    unpriced: Literal["serve", "serve_outside_usd_budgets", "reject"] = "serve_outside_usd_budgets"
 
 
 class Config(Section):

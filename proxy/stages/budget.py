@@ -47,8 +47,9 @@ class Reservation:
 class Budgets:
     def __init__(self, rules: tuple[Rule, ...], *, store: Store, store_config: StoreConfig, prices: PriceTable,
                  metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time,
-                 alerts: BudgetAlerts | None = None) -> None:
+                 alerts: BudgetAlerts | None = None, serve_unpriced: bool = False) -> None:
         self._rules = rules
+        self._serve_unpriced = serve_unpriced  # pricing.unpriced: serve, even where a usd budget cannot bound it
         self._alerts = alerts
         self._store = store
         self._prices = prices
@@ -150,7 +151,7 @@ class Budgets:
         amounts = {"requests": 1, "tokens": 0, "usd": usd_nanos or 0}
         if usd_nanos is None and estimate and any(rule.metric != "requests" for rule in rules):
             money = next((rule for rule in rules if rule.metric == "usd"), None)
-            if money is not None and self._prices.lookup(ex.model) is None:
+            if money is not None and not self._serve_unpriced and self._prices.lookup(ex.model) is None:
                 raise _unbounded(ex.model, money.scope)
             prompt, output = self._prompt_tokens(ex), self._max_output(ex)
             amounts["tokens"] = prompt + output
@@ -350,7 +351,8 @@ class Budgets:
 def _unbounded(model: str, scope: str) -> BadRequest:
     """A usd budget cannot bound what has no price: serving it would spend past the budget unseen."""
     return BadRequest(f"The model '{model}' has no price, so the usd budget of {scope} cannot bound it. The operator "
-                      "can price it in pricing.overrides (0 for a model that costs nothing).", param="model",
+                      "can price it in pricing.overrides (0 for a model that costs nothing), or serve unpriced models anyway "
+                      "with pricing.unpriced: serve.", param="model",
                       code="model_not_priced")
 
 
@@ -380,4 +382,5 @@ def build_budgets(config, *, store: Store, keys_possible: bool, prices: PriceTab
         return None
     alerts = BudgetAlerts(config.alerting, store, metrics, clock) if any(rule.alerts for rule in rules) else None
     return Budgets(rules, store=store, store_config=config.store, prices=prices, metrics=metrics,
-                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock, alerts=alerts)
+                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock, alerts=alerts,
+                   serve_unpriced=config.pricing.unpriced == "serve")

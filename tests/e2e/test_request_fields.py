@@ -83,7 +83,15 @@ async def test_a_model_without_a_price_is_refused_where_a_usd_budget_covers_it(s
     assert answer.status == 400
     error = answer.json()["error"]
     assert (error["param"], error["code"]) == ("model", "model_not_priced")
-    assert "team:support" in error["message"] and "pricing.overrides" in error["message"]
+    assert all(name in error["message"] for name in ("team:support", "pricing.overrides", "pricing.unpriced: serve"))
     assert fake.requests == []
     # No usd budget covers an anonymous caller: served, limited by tokens only, as before.
+    assert (await raw_request(proxy.port, "POST", "/v1/chat/completions", body=unpriced, headers=JSON)).status == 200
+
+
+async def test_pricing_unpriced_serve_serves_a_model_without_a_price_under_a_usd_budget(
+    start_proxy: StartProxy, fake
+) -> None:
+    proxy = await start_proxy(pricing={"unpriced": "serve"}, budgets=[{"scope": "global", "usd": "0.01", "window": "day"}])
+    unpriced = chat(model="llama-3.1-70b", max_tokens=5)
     assert (await raw_request(proxy.port, "POST", "/v1/chat/completions", body=unpriced, headers=JSON)).status == 200
