@@ -1,39 +1,25 @@
 """Typed, frozen configuration. `load(path)` validates everything at start-up.
 
 Every mistake names the file, the dotted key and what was expected. Secrets never appear here:
-only the names of the environment variables that hold them.
+only the names of the environment variables that hold them. The sections live beside the code they
+configure (`server_config.py`, `upstream_config.py`, `control/`, `routing/`, `lookup/`); this module
+puts them together and checks what spans several of them.
 """
 
-import fnmatch
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from proxy.control.alerting_config import AlertingConfig, alerting_problem
 from proxy.control.config import AuthConfig, BudgetConfig, LedgerConfig, StoreConfig, TagsConfig, mask_secrets
 from proxy.lookup.config import EmbedderConfig, check_embedders
 from proxy.routing.config import RoutingConfig, fallback_errors, unreachable_names
-
-DEFAULT_UPSTREAM_URL = "https://api.openai.com/v1"
-ANTHROPIC_URL = "https://api.anthropic.com/v1"
-ANTHROPIC_API_VERSION = "2026-10-21"  # proxy.dialects.anthropic.API_VERSION (config imports no dialect)
-_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-# The providers' API paths besides the priced endpoints: passed through unpriced (still authenticated, recorded
-# and counted against request budgets); any other path is refused.
-KNOWN_PASSTHROUGH_PATHS = (
-    "/v1/models", "/v1/models/*", "/v1/moderations",
-    "/v1/chat/completions/**", "/v1/responses/**", "/v1/conversations/**",
-    "/v1/uploads/**", "/v1/fine_tuning/**",  # /v1/files and /v1/batches are endpoints of their own (proxy/batch/)
-    "/v1/images/generations", "/v1/images/edits", "/v1/images/variations",
-    "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/translations",
-    "/v1/vector_stores/**", "/v1/assistants/**", "/v1/threads/**",
-    "/v1/messages/batches/**",  # Anthropic's (its /v1/models is OpenAI's path too)
-)
+from proxy.server_config import ServerConfig
+from proxy.upstream_config import UpstreamConfig, UpstreamMatcher, default_upstreams
 
 
 class ConfigError(ValueError):
@@ -47,79 +33,6 @@ PolicyParser = Callable[[Any, str], tuple[Any, ...]]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerConfig(Section):
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 4100
-    # A long chat (a 1M-token context is ~4 MB of text) with a few images; larger bodies get a 413.
-    max_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
-    # How long an in-flight request may take to finish after SIGTERM before the process exits.
-    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
-    access_log: bool = True  # one JSON line per request on stdout: ids, team, models, tokens, cost, policies
-    log_prompts: bool = False  # add the last user message to that line (off: prompts are the users' data)
-    # /metrics shows every team's and model's spend: none (open, keep the port private), master_key, or
-    # token (a scrape token from metrics_token_env; the master key works too).
-    metrics_auth: Literal["none", "master_key", "token"] = "none"
-    metrics_token_env: str = "THRIFTGATE_METRICS_TOKEN"
-    # The /v1 paths passed through unpriced (`*` one segment, `**` any rest); others get a 404. [] passes none.
-    passthrough_paths: tuple[str, ...] = KNOWN_PASSTHROUGH_PATHS
-
-    @field_validator("passthrough_paths")
-    @classmethod
-    def _v1_paths(cls, globs: tuple[str, ...]) -> tuple[str, ...]:
-        for glob in globs:
-            if not re.fullmatch(r"/v1(/([A-Za-z0-9_:@~-][A-Za-z0-9._:@~-]*|\*))*(/\*\*)?", glob) or glob == "/v1":
-                raise ValueError(f"{glob!r}: expected a /v1/ path of names, '*' (one segment) and a last '**'")
-        return globs
-
-    @property
-    def metrics_token(self) -> str | None:
-        return os.environ.get(self.metrics_token_env) or None
-
-
-class UpstreamConfig(Section):
-    name: Annotated[str, Field(min_length=1)]
-    base_url: Annotated[str, Field(pattern=r"^https?://")]
-    provider: Literal["openai", "anthropic"] = "openai"  # the API it speaks (docs/anthropic.md)
-    api_key_env: str | None = None  # default: OPENAI_API_KEY, or ANTHROPIC_API_KEY for provider anthropic
-    models: tuple[str, ...] = ("*",)
-    # Anthropic only: the anthropic-version sent when the client sent none (an OpenAI client's request),
-    # and max_tokens for a translated request that set none (Anthropic requires it).
-    anthropic_version: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] = ANTHROPIC_API_VERSION
-    default_max_tokens: Annotated[int, Field(gt=0)] = 4096
-    # Upstreams listing the same glob are deployments of those models (docs/routing.md): chosen by weight,
-    # each with its own requests and tokens per minute, and the name it gives the model when it differs.
-    weight: Annotated[float, Field(gt=0)] = 1.0
-    rpm: Annotated[int, Field(gt=0)] | None = None
-    tpm: Annotated[int, Field(gt=0)] | None = None
-    model: Annotated[str, Field(min_length=1)] | None = None
-    # Override routing.timeouts for this upstream: connect, and the longest silence between two reads.
-    connect_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
-    read_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _key_env_of_provider(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "api_key_env" not in data:
-            data = {**data, "api_key_env": _KEY_ENV.get(data.get("provider", "openai"))}
-        return data
-
-    @field_validator("base_url")
-    @classmethod
-    def _strip_slash(cls, url: str) -> str:
-        return url.rstrip("/")
-
-    @model_validator(mode="after")
-    def _rename_names_models(self) -> "UpstreamConfig":
-        if self.model is not None and any(set(pattern) & set("*?[") for pattern in self.models):
-            raise ValueError("model renames what the client asks for: list the names it applies to in models, "
-                             "without wildcards")
-        return self
-
-    @property
-    def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
 class PriceOverride(Section):
@@ -136,7 +49,9 @@ class PriceOverride(Section):
 class PricingConfig(Section):
     files: tuple[Path, ...] | None = None  # None: the shipped table
     overrides: dict[str, PriceOverride] = {}
-    unpriced: Literal["serve", "reject"] = "serve"
+    # A model without a price: served (no usd budget can bound it), served except where a usd budget covers the
+    # request (refused there: it would spend past that budget unseen), or refused everywhere.
+    unpriced: Literal["serve", "serve_outside_usd_budgets", "reject"] = "serve_outside_usd_budgets"
 
 
 class Config(Section):
@@ -159,14 +74,7 @@ class Config(Section):
     @field_validator("upstreams", mode="before")
     @classmethod
     def _default_upstream(cls, value: Any) -> Any:
-        if value is not None:
-            return value
-        openai = UpstreamConfig(name="openai", base_url=os.environ.get("OPENAI_BASE_URL", DEFAULT_UPSTREAM_URL))
-        if not os.environ.get(_KEY_ENV["anthropic"]):
-            return (openai,)
-        # With an Anthropic key in the environment, Claude models go to Anthropic and the rest to OpenAI.
-        return (UpstreamConfig(name="anthropic", base_url=ANTHROPIC_URL, provider="anthropic", models=("claude-*",)),
-                openai)
+        return default_upstreams() if value is None else value
 
     @field_validator("upstreams")
     @classmethod
@@ -181,29 +89,6 @@ class Config(Section):
 
     def upstream_matcher(self) -> "UpstreamMatcher":
         return UpstreamMatcher(self.upstreams)
-
-
-class UpstreamMatcher:
-    """Model name -> the first upstream whose glob matches; compiled once, memoised per name."""
-
-    _MEMO_LIMIT = 4096
-
-    def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
-        self._patterns = [
-            (re.compile("|".join(fnmatch.translate(p) for p in u.models)), u) for u in upstreams if u.models
-        ]
-        self.default = upstreams[0]
-        self._memo: dict[str, UpstreamConfig | None] = {}
-
-    def for_model(self, model: str) -> UpstreamConfig | None:
-        try:
-            return self._memo[model]
-        except KeyError:
-            pass
-        found = next((u for pattern, u in self._patterns if pattern.match(model)), None)
-        if len(self._memo) < self._MEMO_LIMIT:
-            self._memo[model] = found
-        return found
 
 
 def load(path: str | Path | None, *, parse_policies: PolicyParser) -> Config:
@@ -305,6 +190,9 @@ def warnings(config: Config) -> list[str]:
                 f"upstreams[{index}] ({upstream.name}): ${upstream.api_key_env} (api_key_env) is not set: {passed_on} "
                 "a 502 naming the variable. Set it, or api_key_env: null to pass clients' keys on by design")
     server = config.server
+    if server.unpriced_paid_paths and any(b.usd is not None or b.tokens_per_minute for b in config.budgets):
+        found.append(f"server.unpriced_paid_paths: {', '.join(server.unpriced_paid_paths)} pass through unpriced: "
+                     "what they spend no usd or tokens_per_minute budget counts (requests_per_minute limits them)")
     if server.metrics_auth == "token" and not server.metrics_token and not config.auth.master_key:
         found.append(f"server.metrics_auth: token, but ${server.metrics_token_env} is not set: /metrics answers 403")
     if server.metrics_auth == "master_key" and not config.auth.master_key:

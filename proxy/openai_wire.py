@@ -87,9 +87,15 @@ def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise BadRequest("'stream_options' must be an object", param="stream_options")
-    include_usage = bool(options and options.get("include_usage"))
+    include_usage = options.get("include_usage") if options else None
+    if not isinstance(include_usage, bool | None):  # "false" is truthy: which way it went would be a guess
+        raise _invalid("stream_options.include_usage", "a boolean")
+    if endpoint == "responses" and body.get("background") not in (None, False):
+        raise BadRequest("Background responses are not supported: their usage arrives after this answer, when the "
+                         "response is retrieved, so thriftgate could neither price it nor count it against a budget.",
+                         param="background", code="unsupported_parameter")
     _check_shape(endpoint, body)
-    return RequestFacts(model, stream, include_usage, _max_output(endpoint, body))
+    return RequestFacts(model, stream, bool(include_usage), _max_output(endpoint, body))
 
 
 def _check_shape(endpoint: str, body: dict[str, Any]) -> None:
@@ -153,14 +159,16 @@ def _invalid(param: str, expected: str) -> BadRequest:
 
 
 def _max_output(endpoint: str, body: dict[str, Any]) -> int | None:
+    """The output limit; of chat's two fields, the larger when both are set, whichever the upstream honours."""
+    found = None
     for field in MAX_OUTPUT_FIELDS[endpoint]:
         value = body.get(field)
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise BadRequest(f"'{field}' must be a positive integer", param=field)
-        return value
-    return None
+        found = value if found is None else max(found, value)
+    return found
 
 
 def ask_for_stream_usage(body: dict[str, Any]) -> None:

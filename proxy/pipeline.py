@@ -69,7 +69,7 @@ class Pipeline:
         budgets: Budgets | None = None,  # None: no budget, no key budget, no shared totals: nothing to do
     ) -> None:
         self._max_body = config.server.max_body_bytes
-        self._paths = PathRouter(INGRESS, config.server.passthrough_paths)
+        self._paths = PathRouter(INGRESS, config.server.passthrough_paths, config.server.unpriced_paid_paths)
         self._reject_unpriced = config.pricing.unpriced == "reject"
         self._settler = settler
         self._count_prompt = prompt_counter(tokens)

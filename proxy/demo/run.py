@@ -91,6 +91,7 @@ def _demo_proxy(args: argparse.Namespace, provider_url: str) -> web.Application:
         "auth": {"keys": [{"id": f"{team}-app", "team": team, "sha256": key_hash(key)}
                           for team, key in TEAM_KEYS.items()]},
         "budgets": DEMO_BUDGETS,
+        "pricing": {"unpriced": "serve"},  # the teams' llama-3.1-70b calls fill the unpriced panels
         "policies": DEMO_POLICIES,
     })
     return make_app(config)

@@ -40,7 +40,7 @@ def _one_prompt(body: dict[str, Any]) -> bool:
 _ELIGIBLE = {
     "chat": lambda body: isinstance(body.get("messages"), list),
     "completions": _one_prompt,
-    "responses": lambda body: isinstance(body.get("input"), str | list) and not body.get("background"),
+    "responses": lambda body: isinstance(body.get("input"), str | list),
 }
 
 
@@ -124,7 +124,7 @@ class LookupPolicy:
 
     def _eligible(self, ex: Exchange) -> bool:
         """One answer, no log probabilities, not sampled hotter than max_temperature; for completions one prompt
-        string, not echoed, no best_of; for the Responses API no background job."""
+        string, not echoed, no best_of (background Responses jobs are refused before the policies)."""
         body = ex.body
         if body is None or not _ELIGIBLE.get(ex.endpoint, _never)(body):
             return False

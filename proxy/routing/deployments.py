@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.config import UpstreamConfig
+from proxy.upstream_config import UpstreamConfig
 from proxy.routing.config import Fallback
 from proxy.upstream_types import Upstream
 

@@ -31,13 +31,13 @@ log = logging.getLogger("thriftgate.budget")
 class Budgets:
     def __init__(self, rules: tuple[Rule, ...], *, store: Store, store_config: StoreConfig, prices: PriceTable,
                  metrics: Metrics, default_max_output_tokens: int, clock: Callable[[], float] = time.time,
-                 alerts: BudgetAlerts | None = None) -> None:
+                 alerts: BudgetAlerts | None = None, serve_unpriced: bool = False) -> None:
         self._alerts = alerts
         self._store = store
         self._metrics = metrics
         self._hold_seconds = store_config.reservation_ttl_seconds
         self._planner = Planner(rules, prices=prices, default_max_output_tokens=default_max_output_tokens,
-                                hold_seconds=self._hold_seconds)
+                                hold_seconds=self._hold_seconds, serve_unpriced=serve_unpriced)
         self._plan = self._planner.plan
         self._fail_closed = store_config.on_failure == "closed"
         self._clock = clock
@@ -247,4 +247,5 @@ def build_budgets(config, *, store: Store, keys_possible: bool, prices: PriceTab
         return None
     alerts = BudgetAlerts(config.alerting, store, metrics, clock) if any(rule.alerts for rule in rules) else None
     return Budgets(rules, store=store, store_config=config.store, prices=prices, metrics=metrics,
-                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock, alerts=alerts)
+                   default_max_output_tokens=config.budgets_default_max_output_tokens, clock=clock, alerts=alerts,
+                   serve_unpriced=config.pricing.unpriced == "serve")

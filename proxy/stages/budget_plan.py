@@ -34,8 +34,9 @@ class Reservation:
 
 class Planner:
     def __init__(self, rules: tuple[Rule, ...], *, prices: PriceTable, default_max_output_tokens: int,
-                 hold_seconds: float) -> None:
+                 hold_seconds: float, serve_unpriced: bool = False) -> None:
         self._rules = rules
+        self._serve_unpriced = serve_unpriced  # pricing.unpriced: serve, even where a usd budget cannot bound it
         self._prices = prices
         self._default_output = default_max_output_tokens
         self._hold_seconds = hold_seconds
@@ -52,9 +53,12 @@ class Planner:
             return None
         amounts = {"requests": 1, "tokens": 0, "usd": usd_nanos or 0}
         if usd_nanos is None and estimate and any(rule.metric != "requests" for rule in rules):
+            money = next((rule for rule in rules if rule.metric == "usd"), None)
+            if money is not None and not self._serve_unpriced and self._prices.lookup(ex.model) is None:
+                raise _unbounded(ex.model, money.scope)
             prompt, output = self._prompt_tokens(ex), self._max_output(ex)
             amounts["tokens"] = prompt + output
-            amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0  # unpriced: no usd limit
+            amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0
         slot_of: dict[str, int] = {}
         charges: list[Charge] = []
         metrics, ends, slots = [], [], []
@@ -95,6 +99,13 @@ class Planner:
         body = ex.body or {}
         choices = max(_positive(body.get("n")), _positive(body.get("best_of")), 1)  # every choice is billed
         return output * choices
+
+
+def _unbounded(model: str, scope: str) -> BadRequest:
+    """A usd budget cannot bound what has no price: serving it would spend past the budget unseen."""
+    return BadRequest(f"The model '{model}' has no price, so the usd budget of {scope} cannot bound it. The operator "
+                      "can price it in pricing.overrides (0 for a model that costs nothing), or serve unpriced models "
+                      "anyway with pricing.unpriced: serve.", param="model", code="model_not_priced")
 
 
 def answered(ex: Exchange) -> bool:

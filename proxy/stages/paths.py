@@ -5,8 +5,11 @@ could reach a priced endpoint (or any path of the upstream's host) with the prox
 Here the path is decoded once and its dot and empty segments resolved; a path that normalises to a
 priced endpoint is that endpoint, one that leaves `/v1/` (or carries what no OpenAI path has:
 control characters, a backslash, a `%` left after decoding, an encoded `?` or `#`) is refused with a
-400, and any other path is passed through only when the allow-list (`server.passthrough_paths`)
-names it. What goes upstream is the normalised path, re-encoded, and the client's query as it came.
+400. A paid endpoint the proxy does not price (`server_config.PAID_UNPRICED_PATHS`) is refused with a
+403 unless the operator opted in (`server.unpriced_paid_paths`): what is spent through it no usd or token
+budget would count. Any other path is passed through only when the allow-list (`server.passthrough_paths`)
+names it, for that method. What goes upstream is the normalised path, re-encoded, and the client's query
+as it came.
 """
 
 import re
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-from proxy.errors import BadRequest, NotFound
+from proxy.errors import BadRequest, Forbidden, NotFound
+from proxy.server_config import PAID_UNPRICED, PathGlobs
 
 PREFIX = "/v1"
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\%?#]")
@@ -59,21 +63,14 @@ def _leaves() -> BadRequest:
                       code="invalid_path")
 
 
-def compile_globs(globs: Iterable[str]) -> re.Pattern | None:
-    """`*` is one path segment, `**` any rest of the path (including none)."""
-    parts = []
-    for glob in globs:
-        pattern = re.escape(glob).replace(r"/\*\*", "(?:/[^/]+)*").replace(r"\*", "[^/]+")
-        parts.append(f"(?:{pattern})")
-    return re.compile("|".join(parts)) if parts else None
-
-
 class PathRouter:
-    """Built once from the priced paths (path -> the dialect spoken there) and the pass-through allow-list."""
+    """Built once from the priced paths (path -> the dialect spoken there), the pass-through allow-list and the
+    paid endpoints the operator lets through unpriced (entries as server_config.py reads them)."""
 
-    def __init__(self, priced: Mapping[str, Any], passthrough_globs: Iterable[str]) -> None:
+    def __init__(self, priced: Mapping[str, Any], passthrough: Iterable[str], unpriced_paid: Iterable[str] = ()) -> None:
         self._priced = dict(priced)
-        self._allowed = compile_globs(passthrough_globs)
+        self._allowed = PathGlobs(passthrough)
+        self._paid_allowed = PathGlobs(unpriced_paid)
 
     def priced(self, endpoint_path: str, raw_query: str) -> Route:
         """A request that matched a priced route exactly: its canonical path goes upstream."""
@@ -84,9 +81,15 @@ class PathRouter:
         dialect = self._priced.get(path)
         if dialect is not None and method == "POST":
             return Route(dialect, path, upstream_path_for(path, raw_query))
-        if self._allowed is None or not self._allowed.fullmatch(path):
-            raise NotFound(f"Unknown route: {method} {path} (this proxy passes through only the API paths "
-                           "listed in server.passthrough_paths).")
+        if PAID_UNPRICED.match(method, path):
+            if not self._paid_allowed.match(method, path):
+                raise Forbidden(f"{method} {path} is a paid endpoint that this proxy does not price, so it is not passed "
+                                "through: what it spends no budget would count. The operator can allow it in "
+                                "server.unpriced_paid_paths (counted against request budgets only).",
+                                code="unpriced_endpoint")
+        elif not self._allowed.match(method, path):
+            raise NotFound(f"Unknown route: {method} {path} (this proxy passes through only the API paths and "
+                           "methods listed in server.passthrough_paths).")
         return Route(None, path, upstream_path_for(path, raw_query))
 
 

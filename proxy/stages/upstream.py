@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 import aiohttp
 from multidict import CIMultiDict
 
-from proxy.config import UpstreamConfig, UpstreamMatcher
+from proxy.upstream_config import UpstreamConfig, UpstreamMatcher
 from proxy.dialects.providers import PROVIDERS
 from proxy.errors import UpstreamKeyMissing, UpstreamTimeout, UpstreamUnavailable
 from proxy.routing.config import Timeouts

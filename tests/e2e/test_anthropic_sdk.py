@@ -172,9 +172,20 @@ async def test_not_json_and_an_unknown_route_are_anthropic_shaped(proxy) -> None
         async with session.get(f"{proxy.url}/nope", headers={"anthropic-version": "2026-10-21"}) as response:
             assert response.status == 404
             assert (await response.json())["error"]["type"] == "not_found_error"
-        async with session.get(f"{proxy.url}/v1/messages/batches/nope") as response:  # unpriced: passed through
-            assert response.status == 404
+        async with session.get(f"{proxy.url}/v1/messages/batches/nope") as response:  # paid, unpriced: refused
+            assert response.status == 403
+            error = (await response.json())["error"]
+            assert error["type"] == "permission_error" and "server.unpriced_paid_paths" in error["message"]
+
+
+async def test_message_batches_pass_through_when_the_operator_allows_them(start_proxy, fake, claude) -> None:
+    proxy = await start_proxy(upstreams=both_upstreams(fake, claude),
+                              server={"unpriced_paid_paths": ["/v1/messages/batches/**"]})
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{proxy.url}/v1/messages/batches/nope") as response:
+            assert response.status == 404  # the fake Anthropic's: it was passed through
             assert (await response.json())["error"]["type"] == "not_found_error"
+    assert [request.path for request in claude.requests] == ["/v1/messages/batches/nope"]
 
 
 @pytest.mark.parametrize(("fault", "error"), [("529", anthropic.OverloadedError), ("429", anthropic.RateLimitError),

@@ -4,9 +4,13 @@ policies, nor reach paths of the upstream's host outside /v1/; the pass-through 
 import json
 
 import pytest
+import yaml
 
+from proxy.config import ConfigError
+from proxy.config_loading import load, validate
 from proxy.control.keys import key_hash
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, NotFound
+from proxy.server_config import ServerConfig
 from proxy.stages.paths import PathRouter, normalise
 from proxy.dialects import openai
 from proxy.dialects.ingress import INGRESS
@@ -120,8 +124,103 @@ async def test_with_auth_required_an_anonymous_pass_through_is_refused(start_pro
 
 
 def test_the_shipped_allow_list_is_valid_config() -> None:
-    from proxy.config import ServerConfig
-
-    assert "/v1/models" in ServerConfig().passthrough_paths
+    assert "GET /v1/models" in ServerConfig().passthrough_paths
     with pytest.raises(ValueError):
         ServerConfig(passthrough_paths=["/v1/../admin"])
+
+
+PAID = [("POST", "/v1/images/generations"), ("POST", "/v1/images/edits"), ("POST", "/v1/audio/speech"),
+        ("POST", "/v1/audio/transcriptions"), ("POST", "/v1/fine_tuning/jobs"), ("POST", "/v1/uploads"),
+        ("POST", "/v1/vector_stores"), ("POST", "/v1/assistants"), ("POST", "/v1/threads/runs"),
+        ("POST", "/v1/threads/thread_1/runs"), ("POST", "/v1/responses/compact"),
+        ("POST", "/v1/realtime/client_secrets"), ("POST", "/v1/videos"), ("POST", "/v1/messages/batches"),
+        ("GET", "/v1/fine_tuning/jobs"), ("POST", "/v1/x/../images%2Fgenerations")]
+
+
+@pytest.mark.parametrize("passthrough", [None, ["/v1/**"]])
+async def test_paid_endpoints_the_proxy_does_not_price_are_refused_naming_the_setting(
+    start_proxy: StartProxy, fake, passthrough: list[str] | None
+) -> None:
+    """On 7d701dd they were passed through by default: money spent that no usd or token budget counted."""
+    proxy = await start_proxy(**({"server": {"passthrough_paths": passthrough}} if passthrough else {}))
+    for method, target in PAID:
+        answer = await raw_request(proxy.port, method, target, body=b"{}", headers=JSON)
+        assert answer.status == 403, (method, target)
+        error = answer.json()["error"]
+        assert "server.unpriced_paid_paths" in error["message"]
+        if target.startswith("/v1/messages"):
+            assert error["type"] == "permission_error"  # Anthropic's shape for its path
+        else:
+            assert error["code"] == "unpriced_endpoint"
+    assert fake.requests == []
+
+
+async def test_a_paid_endpoint_the_operator_allows_is_passed_through_and_recorded(
+    start_proxy: StartProxy, fake
+) -> None:
+    proxy = await start_proxy(server={"unpriced_paid_paths": ["POST /v1/images/generations"]})
+    image = json.dumps({"model": "gpt-image-1", "prompt": "a cat"}).encode()
+    answer = await raw_request(proxy.port, "POST", "/v1/images/generations", body=image, headers=JSON)
+    assert answer.status == 404  # the fake's own: it has no images endpoint, but the request reached it
+    assert (await raw_request(proxy.port, "POST", "/v1/audio/speech", body=b"{}", headers=JSON)).status == 403
+    assert (await raw_request(proxy.port, "GET", "/v1/images/generations")).status == 403  # only the method listed
+    assert [(r.method, r.path) for r in fake.requests] == [("POST", "/v1/images/generations")]
+    rows = await proxy.ledger.recent(10)
+    assert sorted((row["endpoint"], row["status"]) for row in rows) == [("passthrough", 403), ("passthrough", 403),
+                                                                        ("passthrough", 404)]
+
+
+@pytest.mark.parametrize("method,target,passed", [
+    ("GET", "/v1/models", True), ("HEAD", "/v1/models", True), ("GET", "/v1/models/gpt-4o", True),
+    ("DELETE", "/v1/models/ft:gpt-4o-mini:acme::abc", False),  # deletes the organisation's fine-tuned model
+    ("POST", "/v1/models", False), ("POST", "/v1/moderations", True),
+    ("GET", "/v1/chat/completions", False),  # every team's stored completions
+    ("GET", "/v1/chat/completions/chatcmpl-1", True), ("GET", "/v1/chat/completions/chatcmpl-1/messages", True),
+    ("DELETE", "/v1/chat/completions/chatcmpl-1", True), ("GET", "/v1/responses/resp_1", True),
+    ("GET", "/v1/responses/resp_1/input_items", True), ("POST", "/v1/responses/resp_1/cancel", True),
+    ("POST", "/v1/responses/input_tokens", True), ("POST", "/v1/responses/resp_1", False),
+    ("POST", "/v1/conversations", True), ("GET", "/v1/conversations/conv_1/items", True),
+])
+async def test_the_default_pass_through_is_free_reads_by_method(
+    start_proxy: StartProxy, fake, method: str, target: str, passed: bool
+) -> None:
+    proxy = await start_proxy()
+    answer = await raw_request(proxy.port, method, target, body=b"{}" if method == "POST" else b"", headers=JSON)
+    assert [(r.method, r.path) for r in fake.requests] == ([(method, target)] if passed else [])
+    if not passed:
+        assert answer.status == 404 and "server.passthrough_paths" in answer.json()["error"]["message"]
+
+
+def test_entries_take_methods_and_get_allows_head() -> None:
+    router = PathRouter(INGRESS, ["GET,DELETE /v1/things/*", "/v1/any"])
+    assert router.resolve("HEAD", "/v1/things/a", "").dialect is None
+    assert router.resolve("DELETE", "/v1/things/a", "").dialect is None
+    assert router.resolve("PATCH", "/v1/any", "").dialect is None
+    with pytest.raises(NotFound):
+        router.resolve("POST", "/v1/things/a", "")
+
+
+@pytest.mark.parametrize("server,expected", [
+    ({"passthrough_paths": ["GET /v1/models", "/v1/images/generations"]},
+     "server.passthrough_paths[1]: Value error, '/v1/images/generations' is a paid endpoint that thriftgate does not "
+     "price; to pass it through anyway (counted against request budgets only), list it in server.unpriced_paid_paths"),
+    ({"passthrough_paths": ["FETCH /v1/models"]}, "server.passthrough_paths[0]: Value error, 'FETCH /v1/models': "
+     "unknown method FETCH"),
+    ({"unpriced_paid_paths": ["/v1/images/../x"]}, "server.unpriced_paid_paths[0]: Value error, '/v1/images/../x': "
+     "expected a /v1/ path"),
+])
+def test_config_mistakes_name_file_key_and_expectation(tmp_path, server: dict, expected: str) -> None:
+    path = tmp_path / "thriftgate.yaml"
+    path.write_text(yaml.safe_dump({"server": server}))
+    with pytest.raises(ConfigError) as raised:
+        load(path)
+    assert str(raised.value).startswith(f"{path}: {expected}")
+
+
+def test_check_config_warns_that_opted_in_paid_paths_escape_money_budgets() -> None:
+    from proxy.config import warnings
+
+    budgets = [{"scope": "team:a", "usd": 10, "window": "day"}]
+    opted_in = validate({"server": {"unpriced_paid_paths": ["/v1/images/**"]}, "budgets": budgets})
+    assert any(w.startswith("server.unpriced_paid_paths: /v1/images/** pass through unpriced") for w in warnings(opted_in))
+    assert not any("unpriced_paid_paths" in w for w in warnings(validate({"budgets": budgets})))

@@ -87,6 +87,7 @@ WORKLOAD = {
         {"name": "same-answer", "type": "exact_cache", "match": {"tags": ["repeat"]}},
     ],
     "routing": {"fallbacks": [{"from": "fake-503", "to": ["gpt-4o-mini"]}]},
+    "pricing": {"unpriced": "serve"},  # unpriced traffic (and fake-503, which falls back) under the global usd budget
     "budgets": [
         {"scope": "global", "usd": 1000, "window": "day"},
         {"scope": "model:gpt-4o*", "usd": 500, "window": "month"},
