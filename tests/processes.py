@@ -31,8 +31,10 @@ def thriftgate(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     )
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(200):
+async def wait_ready(session: aiohttp.ClientSession, url: str, within: float = 30.0) -> None:
+    """Until /readyz answers 200: a loaded machine takes seconds just to import the proxy in each process."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         try:
             async with session.get(url + "/readyz") as response:
                 if response.status == 200:
