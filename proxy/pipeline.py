@@ -83,7 +83,7 @@ class Pipeline:
         self._auth = auth
         self._budgets = budgets
         self._unpriced_logged: set[str] = set()
-        self._answers = Answers(settler=settler, prices=prices, budgets=budgets)
+        self._answers = Answers(settler=settler, prices=prices, budgets=budgets, in_flight=in_flight)
 
     # ---- entry points ----
 

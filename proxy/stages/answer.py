@@ -3,6 +3,7 @@ error put in the client's error shape), a stream relayed as it comes (cut short,
 policy's early answer, each with thriftgate's headers (request id, model, attempts, usage, cost, policies,
 budgets). Settling its cost (stages/settle.py) happens here, before the headers that show it."""
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
 from proxy.errors import ProxyError, UpstreamUnavailable, upstream_text_error
 from proxy.exchange import Exchange
+from proxy.in_flight import InFlight
 from proxy.openai_wire import header_value
 from proxy.routing.outcomes import Whole
 from proxy.stages.budget import Budgets
@@ -21,8 +23,9 @@ from proxy.stages.upstream import iter_body, relayed_headers
 
 
 class Answers:
-    def __init__(self, *, settler: Settler, prices: PriceTable, budgets: Budgets | None) -> None:
+    def __init__(self, *, settler: Settler, prices: PriceTable, budgets: Budgets | None, in_flight: InFlight) -> None:
         self._settler = settler
+        self._in_flight = in_flight
         self._prices = prices
         self._budgets = budgets
 
@@ -82,6 +85,10 @@ class Answers:
             ex.client_disconnected = True  # leaving the `async with` stops reading upstream
         except ProxyError as err:
             await self._cut_short(ex, response, err)
+        except asyncio.CancelledError:
+            if self._in_flight.stopping:  # cut as this proxy stops: the client must not take it for a whole answer
+                await self._cut_short(ex, response, _STOPPING)
+            raise
         finally:
             ex.upstream_seconds = time.perf_counter() - ex.upstream_started
             ex.usage, ex.first_token_at, ex.stream_events = relay.usage, relay.first_text_at, relay.events()
@@ -135,3 +142,4 @@ class Answers:
 # What broke a stream that had begun: it stalled past routing.timeouts.between_chunks (or the total), or the
 # connection dropped.
 _CUT_SHORT = {"upstream_timeout": "upstream_stream_stalled", "upstream_unreachable": "upstream_stream_cut"}
+_STOPPING = ProxyError("thriftgate is stopping and its grace for requests in flight is over.", code="proxy_shutdown")

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 import yaml
 
@@ -54,20 +55,23 @@ def test_the_demo_on_a_port_in_use_says_so_in_one_line(taken_port: int, tmp_path
 
 
 async def start_streams(proxy, count: int) -> list[asyncio.Task]:
-    """`count` slow streams, each once it has relayed a few words."""
+    """`count` slow streams, each once it has relayed a few words; each task gives the stream's last data line."""
     started = [asyncio.Event() for _ in range(count)]
 
-    async def stream(words_seen: asyncio.Event) -> None:
+    async def stream(words_seen: asyncio.Event) -> bytes:
+        last = b""
         try:
             async with proxy.session.post(proxy.url + "/v1/chat/completions", json={**CHAT, "stream": True},
                                           headers=SLOW_STREAM) as response:
                 events = 0
                 async for line in response.content:
-                    events += line.startswith(b"data:")
+                    if line.startswith(b"data:"):
+                        events, last = events + 1, line
                     if events == 4:
                         words_seen.set()
         except aiohttp.ClientError:
             pass  # the proxy cut it: that is the point
+        return last
 
     tasks = [asyncio.create_task(stream(event)) for event in started]
     await asyncio.gather(*(event.wait() for event in started))
@@ -102,11 +106,14 @@ async def test_a_second_signal_cuts_the_drain_short_and_every_row_is_still_writt
         await until_not_listening(proxy.url)
         proxy.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proxy.process.wait(), 20) == 0  # not the 120 s of grace
-        await asyncio.gather(*streams)
+        last_lines = await asyncio.gather(*streams)
+    for last in last_lines:  # never a clean end a client could take for the whole answer
+        assert orjson.loads(last[len(b"data:"):])["error"]["code"] == "proxy_shutdown"
     rows = ledger_rows(tmp_path / "ledger.db")
     assert len(rows) == 8  # on 0d52d64: 0 (the second signal ended the process before the flush)
     for row in rows:
         assert (row["status"], row["error"], row["client_disconnected"]) == (200, "proxy_shutdown", False)
+        assert row["truncated"]
         assert row["completion_tokens"] > 0 and row["cost_nanos"] > 0  # what was streamed is counted and priced
 
 
