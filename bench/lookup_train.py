@@ -1,6 +1,6 @@
 """Learn the semantic lookup's guard from human-labelled pairs and write its calibration (shipped with the package).
 
-    python bench/lookup_train.py                 # writes proxy/defaults/lookup_minilm.json (~1 min, 2 CPUs)
+    python bench/lookup_train.py                 # writes proxy/defaults/lookup_minilm.json (~4 min, 2 CPUs)
     python bench/lookup_train.py --out FILE      # a guard model for a policy's `guard_model: FILE`
 
 On the QQP split of bench/qqp.py (all-MiniLM-L6-v2): fit on train, choose on validate, never look at test.
@@ -95,29 +95,42 @@ def pair_features(asked: str, stored: str, similarity: float) -> list[float]:
             *(float(check(new, old)) for check in guard.CHECKS.values())]
 
 
+def print_ranked(label: str, lookups: list[qqp.Lookup], scores: list[list[float | None]]) -> None:
+    """Serve each lookup's best-scoring candidate (None: refused) when its score reaches a threshold; print the
+    outcome at the threshold where the duplicate hit rate reaches each target."""
+    best = [max(((score, i) for i, score in enumerate(row) if score is not None), default=None) for row in scores]
+    for target in (0.25, TARGET_HIT_RATE, 0.35):
+        for threshold in sorted({b[0] for b in best if b}, reverse=True):
+            chosen = [lookup.candidates[b[1]][0] if b and b[0] >= threshold else None for lookup, b in zip(lookups, best)]
+            outcome = qqp.served(lookups, chosen)
+            if outcome.hit_rate >= target:
+                print(f"  {label} at {target:.0%}: {outcome.describe()}")
+                break
+
+
+def labels(lookups: list[qqp.Lookup]) -> list[bool]:
+    return [lookup.pair.duplicate and text == lookup.pair.stored for lookup in lookups for text, _ in lookup.candidates]
+
+
+def shaped(lookups: list[qqp.Lookup], flat) -> list[list[float | None]]:
+    """Per-candidate scores, in lookup order, back into one row per lookup."""
+    return [[None if x is None else float(x) for x in flat[i * qqp.CANDIDATES:(i + 1) * qqp.CANDIDATES]]
+            for i in range(len(lookups))]
+
+
 def learned_combination(train_lookups, validate_lookups) -> None:
     """Logistic regression over similarity, surface features and the checks (sklearn: training only)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    rows, labels = [], []
-    for lookup in train_lookups:
-        for text, score in lookup.candidates:
-            rows.append(pair_features(lookup.pair.asked, text, score))
-            labels.append(lookup.pair.duplicate and text == lookup.pair.stored)
-    scaler = StandardScaler().fit(rows)
-    model = LogisticRegression(max_iter=5000).fit(scaler.transform(rows), labels)
-    scores = [[float(model.decision_function(scaler.transform([pair_features(lookup.pair.asked, text, s)]))[0])
-               for text, s in lookup.candidates] for lookup in validate_lookups]
-    for target in (0.25, TARGET_HIT_RATE, 0.35):
-        for threshold in sorted({s for row in scores for s in row}, reverse=True):
-            chosen = [lookup.candidates[int(np.argmax(row))][0] if max(row) >= threshold else None
-                      for lookup, row in zip(validate_lookups, scores)]
-            outcome = qqp.served(validate_lookups, chosen)
-            if outcome.hit_rate >= target:
-                print(f"  logistic regression (similarity, overlap, length, checks) at {target:.0%}: "
-                      f"{outcome.describe()}")
-                break
+    def rows(lookups):
+        return [pair_features(lookup.pair.asked, text, score) for lookup in lookups for text, score in lookup.candidates]
+
+    scaler = StandardScaler().fit(rows(train_lookups))
+    model = LogisticRegression(max_iter=5000).fit(scaler.transform(rows(train_lookups)), labels(train_lookups))
+    scores = model.decision_function(scaler.transform(rows(validate_lookups)))
+    print_ranked("logistic regression (similarity, overlap, length, checks)", validate_lookups,
+                 shaped(validate_lookups, scores))
 
 
 def embedding_combination(train_lookups, validate_lookups, vectors) -> None:
@@ -125,25 +138,41 @@ def embedding_combination(train_lookups, validate_lookups, vectors) -> None:
     from sklearn.linear_model import LogisticRegression
 
     def rows(lookups):
-        out, labels = [], []
-        for lookup in lookups:
-            for text, score in lookup.candidates:
-                u, v = vectors[lookup.pair.asked], vectors[text]
-                out.append(np.concatenate([[score], np.abs(u - v), u * v]))
-                labels.append(lookup.pair.duplicate and text == lookup.pair.stored)
-        return np.array(out), labels
+        return np.array([np.concatenate([[score], np.abs(vectors[lookup.pair.asked] - vectors[text]),
+                                         vectors[lookup.pair.asked] * vectors[text]])
+                         for lookup in lookups for text, score in lookup.candidates])
 
-    features, labels = rows(train_lookups)
-    model = LogisticRegression(C=0.1, max_iter=3000).fit(features, labels)
-    scores = model.decision_function(rows(validate_lookups)[0]).reshape(len(validate_lookups), -1)
-    for target in (0.25, TARGET_HIT_RATE, 0.35):
-        for threshold in np.sort(scores.max(axis=1))[::-1]:
-            chosen = [lookup.candidates[int(np.argmax(row))][0] if row.max() >= threshold else None
-                      for lookup, row in zip(validate_lookups, scores)]
-            outcome = qqp.served(validate_lookups, chosen)
-            if outcome.hit_rate >= target:
-                print(f"  logistic regression (similarity, |u-v|, u*v of MiniLM) at {target:.0%}: {outcome.describe()}")
-                break
+    model = LogisticRegression(C=0.1, max_iter=3000).fit(rows(train_lookups), labels(train_lookups))
+    print_ranked("logistic regression (similarity, |u-v|, u*v of MiniLM)", validate_lookups,
+                 shaped(validate_lookups, model.decision_function(rows(validate_lookups))))
+
+
+def alignment_combination(train, validate, train_refused, validate_refused, checks: set[str], model_path) -> None:
+    """Token-level alignment: the F1 of greedy matches between the two questions' MiniLM token vectors (as
+    BERTScore computes it), combined with the similarity by logistic regression, over the candidates the kept
+    checks let through."""
+    from sklearn.linear_model import LogisticRegression
+
+    tokens = qqp.token_embeddings([t for lookup in train + validate for t in
+                                   (lookup.pair.asked, *(text for text, _ in lookup.candidates))], model_path)
+
+    def f1(a: str, b: str) -> float:
+        matches = tokens[a] @ tokens[b].T
+        recall, precision = matches.max(axis=1).mean(), matches.max(axis=0).mean()
+        return float(2 * recall * precision / (recall + precision))
+
+    def rows(lookups, refused):
+        return [[score, f1(lookup.pair.asked, text)] if not why & checks else None
+                for lookup, reasons in zip(lookups, refused) for (text, score), why in zip(lookup.candidates, reasons)]
+
+    fit_rows = rows(train, train_refused)
+    kept = [i for i, row in enumerate(fit_rows) if row is not None]
+    model = LogisticRegression(max_iter=5000).fit([fit_rows[i] for i in kept],
+                                                  [labels(train)[i] for i in kept])
+    scores = [None if row is None else float(model.decision_function([row])[0])
+              for row in rows(validate, validate_refused)]
+    print_ranked("the kept checks, then similarity and token alignment (logistic regression)", validate,
+                 shaped(validate, scores))
 
 
 def main() -> None:
@@ -170,6 +199,7 @@ def main() -> None:
     if not args.no_baselines:
         learned_combination(train, validate)
         embedding_combination(train, validate, vectors)
+        alignment_combination(train, validate, train_refused, validate_refused, set(checks), model_path)
     curve = []
     for threshold in THRESHOLDS:
         outcome = qqp.served(validate, decide(validate, validate_refused, set(checks), threshold))

@@ -102,6 +102,28 @@ def embeddings(texts: list[str], model_path: str | None = None) -> dict[str, np.
     return dict(zip(texts, vectors))
 
 
+def token_embeddings(texts: list[str], model_path: str) -> dict[str, np.ndarray]:
+    """all-MiniLM-L6-v2's unit vectors of each token of each text (no [CLS], [SEP]), kept under CACHE_DIR."""
+    texts = sorted(set(texts))
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    cached = CACHE_DIR / f"minilm-tokens-{key}.npz"
+    if cached.exists():
+        with np.load(cached) as stored:
+            return {text: stored[str(i)] for i, text in enumerate(texts)}
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(2)
+    model = SentenceTransformer(model_path, device="cpu", local_files_only=True)
+    out = {}
+    for text, tokens in zip(texts, model.encode(texts, batch_size=64, output_value="token_embeddings")):
+        tokens = tokens[1:-1].numpy()
+        out[text] = (tokens / np.linalg.norm(tokens, axis=1, keepdims=True)).astype(np.float32)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(cached, **{str(i): out[text] for i, text in enumerate(texts)})
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Lookup:
     """One asked question: its pair, and the nearest stored questions with their cosine, most similar first."""
