@@ -196,8 +196,11 @@ class Pipeline:
             await self._budgets.reserve(ex, self._route)  # may downgrade the model and route again
         if ex.stream and not ex.client_wants_usage and ex.dialect.ask_for_stream_usage(ex.body):
             ex.edit_body()
-        return await self._attempts.run(ex, self._answers.whole, self._answers.relay if ex.stream else None,
-                                        reroute=self._route)
+        try:
+            return await self._attempts.run(ex, self._answers.whole, self._answers.relay if ex.stream else None,
+                                            reroute=self._route)
+        except ProxyError as err:
+            raise self._answers.own_error(ex, err)
 
     async def _pass_through(self, ex: Exchange, policies: PolicyChain) -> web.StreamResponse:
         if self._auth is not None:

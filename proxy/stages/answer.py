@@ -108,6 +108,16 @@ class Answers:
         except ConnectionResetError:
             ex.client_disconnected = True
 
+    def own_error(self, ex: Exchange, err: ProxyError) -> ProxyError:
+        """Ours, where no upstream answer came (nothing was up, unreachable, timed out): with the headers of the
+        stage's other answers (the error's own win), x-thriftgate-attempts 0 when no deployment was tried."""
+        ex.status = err.status
+        self._settler.settle(ex)
+        for name, value in self._headers(ex).items():
+            err.headers.setdefault(name, value)
+        err.headers.setdefault("x-thriftgate-attempts", str(ex.attempts))
+        return err
+
     def early(self, ex: Exchange) -> web.StreamResponse:
         """A policy answered without the upstream (a cascade's accepted try, a lookup hit)."""
         self._settler.settle(ex)
@@ -123,8 +133,8 @@ class Answers:
         if ex.attempts:
             headers["x-thriftgate-upstream"] = ex.upstream.name
             headers["x-thriftgate-attempts"] = str(ex.attempts)
-            if ex.fallback_from is not None:
-                headers["x-thriftgate-fallback"] = header_value(ex.model)
+            if ex.fallback_from is not None and ex.status < 400:  # an error answer was served by no model
+                headers["x-thriftgate-fallback"] = header_value(ex.model)  # (a stream's 200 is set once it starts)
         if ex.usage is not None:
             headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
             headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)

@@ -59,6 +59,9 @@ async def test_every_deployment_cooling_and_no_fallback_is_a_503_saying_when(sta
     assert status == 503 and body["error"]["code"] == "upstream_cooling_down"
     assert f"'{MODEL}'" in body["error"]["message"] and "probed again at" in body["error"]["message"]
     assert 28 <= int(headers["Retry-After"]) <= 30 and primary.served == 2
+    # The headers of the stage's other answers: the model, and that no attempt was made (no deployment answered).
+    assert (headers["x-thriftgate-model"], headers["x-thriftgate-attempts"]) == (MODEL, "0")
+    assert "x-thriftgate-upstream" not in headers
     record = (await proxy.ledger.recent(1))[0]
     assert (record["status"], record["error"], record["attempt"]) == (503, "upstream_cooling_down", 0)
 

@@ -68,6 +68,23 @@ async def test_a_failure_its_fallback_is_not_for_is_relayed(start_routed, primar
     assert status == 429 and body["error"]["code"] == "rate_limit_exceeded" and "x-thriftgate-fallback" not in headers
 
 
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fallback_that_fails_too_is_not_named_as_what_answered(start_routed, primary, secondary,
+                                                                        stream) -> None:
+    """x-thriftgate-fallback names the model that served the answer; an error answer was served by none."""
+    primary.faults(rate=1.0, choices=("503",))
+    secondary.faults(rate=1.0, choices=("500",))
+    proxy = await start_routed(deployment("a", primary), deployment("b", secondary, models=(MINI,)),
+                               fallbacks=[chain(MINI)], retries=0)
+    status, body, headers = await post(proxy, {**CHAT, "stream": stream})
+    assert status == 500 and body["error"]["type"] == "server_error"  # the fallback's own answer, as it came
+    assert "x-thriftgate-fallback" not in headers
+    assert (headers["x-thriftgate-model"], headers["x-thriftgate-upstream"], headers["x-thriftgate-attempts"]) == (
+        MINI, "b", "2")
+    answered = (await rows(proxy, headers["x-thriftgate-request-id"]))[-1]
+    assert (answered["model"], answered["fallback"]) == (MINI, "unavailable")  # the ledger keeps why it moved
+
 async def test_chains_go_on_to_the_fallbacks_of_a_fallback(start_routed, primary, secondary) -> None:
     primary.faults(rate=1.0, choices=("503",))
     secondary.faults(rate=1.0, choices=("503",))

@@ -48,6 +48,16 @@ async def test_an_unreachable_deployment_is_retried_on_the_other(start_routed, s
     assert (failed["status"], failed["error"]) == (502, "upstream_unreachable")
 
 
+
+async def test_thriftgates_own_failure_carries_the_headers_of_an_upstream_answer(start_routed) -> None:
+    """Nothing answered (unreachable): thriftgate's 502 still says which model, how many attempts, and where the
+    last one went, as a relayed upstream error does."""
+    proxy = await start_routed(deployment("gone", f"http://127.0.0.1:{closed_port()}/v1"), retries=1)
+    status, body, headers = await post(proxy)
+    assert status == 502 and body["error"]["code"] == "upstream_unreachable"
+    assert (headers["x-thriftgate-model"], headers["x-thriftgate-upstream"]) == (MODEL, "gone")
+    assert (headers["x-thriftgate-attempts"], headers["x-should-retry"]) == ("2", "false")
+
 async def test_a_400_is_never_retried(start_routed, primary, secondary) -> None:
     primary.faults(script=["400"])
     proxy = await start_routed(deployment("a", primary), deployment("b", secondary), strategy="least_busy")
