@@ -89,8 +89,8 @@ class BatchedLedger:
                     **filters: str | None) -> list[dict]:
         return await self.fetch(sql.spend(self.dialect, by, sql.Filters(since, until, **filters)))
 
-    async def recent(self, limit: int = 50) -> list[dict]:
-        return await self.fetch(sql.recent(limit))
+    async def recent(self, limit: int = 50, *, requests_only: bool = False) -> list[dict]:
+        return await self.fetch(sql.recent(limit, requests_only))
 
     async def policy_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
         return await self.fetch(sql.policy_rows(self.dialect, sql.Filters(since, until)))

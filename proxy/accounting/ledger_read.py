@@ -55,8 +55,8 @@ class LedgerReader:
     def spend(self, *, by: str, since: float | None = None, until: float | None = None, **filters) -> list[dict]:
         return self.run(sql.spend(self.dialect, by, sql.Filters(since, until, **filters)))
 
-    def recent(self, limit: int = 50) -> list[dict]:
-        return self.run(sql.recent(limit))
+    def recent(self, limit: int = 50, *, requests_only: bool = False) -> list[dict]:
+        return self.run(sql.recent(limit, requests_only))
 
     def policy_rows(self, *, since: float | None = None, until: float | None = None) -> list[dict]:
         return self.run(sql.policy_rows(self.dialect, sql.Filters(since, until)))

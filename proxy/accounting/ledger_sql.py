@@ -179,8 +179,10 @@ def one(request_id: str) -> Query:
     return Query("SELECT * FROM spend WHERE request_id = ?", (request_id,))
 
 
-def recent(limit: int) -> Query:
-    return Query("SELECT * FROM spend ORDER BY ts DESC LIMIT ?", (limit,))
+def recent(limit: int, requests_only: bool = False) -> Query:
+    """The last rows; requests_only: the requests' own rows, not those of their failed attempts."""
+    where = f" WHERE {REQUEST_ROW}" if requests_only else ""
+    return Query(f"SELECT * FROM spend{where} ORDER BY ts DESC LIMIT ?", (limit,))
 
 
 def policy_rows(dialect: Dialect, filters: Filters = Filters()) -> Query:

@@ -52,7 +52,7 @@ async def page(request: web.Request) -> web.Response:
                       await ledger.spend(by="team", since=since_day), "team")
     report = savings_report(await ledger.policy_rows(since=since_month), since=since_month, until=now.timestamp())
     savings = sorted(report, key=lambda row: (row["mechanism"] or "", row["policy"]))
-    recent = await ledger.recent(RECENT_ROWS)
+    recent = await ledger.recent(RECENT_ROWS, requests_only=True)  # as the request counts: attempts are not requests
     first_day = day_start - timedelta(days=CHART_DAYS - 1)
     daily = {row["day"]: row["cost_nanos"] for row in await ledger.spend(by="day", since=first_day.timestamp())}
     days = [(first_day + timedelta(days=n)).date().isoformat() for n in range(CHART_DAYS)]

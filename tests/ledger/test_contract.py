@@ -30,6 +30,15 @@ async def test_rows_come_back_as_they_went_in(any_ledger: BatchedLedger) -> None
     assert [row["request_id"] for row in await any_ledger.recent(limit=1)] == ["req-2"]
 
 
+
+async def test_recent_requests_leave_out_the_rows_of_failed_attempts(any_ledger: BatchedLedger) -> None:
+    """/ui's "Last requests" lists requests, as every count of requests does (parent_id empty)."""
+    any_ledger.add(record(1))
+    any_ledger.add(record(2, request_id="req-3.1", parent_id="req-3", attempt=1, status=503, error="upstream_503"))
+    any_ledger.add(record(3, request_id="req-3", attempt=2))
+    assert [row["request_id"] for row in await any_ledger.recent(requests_only=True)] == ["req-3", "req-1"]
+    assert [row["request_id"] for row in await any_ledger.recent()] == ["req-3", "req-3.1", "req-1"]
+
 async def test_a_read_sees_the_rows_of_a_batch_already_on_its_way(any_ledger: BatchedLedger) -> None:
     any_ledger.add(record(1))
     on_its_way = asyncio.create_task(any_ledger.flush())  # as the periodic flusher takes the batch

@@ -47,6 +47,7 @@ async def test_a_billed_attempt_adds_dollars_not_a_request(start_routed, primary
     assert (fleet["requests"], fleet["cost_nanos"], fleet["unpriced_requests"]) == (1, paid, 0)
     by_model = {row[0]: row for row in page.tables["by-model"][1:]}
     assert by_model[MODEL][4] == "1"  # the Requests column
+    assert len(page.tables["recent"][1:]) == 1  # "Last requests": the request, not its failed attempt
 
 
 async def test_a_billed_attempt_is_not_a_request_of_a_requests_budget(start_routed, primary, secondary) -> None:
