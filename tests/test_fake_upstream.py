@@ -148,6 +148,27 @@ def test_n_choices_differ_and_are_all_counted(client: OpenAI) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens == 12
 
 
+
+@pytest.mark.parametrize("create", ["chat", "completions"])
+@pytest.mark.parametrize("n,code,said", [
+    (10**9, "integer_above_max_value", "Invalid 'n': integer above maximum value. Expected a value <= 128, but got "
+                                       "1000000000 instead."),
+    (129, "integer_above_max_value", "Invalid 'n': integer above maximum value. Expected a value <= 128, but got "
+                                     "129 instead."),
+    (0, "integer_below_min_value", "Invalid 'n': integer below minimum value. Expected a value >= 1, but got 0 "
+                                   "instead."),
+    (1e9, "invalid_type", "Invalid type for 'n': expected an integer, but got a decimal number instead."),
+    ("2", "invalid_type", "Invalid type for 'n': expected an integer, but got a string instead."),
+])
+def test_an_n_out_of_range_is_openais_400_naming_it(client: OpenAI, create, n, code, said) -> None:
+    """As OpenAI answers, before generating anything: n=1e9 must not make the fake generate a billion answers."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        if create == "chat":
+            client.chat.completions.create(model="gpt-4o", messages=USER, n=n)
+        else:
+            client.completions.create(model="gpt-3.5-turbo-instruct", prompt="rivers", n=n)
+    assert refused.value.body == {"message": said, "type": "invalid_request_error", "param": "n", "code": code}
+
 def test_tool_choice_naming_a_function_returns_its_call(client: OpenAI) -> None:
     forced = {"type": "function", "function": {"name": "get_weather"}}
     reply = client.chat.completions.create(model="gpt-4o", messages=USER, tools=[WEATHER_TOOL], tool_choice=forced)

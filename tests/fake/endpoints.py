@@ -16,6 +16,24 @@ EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large"
 DEFAULT_EMBEDDING_DIMENSIONS = 1536
 MAX_EMBEDDING_DIMENSIONS = 3072
 LEGACY_DEFAULT_MAX_TOKENS = 16  # /v1/completions stops at 16 tokens unless told otherwise, as OpenAI's does
+MAX_CHOICES = 128  # OpenAI's bound on n, checked before anything is generated
+JSON_KINDS = {bool: "a boolean", float: "a decimal number", str: "a string", list: "an array", dict: "an object"}
+
+
+def integer_refusal(call: Call, name: str, low: int, high: int) -> web.Response | None:
+    """OpenAI's 400 for an integer parameter of another type or out of its range; None when it is absent or fits."""
+    value = call.body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        message = f"Invalid type for '{name}': expected an integer, but got {JSON_KINDS[type(value)]} instead."
+        return error_response(call, 400, wire.error_body(message, "invalid_request_error", name, "invalid_type"))
+    if low <= value <= high:
+        return None
+    side, code, bound = ("below minimum", "integer_below_min_value", f">= {low}") if value < low else (
+        "above maximum", "integer_above_max_value", f"<= {high}")
+    message = f"Invalid '{name}': integer {side} value. Expected a value {bound}, but got {value} instead."
+    return error_response(call, 400, wire.error_body(message, "invalid_request_error", name, code))
 
 
 def json_shape(response_format: Any) -> OutputShape:
@@ -56,6 +74,8 @@ def asks_concise(messages: Iterable[Mapping[str, Any]]) -> bool:
 
 
 async def chat_completions(call: Call) -> web.StreamResponse:
+    if (refusal := integer_refusal(call, "n", 1, MAX_CHOICES)) is not None:
+        return refusal
     messages = call.body["messages"]
     budget = call.body.get("max_completion_tokens") or call.body.get("max_tokens")
     prompt, concise, n = last_user_text(messages), asks_concise(messages), call.body.get("n") or 1
@@ -70,6 +90,8 @@ async def chat_completions(call: Call) -> web.StreamResponse:
 
 
 async def completions(call: Call) -> web.StreamResponse:
+    if (refusal := integer_refusal(call, "n", 1, MAX_CHOICES)) is not None:
+        return refusal
     prompts = prompt_list(call.body["prompt"], call.model)
     budget = call.body.get("max_tokens") or LEGACY_DEFAULT_MAX_TOKENS
     n = call.body.get("n") or 1
