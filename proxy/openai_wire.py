@@ -21,6 +21,10 @@ MAX_OUTPUT_FIELDS = {
     "embeddings": (),
 }
 
+# How many answers a request may ask for, within OpenAI's bounds: each is billed, so a budget holds the output
+# limit for every one (n, or best_of generated server-side); past them it is OpenAI's 400, not a hold for a billion.
+CHOICE_FIELDS = {"chat": (("n", 1, 128),), "completions": (("n", 1, 128), ("best_of", 0, 20))}
+
 MAX_MODEL_LENGTH = 256
 MAX_NESTING = 254  # what orjson writes
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -95,7 +99,28 @@ def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
                          "response is retrieved, so thriftgate could neither price it nor count it against a budget.",
                          param="background", code="unsupported_parameter")
     _check_shape(endpoint, body)
+    _check_choices(endpoint, body)
     return RequestFacts(model, stream, bool(include_usage), _max_output(endpoint, body))
+
+
+def choices(endpoint: str, body: dict[str, Any]) -> int:
+    """How many answers the request is billed for (its fields checked by request_facts)."""
+    return max((body.get(field) or 1 for field, _, _ in CHOICE_FIELDS.get(endpoint, ())), default=1)
+
+
+def _check_choices(endpoint: str, body: dict[str, Any]) -> None:
+    for field, low, high in CHOICE_FIELDS.get(endpoint, ()):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _invalid(field, "an integer")
+        if value > high:
+            raise BadRequest(f"Invalid '{field}': integer above maximum value. Expected a value <= {high}, but got "
+                             f"{value} instead.", param=field, code="integer_above_max_value")
+        if value < low:
+            raise BadRequest(f"Invalid '{field}': integer below minimum value. Expected a value >= {low}, but got "
+                             f"{value} instead.", param=field, code="integer_below_min_value")
 
 
 def _check_shape(endpoint: str, body: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from proxy import openai_wire as wire
 from proxy.accounting.ledger import SpendRecord
 from proxy.accounting.pricing import PriceTable
 from proxy.accounting.usage import Usage
@@ -74,8 +75,7 @@ def read_input(content: bytes, endpoint_path: str, count_prompt: PromptCounter, 
                              "model.", param="input_file_id")
         model = facts.model
         limit = 0 if dialect.endpoint == "embeddings" else (facts.max_output_tokens or default_output)
-        choices = max(_positive(body.get("n")), _positive(body.get("best_of")), 1)
-        lines, prompt, output = lines + 1, prompt + tokens, output + limit * choices
+        lines, prompt, output = lines + 1, prompt + tokens, output + limit * wire.choices(dialect.endpoint, body)
     if not lines:
         raise BadRequest("The input file holds no requests.", param="input_file_id")
     return InputSummary(model, lines, prompt, output)
@@ -167,7 +167,3 @@ def _error_code(error: Any, status: int) -> str | None:
     if isinstance(error, dict):
         return str(error.get("code") or error.get("type") or f"batch_{status}")[:64]
     return f"batch_{status}" if status >= 400 or status == 0 else None
-
-
-def _positive(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

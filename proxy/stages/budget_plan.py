@@ -7,6 +7,7 @@ once at its end (what it cost). Windows are computed once per window and reused 
 import math
 from dataclasses import dataclass
 
+from proxy import openai_wire as wire
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange
 from proxy.accounting.pricing import PriceTable
@@ -96,9 +97,7 @@ class Planner:
         if ex.endpoint == "embeddings":
             return 0
         output = ex.max_output_tokens if ex.max_output_tokens is not None else self._default_output
-        body = ex.body or {}
-        choices = max(_positive(body.get("n")), _positive(body.get("best_of")), 1)  # every choice is billed
-        return output * choices
+        return output * wire.choices(ex.endpoint, ex.body or {})  # every choice is billed
 
 
 def _unbounded(model: str, scope: str) -> BadRequest:
@@ -119,7 +118,3 @@ def actual(ex: Exchange, plan: Reservation) -> list[int]:
     # A billed failed attempt (parent_id: its request's) is settled beside its request, which counts itself.
     by_metric = {"usd": ex.cost_nanos or 0, "tokens": tokens, "requests": int(answered(ex) and ex.parent_id is None)}
     return [by_metric[metric] for metric in plan.metrics]
-
-
-def _positive(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

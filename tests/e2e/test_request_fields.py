@@ -6,10 +6,12 @@ import pytest
 
 from proxy.control.keys import key_hash
 from tests.budgets.test_budgets import request_cost_with_output, usd
-from tests.conftest import StartProxy
+from tests.conftest import StartProxy, both_upstreams
 from tests.e2e.raw_http import raw_request
+from tests.shared import REDIS_URL
 
 JSON = {"Content-Type": "application/json"}
+ANTHROPIC_JSON = {**JSON, "anthropic-version": "2023-06-01"}
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
@@ -95,3 +97,55 @@ async def test_pricing_unpriced_serve_serves_a_model_without_a_price_under_a_usd
     proxy = await start_proxy(pricing={"unpriced": "serve"}, budgets=[{"scope": "global", "usd": "0.01", "window": "day"}])
     unpriced = chat(model="llama-3.1-70b", max_tokens=5)
     assert (await raw_request(proxy.port, "POST", "/v1/chat/completions", body=unpriced, headers=JSON)).status == 200
+
+
+# A budget each store held n=1e9 against badly: a usd limit it took for a budget matter (429: "lower its max_tokens"),
+# tokens enough that Redis's Lua counters overflowed on n x max_tokens (a 500).
+CHOICE_BUDGETS = {"usd": {"scope": "global", "usd": 1000, "window": "day"},
+                  "tokens": {"scope": "global", "tokens_per_minute": 10**20}}
+
+
+def budgeted(store: str, budget: str, redis_prefix: str) -> dict:
+    changes: dict = {"budgets": [CHOICE_BUDGETS[budget]]}
+    if store == "redis":
+        changes["store"] = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": redis_prefix}
+    return changes
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("budget", sorted(CHOICE_BUDGETS))
+@pytest.mark.parametrize("path,field,value,code", [
+    ("/v1/chat/completions", "n", 10**9, "integer_above_max_value"),
+    ("/v1/chat/completions", "n", 2**62, "integer_above_max_value"),
+    ("/v1/chat/completions", "n", 0, "integer_below_min_value"),
+    ("/v1/chat/completions", "n", 1e9, "invalid_type"),
+    ("/v1/completions", "n", 129, "integer_above_max_value"),
+    ("/v1/completions", "best_of", 10**18, "integer_above_max_value"),
+])
+async def test_a_choice_count_out_of_range_is_a_400_before_anything_is_reserved(
+    start_proxy: StartProxy, fake, redis_prefix, store, budget, path, field, value, code
+) -> None:
+    """Every choice (n, best_of) is billed, so the budget holds n x the output limit: an n OpenAI would refuse is
+    refused first, as OpenAI refuses it, never a budget's 429 or a store's 500."""
+    proxy = await start_proxy(**budgeted(store, budget, redis_prefix))
+    body = chat(**{field: value}) if path.endswith("chat/completions") else json.dumps(
+        {"model": "gpt-3.5-turbo-instruct", "prompt": "hi", field: value}).encode()
+    answer = await raw_request(proxy.port, "POST", path, body=body, headers=JSON)
+    assert answer.status == 400
+    error = answer.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", field, code)
+    assert fake.requests == []
+    fits = chat(n=128, max_tokens=5)  # OpenAI's largest n: reserved for every choice, and served
+    assert (await raw_request(proxy.port, "POST", "/v1/chat/completions", body=fits, headers=JSON)).status == 200
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_n_is_no_field_of_the_messages_api_and_reserves_nothing_more(
+    start_proxy: StartProxy, fake, claude, redis_prefix, store
+) -> None:
+    """The budget multiplied a Messages body's n too: n=2**62 from an Anthropic client was a 500 with Redis."""
+    proxy = await start_proxy(upstreams=both_upstreams(fake, claude), **budgeted(store, "tokens", redis_prefix))
+    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 5, "n": 2**62, "messages": MESSAGES}).encode()
+    answer = await raw_request(proxy.port, "POST", "/v1/messages", body=body, headers=ANTHROPIC_JSON)
+    assert answer.status != 500, answer.body
+    assert answer.json()["type"] == ("message" if answer.status == 200 else "error")
