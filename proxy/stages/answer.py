@@ -133,8 +133,10 @@ class Answers:
         if ex.attempts:
             headers["x-thriftgate-upstream"] = ex.upstream.name
             headers["x-thriftgate-attempts"] = str(ex.attempts)
-            if ex.fallback_from is not None and ex.status < 400:  # an error answer was served by no model
-                headers["x-thriftgate-fallback"] = header_value(ex.model)  # (a stream's 200 is set once it starts)
+            # Only a fallback that served the answer: no model served an error answer. (A stream's status is still
+            # 0 here: its 200 is set once it starts.)
+            if ex.fallback_from is not None and ex.status < 400:
+                headers["x-thriftgate-fallback"] = header_value(ex.model)
         if ex.usage is not None:
             headers["x-thriftgate-prompt-tokens"] = str(ex.usage.prompt_tokens)
             headers["x-thriftgate-completion-tokens"] = str(ex.usage.completion_tokens)
