@@ -2,12 +2,15 @@
 
 Nano- rather than micro-dollars because a short embedding call costs well under a micro-dollar
 (10 tokens of text-embedding-3-small is $0.0000002) and rounding it to zero would hide lookup spend.
-An int64 of nano-dollars still holds $9.2 billion, enough for any ledger SUM or Redis counter.
+An int64 of nano-dollars still holds $9.2 billion, enough for any ledger SUM. The Redis store's scripts
+compute in Lua's doubles, exact up to 2**53: a budget's limit stays below it (MAX_EXACT), so that every
+reservation that reaches Redis (never more than the limit) and every counter of it stays exact.
 """
 
 from decimal import ROUND_HALF_UP, Decimal
 
 NANOS_PER_USD = 1_000_000_000
+MAX_EXACT = 2**53 - 1  # the largest budget limit, in nano-dollars, tokens or requests
 _NANO = Decimal("1e-9")
 
 

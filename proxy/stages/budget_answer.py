@@ -28,7 +28,7 @@ def refusal(plan: Reservation, now: float) -> tuple[RateLimited, str]:
                    f"Try again in {wait}s.")
         code = "rate_limit_exceeded"
     if charge.amount > rule.limit:
-        message += " This request alone is larger than the whole limit: lower its max_tokens or prompt."
+        message += " This request alone is larger than the whole limit: lower its max_tokens, its n or its prompt."
     headers = {"Retry-After": str(wait), **answer_headers(plan, [0] * len(plan.charges), now)}
     return RateLimited(message, code=code, headers=headers), rule.kind
 

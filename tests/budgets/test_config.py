@@ -26,6 +26,10 @@ def write(tmp_path: Path, **sections) -> Path:
     ({"scope": "global", "usd": 5}, "budgets[0]: Value error, usd and window go together"),
     ({"scope": "global"}, "budgets[0]: Value error, a budget needs usd"),
     ({"scope": "global", "tokens_per_minute": 0}, "budgets[0].tokens_per_minute: Input should be greater than 0"),
+    # Redis counts in Lua's doubles: past 2**53 a limit (and a reservation as large) would not be exact.
+    ({"scope": "global", "usd": 10_000_000, "window": "month"},
+     "budgets[0].usd: Input should be less than or equal to 9007199.254740991"),
+    ({"scope": "global", "tokens_per_minute": 2**53}, "budgets[0].tokens_per_minute: Input should be less than or equal to 9007199254740991"),
     ({"scope": "global", "usd": 5, "window": "day", "soft_limit": 0.8},
      "budgets[0]: Value error, on_exhausted: downgrade and soft_limit need a usd budget and downgrade_to"),
     ({"scope": "global", "usd": 5, "window": "day", "soft_limit": 1.5, "downgrade_to": "gpt-4o-mini"},

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from proxy.accounting.money import MAX_EXACT
 from proxy.control.keys import key_hash
 from tests.budgets.test_budgets import request_cost_with_output, usd
 from tests.conftest import StartProxy, both_upstreams
@@ -100,9 +101,9 @@ async def test_pricing_unpriced_serve_serves_a_model_without_a_price_under_a_usd
 
 
 # A budget each store held n=1e9 against badly: a usd limit it took for a budget matter (429: "lower its max_tokens"),
-# tokens enough that Redis's Lua counters overflowed on n x max_tokens (a 500).
+# tokens enough that Redis's Lua counters overflowed on n x max_tokens (a 500; limits now stop at MAX_EXACT).
 CHOICE_BUDGETS = {"usd": {"scope": "global", "usd": 1000, "window": "day"},
-                  "tokens": {"scope": "global", "tokens_per_minute": 10**20}}
+                  "tokens": {"scope": "global", "tokens_per_minute": MAX_EXACT}}
 
 
 def budgeted(store: str, budget: str, redis_prefix: str) -> dict:
@@ -149,3 +150,24 @@ async def test_n_is_no_field_of_the_messages_api_and_reserves_nothing_more(
     answer = await raw_request(proxy.port, "POST", "/v1/messages", body=body, headers=ANTHROPIC_JSON)
     assert answer.status != 500, answer.body
     assert answer.json()["type"] == ("message" if answer.status == 200 else "error")
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("budget", [{"scope": "global", "usd": "9007199.254740991", "window": "month"},
+                                    {"scope": "global", "tokens_per_minute": MAX_EXACT}])
+async def test_the_largest_limits_hold_any_output_limit_exactly(
+    start_proxy: StartProxy, fake, redis_prefix, store, budget
+) -> None:
+    """max_tokens has no upper bound: a reservation larger than the limit is the budget's 429, and one just
+    within the largest limit a budget may have is served, on Redis too (its scripts count in doubles)."""
+    changes: dict = {"budgets": [budget]}
+    if store == "redis":
+        changes["store"] = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": redis_prefix}
+    proxy = await start_proxy(**changes)
+    refused = await raw_request(proxy.port, "POST", "/v1/chat/completions", body=chat(max_tokens=10**18), headers=JSON)
+    assert refused.status == 429, refused.body
+    assert "larger than the whole limit" in refused.json()["error"]["message"]
+    # gpt-4o-mini's output is $0.60 per million tokens: 10**12 tokens, $600,000, within both limits.
+    served = await raw_request(proxy.port, "POST", "/v1/chat/completions", body=chat(max_tokens=10**12), headers=JSON)
+    assert served.status == 200, served.body
+    assert len(fake.requests) == 1
