@@ -14,7 +14,7 @@ from proxy.analysis import admin as whatif_admin
 from proxy.batch.endpoints import BatchApi
 from proxy.stages.count import prompt_counter
 from proxy.control import admin, ui
-from proxy.stages.auth import Auth
+from proxy.stages.auth import AdminRouter, Auth
 from proxy.stages.budget import build_budgets
 from proxy.appkeys import (AUTH, BUDGETS, CONFIG, IN_FLIGHT, LEDGER, METRICS, PRICES, READY, RELOADER, ROUTING,
                            STORE, UPSTREAMS)
@@ -91,7 +91,7 @@ def make_app(
     reloader = Reloader(config_path, config, pipeline, services, metrics, holdout, routing)
 
     app = web.Application(
-        client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors, auth.admin_middleware()]
+        client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors]
     )
     app[CONFIG] = config
     app[LEDGER] = ledger
@@ -124,11 +124,12 @@ def make_app(
     server = config.server
     app.router.add_get("/metrics", auth.metrics_guard(server.metrics_auth, server.metrics_token,
                                                       server.metrics_token_env)(metrics_page))
-    admin.add_routes(app.router)
-    whatif_admin.add_routes(app.router)
-    lookup_admin.add_routes(app.router)
-    routing_admin.add_routes(app.router)
-    app.router.add_routes([reload_route(RELOADER)])
+    admin_router = AdminRouter(app.router, auth)  # every /admin/ route behind the master key
+    admin.add_routes(admin_router)
+    whatif_admin.add_routes(admin_router)
+    lookup_admin.add_routes(admin_router)
+    routing_admin.add_routes(admin_router)
+    admin_router.add_routes([reload_route(RELOADER)])
     ui.add_routes(app.router, guard=auth.page_guard)
     return app
 
