@@ -9,10 +9,10 @@ from proxy.appkeys import LEDGER, STORE
 from proxy.errors import BadRequest, NotFound, ServiceUnavailable
 from proxy.accounting.ledger import parse_since
 from proxy.store import SPEND_DIMENSIONS, StoreUnavailable, fleet_spend
-from proxy.stages.auth import AdminRouter
+from proxy.routes import GuardedRouter
 
 
-def add_routes(router: AdminRouter) -> None:
+def add_routes(router: GuardedRouter) -> None:
     router.add_get("/admin/requests/{request_id}", request_record)
     router.add_get("/admin/spend", spend)
     keys_api.add_routes(router)

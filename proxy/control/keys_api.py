@@ -18,7 +18,7 @@ from proxy.control.keys import key_hash, new_key
 from proxy.accounting.money import nanos_to_usd, usd_to_nanos
 from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.store import KeyRecord, StoreUnavailable
-from proxy.stages.auth import AdminRouter
+from proxy.routes import GuardedRouter
 
 log = logging.getLogger("thriftgate.keys")
 _NAME = re.compile(NAME_PATTERN)
@@ -31,7 +31,7 @@ class Conflict(ProxyError):
     code = "conflict"
 
 
-def add_routes(router: AdminRouter) -> None:
+def add_routes(router: GuardedRouter) -> None:
     """Behind the admin guard (auth.Auth.admin_guard), only master-key requests reach these."""
     router.add_post("/admin/keys", create)
     router.add_get("/admin/keys", list_keys)

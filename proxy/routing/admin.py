@@ -7,10 +7,10 @@ from aiohttp import web
 
 from proxy.appkeys import ROUTING
 from proxy.routing.service import Routing
-from proxy.stages.auth import AdminRouter
+from proxy.routes import GuardedRouter
 
 
-def add_routes(router: AdminRouter) -> None:
+def add_routes(router: GuardedRouter) -> None:
     router.add_get("/admin/upstreams", upstreams)
 
 

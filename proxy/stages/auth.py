@@ -205,25 +205,3 @@ class Auth:
             self._cache[digest] = (record, self._clock())
         return record
 
-
-class AdminRouter:
-    """What the admin modules add their routes to: the app's router, each handler behind Auth.admin_guard."""
-
-    def __init__(self, router: web.UrlDispatcher, auth: Auth) -> None:
-        self._router, self._auth = router, auth
-
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
-        self._router.add_route(method, path, self._auth.admin_guard(path, method, handler))
-
-    def add_get(self, path: str, handler: Handler) -> None:
-        self._router.add_get(path, self._auth.admin_guard(path, "GET", handler))  # and HEAD, a read too
-
-    def add_post(self, path: str, handler: Handler) -> None:
-        self.add_route("POST", path, handler)
-
-    def add_delete(self, path: str, handler: Handler) -> None:
-        self.add_route("DELETE", path, handler)
-
-    def add_routes(self, routes: list[web.RouteDef]) -> None:
-        for route in routes:
-            self.add_route(route.method, route.path, route.handler)
