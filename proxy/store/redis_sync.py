@@ -46,7 +46,8 @@ def sync_call(book: LeaseBook, key, lease_id: str, lease_seconds: float, now: fl
         args += [c.sending, required, -1 if c.limit is None else c.limit,
                  max(math.ceil(c.expires_at - now), 1), c.unit, c.holds.held + c.unflushed if idle else -1]
     for day in days:
-        args.append(orjson.dumps([text for field, amount in batch.totals[day].items() for text in (field, str(amount))]))
+        fields = batch.totals[day]
+        args.append(orjson.dumps([text for field, amount in fields.items() for text in (field, str(amount))]))
     return SyncCall(names, batch, keys, args)
 
 
