@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
 from proxy.analysis import admin as whatif_admin
@@ -20,10 +19,9 @@ from proxy.appkeys import (AUTH, BUDGETS, CONFIG, IN_FLIGHT, LEDGER, METRICS, PR
                            STORE, UPSTREAMS)
 from proxy.config import Config
 from proxy.control.config import configured_teams
-from proxy.errors import NotFound, ProxyError, UnreadableBody
 from proxy.accounting.ledger_backends import open_ledger
 from proxy.accounting.metrics import Metrics, multiprocess_exposition
-from proxy.dialects.ingress import INGRESS, for_request
+from proxy.dialects.ingress import INGRESS
 from proxy.stages.hooks import build_chain
 from proxy.in_flight import InFlight
 from proxy.pipeline import Pipeline
@@ -37,6 +35,7 @@ from proxy.policies.side_calls import SideCalls
 from proxy.routing import admin as routing_admin
 from proxy.routing.attempts import Attempts
 from proxy.routing.service import Routing
+from proxy.routes import GuardedRouter, shaped_errors, unrouted
 from proxy.store.backends import open_health_store, open_store
 from proxy.accounting.tokens import TokenCounter
 from proxy.stages.upstream import UpstreamClient
@@ -90,9 +89,7 @@ def make_app(
     )
     reloader = Reloader(config_path, config, pipeline, services, metrics, holdout, routing)
 
-    app = web.Application(
-        client_max_size=config.server.max_body_bytes, middlewares=[openai_shaped_errors, auth.admin_middleware()]
-    )
+    app = web.Application(client_max_size=config.server.max_body_bytes)  # no middlewares: see proxy/routes.py
     app[CONFIG] = config
     app[LEDGER] = ledger
     app[METRICS] = metrics
@@ -122,14 +119,18 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     server = config.server
-    app.router.add_get("/metrics", auth.metrics_guard(server.metrics_auth, server.metrics_token,
-                                                      server.metrics_token_env)(metrics_page))
-    admin.add_routes(app.router)
-    whatif_admin.add_routes(app.router)
-    lookup_admin.add_routes(app.router)
-    routing_admin.add_routes(app.router)
-    app.router.add_routes([reload_route(RELOADER)])
-    ui.add_routes(app.router, guard=auth.page_guard)
+    metrics_guard = auth.metrics_guard(server.metrics_auth, server.metrics_token, server.metrics_token_env)
+    app.router.add_get("/metrics", shaped_errors(metrics_guard(metrics_page)))
+    # Every /admin/ route behind the master key.
+    admin_router = GuardedRouter(app.router, lambda path, method, handler: shaped_errors(
+        auth.admin_guard(path, method, handler)))
+    admin.add_routes(admin_router)
+    whatif_admin.add_routes(admin_router)
+    lookup_admin.add_routes(admin_router)
+    routing_admin.add_routes(admin_router)
+    admin_router.add_routes([reload_route(RELOADER)])
+    ui.add_routes(app.router, guard=lambda handler: shaped_errors(auth.page_guard(handler)))
+    app.router.add_route("*", "/{tail:.*}", unrouted)  # last: what no route above serves
     return app
 
 
@@ -160,32 +161,6 @@ async def _running_services(app: web.Application) -> AsyncIterator[None]:
         await app[BUDGETS].close()  # budget alerts on their way
     await app[STORE].close()  # writes what waited for Redis, if it is back
     await app[LEDGER].close()  # flushes every pending spend record
-
-
-@web.middleware
-async def openai_shaped_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Routing errors (404, 405) in the client's error shape (OpenAI's, or Anthropic's for its clients)."""
-    try:
-        return await handler(request)
-    except ProxyError as err:
-        return _in_dialect(request, err)
-    except RequestPayloadError:  # an admin body that is not what its Content-Encoding says
-        request.content.feed_eof()  # the rest is unreadable too: aiohttp must not try to drain it
-        return _in_dialect(request, UnreadableBody("The request body could not be decoded as its Content-Encoding "
-                                                   "says."))
-    except web.HTTPNotFound:
-        return _in_dialect(request, NotFound(f"Unknown route: {request.method} {request.path}"))
-    except web.HTTPMethodNotAllowed as exc:
-        err = ProxyError(f"Method {request.method} is not allowed on {request.path}.", code="method_not_allowed")
-        err.status, err.type, err.headers = 405, "invalid_request_error", {"Allow": ",".join(exc.allowed_methods)}
-        return _in_dialect(request, err)
-
-
-def _in_dialect(request: web.Request, err: ProxyError) -> web.Response:
-    response = for_request(request.path, request.headers).error_response(err)
-    if err.close_connection:
-        response.force_close()
-    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

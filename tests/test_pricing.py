@@ -144,6 +144,23 @@ def test_cost_is_rounded_once_half_up():
     assert table.cost_nanos("h", Usage(prompt_tokens=1)) == 1
 
 
+def test_whole_nanos_per_token_cost_what_the_decimal_arithmetic_gives(shipped):
+    """Rates of whole nano-dollars per token are priced in integers; a fraction of one keeps the Decimal way."""
+    from proxy.accounting.money import usd_to_nanos
+    from proxy.accounting.price import ceiling_per_million, cost_per_million
+
+    table = PriceTable.load([default_pricing_path()], {"frac": {"input": "0.0375", "output": "1.2345"}})
+    usage = Usage(prompt_tokens=123_457, completion_tokens=9_876, cached_prompt_tokens=2_000, cache_write_tokens=300,
+                  cache_write_1h_tokens=100, reasoning_tokens=500)
+    for model in sorted(table.models):
+        price = table.lookup(model)
+        assert table.cost_nanos(model, usage) == usd_to_nanos(cost_per_million(price, usage).scaleb(-6)), model
+        assert table.estimate_nanos(model, 777, 4_096) == usd_to_nanos(
+            ceiling_per_million(price, 777, 4_096).scaleb(-6)), model
+    assert table.cost_nanos("frac", Usage(prompt_tokens=1)) == 38  # 37.5, half up
+    assert table.cost_nanos("frac", Usage(prompt_tokens=1, completion_tokens=1)) == 1_272  # 37.5 + 1234.5
+
+
 def test_overrides_win_over_files_exactly_and_by_glob(tmp_path):
     file = table_of({"gpt-4o": {"input": 2.5, "output": 10}, "llama-3-70b": {"input": 9, "output": 9}}, tmp_path)
     overrides = {"gpt-4o": {"input": "2", "output": 8}, "llama-*": {"input": 0.5, "output": 0.75}}

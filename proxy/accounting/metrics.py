@@ -55,10 +55,10 @@ class Metrics(MetricFamilies):
             self._child(self.unpriced, model).inc()
 
     def budget_remaining(self, scope: str, window: str, nanos: int) -> None:
-        self.budget_remaining_usd.labels(scope, window).set(nanos / NANOS_PER_USD)
+        self._child(self.budget_remaining_usd, scope, window).set(nanos / NANOS_PER_USD)
 
     def budget_used(self, scope: str, window: str, ratio: float) -> None:
-        self.budget_used_ratio.labels(scope, window).set(ratio)
+        self._child(self.budget_used_ratio, scope, window).set(ratio)
 
     def budget_alert(self, scope: str, threshold: float, result: str) -> None:
         self.budget_alerts.labels(scope, f"{threshold:g}", result).inc()

@@ -38,7 +38,7 @@ class Price:
 
 
 def cost_per_million(price: Price, usage: Usage) -> Decimal:
-    """What `usage` cost, in USD times a million."""
+    """What `usage` cost, in USD times a million (in nano-dollars, an int, for a price from nanos_per_token)."""
     # Clamp the subsets to their totals so an upstream's inconsistent counts can never make a part negative.
     cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
     written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
@@ -75,7 +75,8 @@ def batch_price(price: Price) -> Price | None:
 
 
 def ceiling_per_million(price: Price, prompt_tokens: int, max_output_tokens: int) -> Decimal:
-    """The most a request of this size can cost, whatever part of it is cached or reasoning, in USD times a million."""
+    """The most a request of this size can cost, whatever part of it is cached or reasoning, in USD times a million
+    (in nano-dollars for a price from nanos_per_token)."""
     # A cache write can cost more than plain input (Anthropic: 1.25x, 2x for an hour): the dearest prompt rate.
     prompt_rates = (price.input, price.cached_input, price.cache_write, price.cache_write_1h)
     prompt_rate = max(rate for rate in prompt_rates if rate is not None)
@@ -87,3 +88,21 @@ def _or_main(rate: Decimal | None, main_rate: Decimal) -> Decimal:
     # `is None`, not `or`: a zero rate (free cache reads) is a price, not a missing one.
     return main_rate if rate is None else rate
 
+
+
+_RATES = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning")  # what a request's cost uses
+_NANOS_PER_USD_PER_MILLION = 1000  # $1 per million tokens is 1,000 nano-dollars per token
+
+
+def nanos_per_token(price: Price) -> Price | None:
+    """The price with each rate in whole nano-dollars per token (an int), when every rate is one (most are: $0.15 per
+    million tokens is 150): the cost formulas then give nano-dollars in integer arithmetic, exactly what the Decimal
+    ones round to. None when a rate has a fraction of a nano-dollar."""
+    scaled = {name: getattr(price, name) for name in _RATES}
+    for name, rate in scaled.items():
+        if rate is not None:
+            rate *= _NANOS_PER_USD_PER_MILLION
+            if rate != rate.to_integral_value():
+                return None
+            scaled[name] = int(rate)
+    return dataclasses.replace(price, **scaled)

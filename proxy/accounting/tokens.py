@@ -16,8 +16,9 @@ naming the field, e.g. "messages[2].content". Optional fields of an unexpected t
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import tiktoken
 
@@ -49,6 +50,7 @@ _FUNC_INIT = {O200K: 7, CL100K: 10}
 _PER_TOOL_CALL = 3
 # Keys that identify or describe an item rather than being rendered into the prompt.
 _UNRENDERED_KEYS = frozenset({"id", "call_id", "type", "status"})
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class ModelTokenizer:
     estimate_factor: float  # 1.0 when exact
     function_init: int
     image_rule: ImageRule
+    role_tokens: Mapping[str, int]  # the usual roles, counted once: every message names one
+
 
     def text(self, s: str) -> int:
         return self._scaled(self._count(s))
@@ -145,7 +149,11 @@ class ModelTokenizer:
         """What the model reads of a message: role, name, content, refusal, tool calls (no ids)."""
         if not isinstance(message, dict):
             raise ValueError(f"{field}: expected an object")
-        total = _PER_MESSAGE + self._count(message.get("role")) + self._count(message.get("refusal"))
+        role = message.get("role")
+        role_tokens = self.role_tokens.get(role) if type(role) is str else None
+        if role_tokens is None:
+            role_tokens = self._count(role)
+        total = _PER_MESSAGE + role_tokens + self._count(message.get("refusal"))
         if isinstance(name := message.get("name"), str):
             total += _PER_NAME + self._count(name)
         total += self._content(message.get("content"), f"{field}.content")
@@ -264,10 +272,12 @@ class TokenCounter:
 
 
 def _tokenizer(family: Family, encodings: dict[str, tiktoken.Encoding]) -> ModelTokenizer:
+    encoding = encodings[family.encoding]
     return ModelTokenizer(
-        encoding=encodings[family.encoding],
+        encoding=encoding,
         exact=family.estimate_factor is None,
         estimate_factor=family.estimate_factor or 1.0,
         function_init=_FUNC_INIT[family.encoding],
         image_rule=family.image,
+        role_tokens=MappingProxyType({role: len(encoding.encode_ordinary(role)) for role in _ROLES}),
     )

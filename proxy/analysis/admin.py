@@ -24,11 +24,12 @@ from proxy.appkeys import CONFIG, LEDGER, PRICES
 from proxy.config import ConfigError
 from proxy.errors import BadRequest
 from proxy.policies import registry
+from proxy.routes import GuardedRouter
 
 DEFAULT_SINCE = "30d"
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
+def add_routes(router: GuardedRouter) -> None:
     router.add_get("/admin/whatif", whatif_get)
     router.add_post("/admin/whatif", whatif_post)
 

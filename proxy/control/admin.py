@@ -9,9 +9,10 @@ from proxy.appkeys import LEDGER, STORE
 from proxy.errors import BadRequest, NotFound, ServiceUnavailable
 from proxy.accounting.ledger import parse_since
 from proxy.store import SPEND_DIMENSIONS, StoreUnavailable, fleet_spend
+from proxy.routes import GuardedRouter
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
+def add_routes(router: GuardedRouter) -> None:
     router.add_get("/admin/requests/{request_id}", request_record)
     router.add_get("/admin/spend", spend)
     keys_api.add_routes(router)

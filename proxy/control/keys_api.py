@@ -18,6 +18,7 @@ from proxy.control.keys import key_hash, new_key
 from proxy.accounting.money import MAX_EXACT, NANOS_PER_USD, nanos_to_usd, usd_to_nanos
 from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.store import KeyRecord, StoreUnavailable
+from proxy.routes import GuardedRouter
 
 log = logging.getLogger("thriftgate.keys")
 _NAME = re.compile(NAME_PATTERN)
@@ -30,8 +31,8 @@ class Conflict(ProxyError):
     code = "conflict"
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    """The admin middleware (auth.Auth.admin_middleware) lets only master-key requests reach these."""
+def add_routes(router: GuardedRouter) -> None:
+    """Behind the admin guard (auth.Auth.admin_guard), only master-key requests reach these."""
     router.add_post("/admin/keys", create)
     router.add_get("/admin/keys", list_keys)
     router.add_get("/admin/keys/{key_id}", get_key)

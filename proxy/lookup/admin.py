@@ -23,12 +23,13 @@ from proxy.lookup.embedders import EmbedderFailed
 from proxy.lookup.entries import ANSWERS_OWNER, Entry, LookupUnavailable
 from proxy.lookup.service import LOOKUPS
 from proxy.policies.answers import partition as answers_partition
+from proxy.routes import GuardedRouter
 
 MAX_ANSWERS = 1_000_000  # loaded answers kept per store, over every scope
 _SCOPE = re.compile(rf"global|(team|key):(-|{NAME_PATTERN.strip('^$')})")
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
+def add_routes(router: GuardedRouter) -> None:
     router.add_delete("/admin/lookup", delete_scope)
     router.add_get("/admin/lookup/operating", operating)
     router.add_post("/admin/lookup/answers", load_answers)

@@ -7,9 +7,10 @@ from aiohttp import web
 
 from proxy.appkeys import ROUTING
 from proxy.routing.service import Routing
+from proxy.routes import GuardedRouter
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
+def add_routes(router: GuardedRouter) -> None:
     router.add_get("/admin/upstreams", upstreams)
 
 

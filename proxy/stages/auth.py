@@ -134,21 +134,18 @@ class Auth:
             return f"export {self.master_key_env}=... (the variable auth.master_key_env names)"
         return "set auth.master_key_env to the name of a variable holding it"
 
-    def admin_middleware(self) -> Handler:
-        """Guards every /admin/ route: writes (and every key route) always need the master key; reads
-        need it once it is set or auth is required."""
+    def admin_guard(self, path: str, method: str, handler: Handler) -> Handler:
+        """An /admin/ route's handler behind the master key: writes (and every key route) always need it;
+        reads need it once it is set or auth is required. Per route, so other requests never pass through it."""
+        writes = method not in _READS
+        always = writes or path.startswith("/admin/keys")
+        what = "Writing through the admin API" if writes else "The admin API"
 
-        @web.middleware
-        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-            resource = request.match_info.route.resource
-            path = resource.canonical if resource is not None else request.path
-            if path.startswith("/admin/") or path == "/admin":
-                writes = request.method not in _READS
-                self.require_master(request, always=writes or path.startswith("/admin/keys"),
-                                    what="Writing through the admin API" if writes else "The admin API")
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            self.require_master(request, always=always, what=what)
             return await handler(request)
 
-        return guard
+        return guarded
 
     def metrics_guard(self, mode: str, token: str | None, token_env: str) -> Callable[[Handler], Handler]:
         """`server.metrics_auth`: open (none), the master key, or a scrape token (the master key works too)."""
@@ -207,3 +204,4 @@ class Auth:
                 self._cache.clear()
             self._cache[digest] = (record, self._clock())
         return record
+

@@ -54,9 +54,10 @@ class Planner:
             return None
         amounts = {"requests": 1, "tokens": 0, "usd": usd_nanos or 0}
         if usd_nanos is None and estimate and any(rule.metric != "requests" for rule in rules):
-            money = next((rule for rule in rules if rule.metric == "usd"), None)
-            if money is not None and not self._serve_unpriced and self._prices.lookup(ex.model) is None:
-                raise _unbounded(ex.model, money.scope)
+            if not self._serve_unpriced and self._prices.lookup(ex.model) is None:
+                money = next((rule for rule in rules if rule.metric == "usd"), None)
+                if money is not None:
+                    raise _unbounded(ex.model, money.scope)
             prompt, output = self._prompt_tokens(ex), self._max_output(ex)
             amounts["tokens"] = prompt + output
             amounts["usd"] = self._prices.estimate_nanos(ex.model, prompt, output) or 0

@@ -69,11 +69,15 @@ class PathRouter:
 
     def __init__(self, priced: Mapping[str, Any], passthrough: Iterable[str], unpriced_paid: Iterable[str] = ()) -> None:
         self._priced = dict(priced)
+        # A priced route without a query string (nearly every request) goes upstream as it came: made once.
+        self._unqueried = {path: Route(dialect, path, upstream_path_for(path, "")) for path, dialect in priced.items()}
         self._allowed = PathGlobs(passthrough)
         self._paid_allowed = PathGlobs(unpriced_paid)
 
     def priced(self, endpoint_path: str, raw_query: str) -> Route:
         """A request that matched a priced route exactly: its canonical path goes upstream."""
+        if not raw_query:
+            return self._unqueried[endpoint_path]
         return Route(self._priced[endpoint_path], endpoint_path, upstream_path_for(endpoint_path, raw_query))
 
     def resolve(self, method: str, raw_path: str, raw_query: str) -> Route:

@@ -19,7 +19,8 @@ LEASE_MAX_UNITS = 64
 # KEYS: n counter hashes, their n lease sets, the batch mark, then m spend hashes.
 # ARGV: lease id, now, lease deadline, batch number (0: no usage), mark ttl, spend ttl, n, m,
 #   then per counter: used delta, required lease (-1: no growth), limit (-1: none), ttl, unit, keep (-1: any),
-#   then per spend hash: field count, then (field, increment) pairs.
+#   then per spend hash: its (field, increment) pairs, flattened into one JSON array of strings (one argument,
+#   not two per field: a batch of totals has dozens of fields, and each argument costs the client ~2k instructions).
 # Returns {index of the counter that refused a growth or 0, others' level of each counter, lease of each,
 #   used of each (every replica's usage written so far)}.
 # A growth is all or nothing; usage, renewals and shrinking always apply.
@@ -86,15 +87,12 @@ for i = 1, n do
   redis.call('EXPIRE', c, ARGV[a + 4])
   redis.call('EXPIRE', z, ARGV[a + 4])
 end
-local k = 9 + 6 * n
-for j = 1, m do
-  local count = tonumber(ARGV[k])
-  if apply then
-    local spend = KEYS[2 * n + 1 + j]
-    for p = k + 1, k + 2 * count, 2 do redis.call('HINCRBY', spend, ARGV[p], ARGV[p + 1]) end
+if apply then
+  for j = 1, m do
+    local spend, fields = KEYS[2 * n + 1 + j], cjson.decode(ARGV[8 + 6 * n + j])
+    for p = 1, #fields, 2 do redis.call('HINCRBY', spend, fields[p], fields[p + 1]) end
     redis.call('EXPIRE', spend, ARGV[6])
   end
-  k = k + 1 + 2 * count
 end
 local out = {{refused}}
 for i = 1, n do out[1 + i] = others[i]; out[1 + n + i] = mine[i]; out[1 + 2 * n + i] = settled[i] end

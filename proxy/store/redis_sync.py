@@ -5,6 +5,8 @@ applied to the lease book. No I/O here: store/redis.py makes the call, under its
 import math
 from dataclasses import dataclass
 
+import orjson
+
 from proxy.store import SPEND_RETENTION_SECONDS
 from proxy.store.leases import Batch, LeaseBook
 
@@ -45,9 +47,7 @@ def sync_call(book: LeaseBook, key, lease_id: str, lease_seconds: float, now: fl
                  max(math.ceil(c.expires_at - now), 1), c.unit, c.holds.held + c.unflushed if idle else -1]
     for day in days:
         fields = batch.totals[day]
-        args.append(len(fields))
-        for field, amount in fields.items():
-            args += [field, amount]
+        args.append(orjson.dumps([text for field, amount in fields.items() for text in (field, str(amount))]))
     return SyncCall(names, batch, keys, args)
 
 

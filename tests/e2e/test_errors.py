@@ -75,6 +75,11 @@ async def test_unknown_route_is_404_in_openai_shape(proxy: RunningProxy) -> None
             assert_openai_error(await response.json())
         async with session.post(proxy.url + "/healthz") as response:
             assert response.status == 405
+            assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
+            assert_openai_error(await response.json())
+        # The admin guard is on each admin route: a path no route serves is a 404 like any other.
+        async with session.get(proxy.url + "/admin/nope") as response:
+            assert response.status == 404
             assert_openai_error(await response.json())
 
 
