@@ -56,8 +56,10 @@ def count(profile: str, args: argparse.Namespace, work: Path) -> int:
     procs = bench.Processes(work)
     try:
         _, upstream_port = bench.start_upstream(procs)
+        redis_url = bench.start_redis(procs) if profiles.uses_redis({profile}) else None
         port = bench.free_port()
-        config, env = profiles.config(profile, port=port, upstream=f"http://127.0.0.1:{upstream_port}", work=work)
+        config, env = profiles.config(profile, port=port, upstream=f"http://127.0.0.1:{upstream_port}", work=work,
+                                      redis_url=redis_url)
         path = work / f"{profile}.yaml"
         path.write_text(json.dumps(config))
         out = work / f"{profile}.callgrind"

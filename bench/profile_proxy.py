@@ -31,7 +31,7 @@ LIBRARIES = ("aiohttp", "uvloop", "asyncio", "prometheus_client", "orjson", "red
 
 
 def record(args: argparse.Namespace, out: Path) -> bench.Result:
-    procs_args = argparse.Namespace(litellm_python=args.litellm_python, portkey_dir=args.portkey_dir)
+    procs_args = argparse.Namespace(litellm_python=args.litellm_python, portkey_dir=args.portkey_dir, redis_url=None)
     profile = profiles.parse_target(args.target)[0] if args.target.startswith("thriftgate:") else None
     if profile:
         profiles.prepare({profile})
@@ -39,6 +39,8 @@ def record(args: argparse.Namespace, out: Path) -> bench.Result:
         procs = bench.Processes(Path(work))
         try:
             _, upstream_port = bench.start_upstream(procs)
+            if profile and profiles.uses_redis({profile}):
+                procs_args.redis_url = bench.start_redis(procs)
             target = bench.start_target(args.target, procs, upstream_port, procs_args)
             bench.measure(procs, target, args.connections, args.stream, 3, 1)  # warm-up, not sampled
             cmd = ["py-spy", "record", "--pid", str(target.proc.pid), "--duration", str(int(args.seconds - 2)),

@@ -3,7 +3,8 @@
   none         no config: counting, pricing, metrics, the SQLite ledger
   policies     + concise, cap and route policies
   keys-memory  + a required virtual key and a team budget, in the in-process store
-  keys-redis   the same budget on Redis (127.0.0.1:6379, a key prefix of its own, deleted after)
+  keys-redis   the same budget on Redis (a redis-server of the run's own, on the load generator's core:
+               as on another host, its CPU is not the proxy's)
   production   policies + keys + the Redis budget + the PostgreSQL ledger (127.0.0.1:5432, a database of its
                own, dropped after)
 
@@ -18,7 +19,6 @@ PROFILES = ("none", "policies", "keys-memory", "keys-redis", "production")
 BENCH_KEY = "tg-bench0000000000000000000000000000"  # the load generator's thriftgate key (keys profiles)
 UPSTREAM_KEY_ENV = "BENCH_UPSTREAM_KEY"
 DSN_ENV = "BENCH_LEDGER_DSN"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 RUN = uuid.uuid4().hex[:10]
 POLICIES = [
@@ -37,7 +37,7 @@ def parse_target(name: str) -> tuple[str, int]:
     return profile, int(workers or 1)
 
 
-def config(profile: str, *, port: int, upstream: str, work) -> tuple[dict, dict[str, str]]:
+def config(profile: str, *, port: int, upstream: str, work, redis_url: str | None) -> tuple[dict, dict[str, str]]:
     """The config of a profile and the environment it needs."""
     from bench.loadgen import FAKE_KEY
 
@@ -55,7 +55,7 @@ def config(profile: str, *, port: int, upstream: str, work) -> tuple[dict, dict[
             {"id": "bench", "team": "bench", "sha256": hashlib.sha256(BENCH_KEY.encode()).hexdigest()}]}
         out["budgets"] = [{"scope": "team:bench", "usd": 1_000_000, "window": "day"}]
     if profile in ("keys-redis", "production"):
-        out["store"] = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": f"thriftgate-bench:{RUN}:"}
+        out["store"] = {"backend": "redis", "redis_url": redis_url, "key_prefix": f"thriftgate-bench:{RUN}:"}
     if profile == "production":
         out["ledger"] = {"backend": "postgres", "dsn_env": DSN_ENV, "spool_path": str(work / "ledger-spool")}
         env[DSN_ENV] = f"{POSTGRES}/thriftgate_bench_{RUN}"
@@ -66,20 +66,17 @@ def key_for(profile: str) -> str | None:
     return BENCH_KEY if profile.startswith("keys") or profile == "production" else None
 
 
+def uses_redis(profiles: set[str]) -> bool:
+    return bool(profiles & {"keys-redis", "production"})
+
+
 def prepare(profiles: set[str]) -> None:
     if "production" in profiles:
         asyncio.run(_postgres(f'CREATE DATABASE "thriftgate_bench_{RUN}"'))
 
 
 def clean_up(profiles: set[str]) -> None:
-    """Drops what the run made in the shared Redis and PostgreSQL."""
-    if profiles & {"keys-redis", "production"}:
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(match=f"thriftgate-bench:{RUN}:*", count=1000):
-            client.delete(key)
-        client.close()
+    """Drops the database the run made in the shared PostgreSQL (its Redis stops with it)."""
     if "production" in profiles:
         asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "thriftgate_bench_{RUN}" WITH (FORCE)'))
 

@@ -185,6 +185,16 @@ def start_upstream(procs: Processes, *, anthropic: bool = False) -> tuple[subpro
     return proc, port
 
 
+def start_redis(procs: Processes) -> str:
+    """A redis-server of the run's own, on the load generator's core: in a fleet Redis is another host, and the
+    shared one on this machine may run on the proxy's core and take its CPU from it in the middle of a run."""
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = procs.start("redis", cmd, LOAD_CPUS)
+    wait_listening(proc, port, procs.workdir / "redis.log")
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def start_target(name: str, procs: Processes, upstream_port: int, args: argparse.Namespace) -> Target:
     port, work = free_port(), procs.workdir
     upstream = f"http://127.0.0.1:{upstream_port}"
@@ -201,7 +211,7 @@ def start_target(name: str, procs: Processes, upstream_port: int, args: argparse
     elif name.startswith("thriftgate:"):
         profile, workers = profiles.parse_target(name)
         config = work / f"{profile}-w{workers}.yaml"
-        settings, env = profiles.config(profile, port=port, upstream=upstream, work=work)
+        settings, env = profiles.config(profile, port=port, upstream=upstream, work=work, redis_url=args.redis_url)
         config.write_text(json.dumps(settings))
         cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--workers", str(workers)]
         proc = procs.start(name.replace(":", "-"), cmd, PROXY_CPUS if workers == 1 else None, env=env)
@@ -495,6 +505,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="thriftgate-bench-") as work:
         procs = Processes(Path(work))
         try:
+            args.redis_url = start_redis(procs) if args.profile and profiles.uses_redis(set(chosen)) else None
             (run_memory if args.memory else run_benchmark)(args, procs)
         finally:
             procs.stop_all()
