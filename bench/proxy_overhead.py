@@ -21,7 +21,8 @@ Run from the repository root (it starts `python -m tests.fake_upstream` and `pyt
   direct-messages      the fake Anthropic itself (`python -m tests.fake_upstream --anthropic`), Messages API
   thriftgate-messages  thriftgate on POST /v1/messages to an Anthropic upstream (the fake), priced the same way:
                        its overhead over direct-messages is compared with the chat path's over direct
-Each target is measured at concurrency 1 and 32, streamed and not, for --seconds after --warmup: requests/s,
+Each target is measured at concurrency 1 and 32, streamed and not, for --seconds after --warmup (--rounds N: N
+times, every target once a round, and each cell's median run reported): requests/s,
 p50/p99 latency and time to first byte, the proxy process's CPU ms per request (utime+stime from /proc, its
 children and threads included) and how busy its core was. `--memory` instead sends 100k requests through
 thriftgate and prints its RSS along the way.
@@ -338,17 +339,31 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> None:
         targets.remove("portkey")
     _, upstream_port = start_upstream(procs)
     anthropic_port = start_upstream(procs, anthropic=True)[1] if any(t.endswith(MESSAGES_SUFFIX) for t in targets) else 0
-    results: dict[tuple[str, int, bool], Result] = {}
-    for name in targets:
-        port = anthropic_port if name.endswith(MESSAGES_SUFFIX) else upstream_port
-        target = Target(name, port, None) if name.startswith("direct") else \
-            start_target(name, procs, port, args)
-        for connections, stream in SCENARIOS:
-            print(f"# {name} c={connections} {'stream' if stream else 'whole'} ...", file=sys.stderr, flush=True)
-            results[name, connections, stream] = measure(procs, target, connections, stream, args.seconds, args.warmup)
-        if target.proc:
-            procs.stop(target.proc)
-    report(results, targets, args)
+    runs: dict[tuple[str, int, bool], list[Result]] = {}
+    for round_number in range(1, args.rounds + 1):  # rounds interleave: a busy spell of the machine hits one run
+        for name in targets:
+            port = anthropic_port if name.endswith(MESSAGES_SUFFIX) else upstream_port
+            target = Target(name, port, None) if name.startswith("direct") else \
+                start_target(name, procs, port, args)
+            for connections, stream in SCENARIOS:
+                print(f"# round {round_number}: {name} c={connections} {'stream' if stream else 'whole'} ...",
+                      file=sys.stderr, flush=True)
+                runs.setdefault((name, connections, stream), []).append(
+                    measure(procs, target, connections, stream, args.seconds, args.warmup))
+            if target.proc:
+                procs.stop(target.proc)
+    report({cell: median_run(cell_runs) for cell, cell_runs in runs.items()}, targets, args)
+    if args.rounds > 1:
+        print(f"\n## every round (cpu ms/req, req/s, others %); the tables above take each cell's median run by CPU")
+        for (name, connections, stream), cell_runs in runs.items():
+            print(f"{name} c={connections}{' stream' if stream else ''}: " + "  ".join(
+                f"{'-' if r.cpu_ms is None else f'{r.cpu_ms:.3f}'} {r.rps:.0f} {r.others * 100:.0f}" for r in cell_runs))
+
+
+def median_run(runs: list[Result]) -> Result:
+    """The run of median CPU per request (req/s and the rest from that same run), or of median req/s without CPU."""
+    ordered = sorted(runs, key=lambda r: -r.rps if r.cpu_ms is None else r.cpu_ms)
+    return ordered[len(ordered) // 2]
 
 
 # ---- reporting ----
@@ -359,7 +374,7 @@ def ratio(value: float | None, base: float | None) -> str:
 
 def report(results: dict, targets: list[str], args: argparse.Namespace) -> None:
     print(f"\n## {args.seconds:g} s per run after {args.warmup:g} s warm-up; chat completions, 40-word answers "
-          f"(streams: ~50 events)")
+          f"(streams: ~50 events)" + (f"; each cell the median of {args.rounds} rounds" if args.rounds > 1 else ""))
     print(f"## CPU: the proxy alone on CPU {sorted(PROXY_CPUS or ())}, upstream and load generator on "
           f"{sorted(LOAD_CPUS or ())}" if PROXY_CPUS else "## CPU: not pinned (every process on every core)")
     print("## core %: the proxy's busy share of its core; others %: CPU used meanwhile by processes this "
@@ -475,6 +490,8 @@ def run_memory(args: argparse.Namespace, procs: Processes) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.proxy_overhead", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each run (default 10)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every cell this many times, targets "
+                        "interleaved, and report each cell's median run (default 1)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each run (default 1)")
     parser.add_argument("--targets", default=DEFAULT_TARGETS, help=f"comma-separated (default {DEFAULT_TARGETS})")
     parser.add_argument("--litellm-python", type=Path, default=Path("/tmp/litellm-venv/bin/python"))
