@@ -2,11 +2,14 @@
 move with the machine's load (CPU time per request does, on a shared machine), for before/after comparisons.
 
     python -m bench.instructions [--profile none,keys-redis,production] [--requests 400] [--connections 4]
+    python -m bench.instructions --profile floor,none,keys-redis,production   # and each as a multiple of the floor
 
 Per profile: the fake upstream as bench.proxy_overhead starts it; `python -m proxy serve` under callgrind with
 instrumentation off while it starts and warms up (--warmup requests); then counted over --requests requests
 (sent --connections at a time by bench.loadgen's connection, keep-alive, not streamed). Only the proxy process
-is counted, all its threads (the ledger's writer included). Needs valgrind on PATH. Slow: about a minute per
+is counted, all its threads (the ledger's writer included). `floor` counts bench/floor_forwarder.py the same way
+(one bare aiohttp hop): with it, every profile is also given as a multiple of the floor, the CPU ratio of issue
+13's targets in a figure the machine's load does not move. Needs valgrind on PATH. Slow: about a minute per
 profile.
 """
 
@@ -57,14 +60,17 @@ def count(profile: str, args: argparse.Namespace, work: Path) -> int:
     try:
         _, upstream_port = bench.start_upstream(procs)
         redis_url = bench.start_redis(procs) if profiles.uses_redis({profile}) else None
-        port = bench.free_port()
-        config, env = profiles.config(profile, port=port, upstream=f"http://127.0.0.1:{upstream_port}", work=work,
-                                      redis_url=redis_url)
-        path = work / f"{profile}.yaml"
-        path.write_text(json.dumps(config))
+        port, upstream = bench.free_port(), f"http://127.0.0.1:{upstream_port}"
         out = work / f"{profile}.callgrind"
-        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-               sys.executable, "-m", "proxy", "serve", "--config", str(path)]
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable]
+        env = {}
+        if profile == "floor":
+            cmd += ["-m", "bench.floor_forwarder", "--port", str(port), "--upstream", upstream]
+        else:
+            config, env = profiles.config(profile, port=port, upstream=upstream, work=work, redis_url=redis_url)
+            path = work / f"{profile}.yaml"
+            path.write_text(json.dumps(config))
+            cmd += ["-m", "proxy", "serve", "--config", str(path)]
         proc = procs.start(f"thriftgate-{profile}", cmd, None, env=env)
         bench.wait_listening(proc, port, work / f"thriftgate-{profile}.log", timeout=600)
         key = profiles.key_for(profile)
@@ -88,12 +94,16 @@ def main() -> None:
     args = parser.parse_args()
     chosen = args.profile.split(",")
     profiles.prepare(set(chosen))
+    floor = None
     try:
         for profile in chosen:
             with tempfile.TemporaryDirectory(prefix="thriftgate-instructions-") as work:
-                total = count(profile, args, Path(work))
-            print(f"thriftgate:{profile:12s} {total / args.requests:12,.0f} instructions/request "
-                  f"({args.requests} requests, {args.connections} connections)", flush=True)
+                per_request = count(profile, args, Path(work)) / args.requests
+            floor = per_request if profile == "floor" else floor
+            name = "floor" if profile == "floor" else f"thriftgate:{profile}"
+            print(f"{name:23s} {per_request:12,.0f} instructions/request ({args.requests} requests, "
+                  f"{args.connections} connections)" + (f"; {per_request / floor:.2f}x the floor" if floor else ""),
+                  flush=True)
     finally:
         profiles.clean_up(set(chosen))
 
