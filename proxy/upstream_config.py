@@ -4,6 +4,7 @@ Secrets never appear here: only the names of the environment variables that hold
 """
 
 import fnmatch
+import functools
 import os
 import re
 from typing import Annotated, Any, Literal
@@ -74,25 +75,20 @@ def default_upstreams() -> tuple[UpstreamConfig, ...]:
             openai)
 
 
+# Model names are the client's to choose: what is worked out per name is remembered for this many.
+MODEL_NAMES_REMEMBERED = 4096
+
+
 class UpstreamMatcher:
     """Model name -> the first upstream whose glob matches; compiled once, memoised per name."""
-
-    _MEMO_LIMIT = 4096
 
     def __init__(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
         self._patterns = [
             (re.compile("|".join(fnmatch.translate(p) for p in u.models)), u) for u in upstreams if u.models
         ]
         self.default = upstreams[0]
-        self._memo: dict[str, UpstreamConfig | None] = {}
+        self.for_model = functools.lru_cache(maxsize=MODEL_NAMES_REMEMBERED)(self._for_model)
 
-    def for_model(self, model: str) -> UpstreamConfig | None:
-        try:
-            return self._memo[model]
-        except KeyError:
-            pass
-        found = next((u for pattern, u in self._patterns if pattern.match(model)), None)
-        if len(self._memo) < self._MEMO_LIMIT:
-            self._memo[model] = found
-        return found
+    def _for_model(self, model: str) -> UpstreamConfig | None:
+        return next((u for pattern, u in self._patterns if pattern.match(model)), None)
 

@@ -11,6 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 NANOS_PER_USD = 1_000_000_000
 MAX_EXACT = 2**53 - 1  # the largest budget limit, in nano-dollars, tokens or requests
+MAX_EXACT_USD = Decimal(MAX_EXACT) / NANOS_PER_USD  # $9,007,199.254740991
 _NANO = Decimal("1e-9")
 
 

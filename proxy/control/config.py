@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proxy.accounting.money import MAX_EXACT, NANOS_PER_USD
+from proxy.accounting.money import MAX_EXACT, MAX_EXACT_USD
 from proxy.control.alerting_config import AlertConfig
 
 # Key ids and team names: printable, short, safe as ledger values and as parts of Redis keys.
@@ -127,7 +127,7 @@ class TagsConfig(_Section):
 class BudgetConfig(_Section):
     scope: str  # team:NAME | key:ID | user:NAME | model:GLOB | global
     # Limits are counted exactly up to MAX_EXACT (nano-dollars: $9,007,199.25 a window).
-    usd: Annotated[Decimal, Field(gt=0, le=Decimal(MAX_EXACT) / NANOS_PER_USD)] | None = None
+    usd: Annotated[Decimal, Field(gt=0, le=MAX_EXACT_USD)] | None = None
     window: Window | None = None  # of the usd budget; calendar-aligned UTC
     tokens_per_minute: Annotated[int, Field(gt=0, le=MAX_EXACT)] | None = None
     requests_per_minute: Annotated[int, Field(gt=0, le=MAX_EXACT)] | None = None

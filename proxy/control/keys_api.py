@@ -15,7 +15,7 @@ from proxy.appkeys import AUTH, STORE
 from proxy.control.config import NAME_PATTERN
 from proxy.errors import BadRequest, NotFound, ProxyError, ServiceUnavailable
 from proxy.control.keys import key_hash, new_key
-from proxy.accounting.money import MAX_EXACT, NANOS_PER_USD, nanos_to_usd, usd_to_nanos
+from proxy.accounting.money import MAX_EXACT_USD, nanos_to_usd, usd_to_nanos
 from proxy.stages.tags import TAGS_HEADER, parse_tags
 from proxy.store import KeyRecord, StoreUnavailable
 from proxy.routes import GuardedRouter
@@ -113,8 +113,6 @@ def _name(body: dict, field: str) -> str:
     return value
 
 
-_MAX_USD = Decimal(MAX_EXACT) / NANOS_PER_USD  # a budget's largest limit (proxy/accounting/money.py)
-
 
 def _budget(value: object) -> int | None:
     if value is None:
@@ -123,9 +121,9 @@ def _budget(value: object) -> int | None:
         usd = Decimal(str(value)) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
     except InvalidOperation:
         usd = None
-    if usd is None or not usd.is_finite() or usd <= 0 or usd > _MAX_USD:
+    if usd is None or not usd.is_finite() or usd <= 0 or usd > MAX_EXACT_USD:
         raise BadRequest(f"'budget_usd_per_day' must be a positive number of US dollars, at most "
-                         f"{_MAX_USD}.", param="budget_usd_per_day")
+                         f"{MAX_EXACT_USD}.", param="budget_usd_per_day")
     return usd_to_nanos(usd)
 
 

@@ -7,16 +7,14 @@ deployments existed: a config with one upstream per model routes exactly as it d
 """
 
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.upstream_config import UpstreamConfig
+from proxy.upstream_config import MODEL_NAMES_REMEMBERED, UpstreamConfig
 from proxy.routing.config import Fallback
 from proxy.upstream_types import Upstream
-
-_MEMO_LIMIT = 4096
-
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -34,17 +32,7 @@ class Deployments:
         self._upstreams = upstreams
         self._by_name = by_name
         self._fallbacks = {entry.from_: entry for entry in fallbacks}
-        self._memo: dict[str, Route | None] = {}
-
-    def route(self, model: str) -> Route | None:
-        try:
-            return self._memo[model]
-        except KeyError:
-            pass
-        route = self._route(model)
-        if len(self._memo) < _MEMO_LIMIT:
-            self._memo[model] = route
-        return route
+        self.route = functools.lru_cache(maxsize=MODEL_NAMES_REMEMBERED)(self._route)
 
     def _route(self, model: str) -> Route | None:
         glob = next((p for _, patterns in self._globs for p, compiled in patterns if compiled.match(model)), None)
