@@ -5,6 +5,7 @@ process memory, with no await between checking and holding.
 """
 
 import heapq
+from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -49,20 +50,21 @@ class RecentIds:
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-        self._until: dict[str, float] = {}
+        self._seen: set[str] = set()
+        # Arrival order apart from the set: a dict emptied from its front is not, as next(iter(...)) then
+        # walks every deleted slot before the first live one, on every add, until the dict is resized.
+        self._expiries: deque[tuple[float, str]] = deque()
 
     def add(self, item: str, now: float) -> bool:
         """False when the id was seen within the window (a repeat)."""
-        until = self._until
-        while until:
-            oldest, expiry = next(iter(until.items()))
-            if expiry > now:
-                break
-            del until[oldest]
-        if item in until:
+        expiries, seen = self._expiries, self._seen
+        while expiries and expiries[0][0] <= now:
+            seen.discard(expiries.popleft()[1])
+        if item in seen:
             return False
-        until[item] = now + self._seconds
+        seen.add(item)
+        expiries.append((now + self._seconds, item))
         return True
 
     def __len__(self) -> int:
-        return len(self._until)
+        return len(self._seen)

@@ -43,3 +43,16 @@ async def test_notes_are_kept_and_replaced(store: Store) -> None:
     assert await store.get_note("batch:abc") == '{"accounted": false}'
     await store.put_note("batch:abc", '{"accounted": true}', 3600)
     assert await store.get_note("batch:abc") == '{"accounted": true}'
+
+
+def test_recent_ids_refuse_a_repeat_within_the_window_and_forget_it_after() -> None:
+    from proxy.store.holds import RecentIds
+
+    recent = RecentIds(10.0)
+    assert recent.add("a", 0.0) and recent.add("b", 5.0)
+    assert not recent.add("a", 9.9)  # a replayed settle within the window
+    assert recent.add("a", 10.0)  # its window ended: a new request may reuse nothing, but memory is freed
+    assert len(recent) == 2  # "a" again and "b"; the first "a" is gone
+    for i in range(1000):  # a steady stream: memory stays the window's worth, not the traffic's
+        recent.add(f"r{i}", 20.0 + i * 0.1)
+    assert len(recent) == 100
