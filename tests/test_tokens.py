@@ -433,3 +433,50 @@ def test_deeply_nested_json_does_not_recurse(counter: TokenCounter) -> None:
         nested = [nested]
     part = {"type": "future_part", "body": nested}
     assert part_tokens_in_chat(counter.for_model("gpt-4o"), part) == 1
+
+
+# --- the memo of counted texts ---------------------------------------------------------------------
+
+
+def test_a_repeated_text_is_encoded_once_and_counted_the_same(counter: TokenCounter) -> None:
+    from proxy.accounting.count_memo import CountMemo
+
+    encoded: list[str] = []
+    tokenizer = counter.for_model("gpt-4o")
+    reference = tokenizer.encoding.encode_ordinary
+    memo = CountMemo(lambda text: encoded.append(text) or len(reference(text)))
+    system = "You are a terse assistant for an airline. " * 20
+    assert memo(system) == memo(system) == len(reference(system))
+    assert encoded == [system]
+    # Through the tokenizer: the conversation re-sent on the next turn counts the same as the first time.
+    turn = [{"role": "system", "content": system}, {"role": "user", "content": "Where is my bag?"}]
+    assert tokenizer.chat(turn) == tokenizer.chat([dict(m) for m in turn])
+
+
+def test_the_memo_is_bounded_and_keeps_digests_not_texts() -> None:
+    from proxy.accounting.count_memo import CountMemo
+
+    counted: list[str] = []
+    memo = CountMemo(lambda text: counted.append(text) or len(text), max_texts=5)
+    for i in range(20):
+        memo(str(i))
+    assert len(memo) == 5  # "15" to "19"
+    memo("15")  # used again: "16" is now the oldest, and goes first
+    memo("new")
+    counted.clear()
+    assert [memo(text) for text in ("15", "17", "16")] == [2, 2, 2] and counted == ["16"]
+    assert all(isinstance(key, bytes) and len(key) == 32 for key in memo._counts)  # no prompt text kept
+    assert memo("\ud800 lone surrogate") == 16  # valid in JSON, digested all the same
+
+
+def test_the_memo_counts_the_same_from_many_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from proxy.accounting.count_memo import CountMemo
+
+    memo = CountMemo(len, max_texts=50)
+    texts = [f"text number {i}" for i in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(memo, texts * 20))
+    assert counts == [len(text) for text in texts * 20]
+    assert 49 <= len(memo) <= 50  # two threads past the bound at once may both push one out

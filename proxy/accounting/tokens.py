@@ -16,13 +16,14 @@ naming the field, e.g. "messages[2].content". Optional fields of an unexpected t
 """
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import tiktoken
 
 from proxy.accounting.bpe_cache import seed_bpe_cache
+from proxy.accounting.count_memo import CountMemo
 from proxy.accounting.image_tokens import ImageRule, image_tokens
 from proxy.accounting.media_tokens import audio_tokens, file_content_tokens
 from proxy.accounting.model_families import CL100K, FAMILY_BY_PREFIX, O200K, OTHER, Family, family_of
@@ -58,6 +59,7 @@ class ModelTokenizer:
     """Counts for one model family; get it from TokenCounter.for_model."""
 
     encoding: tiktoken.Encoding
+    counted: Callable[[str], int]  # the encoding's token count of a text, memoised (count_memo.py)
     exact: bool  # False when the model's real tokenizer is not tiktoken's (counts are estimates)
     estimate_factor: float  # 1.0 when exact
     function_init: int
@@ -107,8 +109,8 @@ class ModelTokenizer:
         if not isinstance(s, str) or not s:
             return 0
         if len(s) <= _PIECE_CHARS:
-            return len(self.encoding.encode_ordinary(s))
-        return sum(len(self.encoding.encode_ordinary(piece)) for piece in _pieces(s))
+            return self.counted(s)
+        return sum(self.counted(piece) for piece in _pieces(s))
 
     def _scaled(self, tokens: int) -> int:
         return math.ceil(tokens * self.estimate_factor) if not self.exact else tokens
@@ -253,8 +255,9 @@ class TokenCounter:
 
     def __init__(self) -> None:
         encodings = _load_encodings()
+        memos = {name: CountMemo(_counter(encoding)) for name, encoding in encodings.items()}
         self._tokenizers = {
-            family: _tokenizer(family, encodings)
+            family: _tokenizer(family, encodings, memos)
             for family in {family for _, family in FAMILY_BY_PREFIX} | {OTHER}
         }
         self._by_model: dict[str, ModelTokenizer] = {}
@@ -271,10 +274,16 @@ class TokenCounter:
         return tokenizer
 
 
-def _tokenizer(family: Family, encodings: dict[str, tiktoken.Encoding]) -> ModelTokenizer:
+def _counter(encoding: tiktoken.Encoding) -> Callable[[str], int]:
+    encode = encoding.encode_ordinary
+    return lambda text: len(encode(text))
+
+
+def _tokenizer(family: Family, encodings: dict[str, tiktoken.Encoding], memos: dict[str, CountMemo]) -> ModelTokenizer:
     encoding = encodings[family.encoding]
     return ModelTokenizer(
         encoding=encoding,
+        counted=memos[family.encoding],
         exact=family.estimate_factor is None,
         estimate_factor=family.estimate_factor or 1.0,
         function_init=_FUNC_INIT[family.encoding],
