@@ -11,13 +11,22 @@ outstanding + its amount <= the lease and the lease is trusted (renewed within t
 otherwise the store asks Redis, in one atomic step, to grow the lease to cover it. Redis refuses
 when used + every replica's leases would pass the limit, so no interleaving of replicas can spend
 past a limit with max_tokens set.
+
+A replica may know tens of thousands of counters (a budget per key, per user), most of them idle between
+two syncs (every 10 ms). A sync therefore touches only the counters settled since the last one
+(`unflushed_names`), looks for leases to renew only when the earliest is due (`renew_check_at`), and
+forgets past windows once a minute (`SWEEP_SECONDS`): with 10,000 counters, going through all of them at
+every sync took 2.4 ms of the 10.
 """
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 from proxy.store import Charge, Reserved, Settlement, total_increments
 from proxy.store.holds import Holds, RecentIds
+
+SWEEP_SECONDS = 60.0  # how often counters past their window are forgotten (memory only: Redis expires its keys)
 
 
 @dataclass(slots=True)
@@ -46,6 +55,7 @@ class Batch:
     number: int
     totals: dict[str, Counter]  # day -> field -> increment
     settlements: int
+    counters: tuple[str, ...] = ()  # the counters whose usage it carries (their `sending`)
 
 
 class LeaseBook:
@@ -56,6 +66,9 @@ class LeaseBook:
         self.totals: dict[tuple[str, str, str, str], list[int]] = {}
         self.settlements = 0  # settled since the last batch was made
         self.unsent: Batch | None = None
+        self.unflushed_names: set[str] = set()  # counters settled since the last batch was made
+        self.renew_check_at = 0.0  # no lease needs renewing before then (0: look at the next sync)
+        self._sweep_at = 0.0
         self._batches = 0
         self._settled = RecentIds(replay_seconds)
 
@@ -109,7 +122,9 @@ class LeaseBook:
                     continue
                 counter = self.counters[name] = LocalCounter(None, ttl, settlement.at + ttl)
             counter.holds.drop(settlement.id)
-            counter.unflushed += actual
+            if actual:
+                counter.unflushed += actual
+                self.unflushed_names.add(name)
         if settlement.totals is not None:
             group, amounts = settlement.totals.group(), settlement.totals.amounts()
             summed = self.totals.get(group)
@@ -125,24 +140,50 @@ class LeaseBook:
         """The batch to write: the one not confirmed yet, else a new one of what was settled since."""
         if self.unsent is None and self.settlements:
             self._batches += 1
-            for counter in self.counters.values():
+            names = tuple(self.unflushed_names)
+            for name in names:
+                counter = self.counters[name]
                 counter.sending, counter.unflushed = counter.unflushed, 0
             totals: dict[str, Counter] = {}
             for group, amounts in self.totals.items():
                 totals.setdefault(group[0], Counter()).update(total_increments(group, amounts))
-            self.unsent = Batch(self._batches, totals, self.settlements)
-            self.totals, self.settlements = {}, 0
+            self.unsent = Batch(self._batches, totals, self.settlements, names)
+            self.totals, self.settlements, self.unflushed_names = {}, 0, set()
         return self.unsent
 
     def confirm(self, batch: Batch | None) -> None:
         if batch is None:
             return
-        for counter in self.counters.values():
-            counter.sending = 0
+        for name in batch.counters:
+            if (counter := self.counters.get(name)) is not None:
+                counter.sending = 0
         self.unsent = None
+
+    def to_renew(self, now: float, lease_seconds: float, closing: bool) -> list[str]:
+        """The counters whose lease is due for renewal (closing: every lease, to give it back); between two
+        due times, nothing to look at."""
+        if not closing and now < self.renew_check_at:
+            return []
+        renew_from = now + lease_seconds / 2  # trust ending sooner than this: renew
+        due, next_due = [], math.inf
+        for name, counter in self.counters.items():
+            if counter.lease:
+                if closing or counter.trusted_until < renew_from:
+                    due.append(name)
+                else:
+                    next_due = min(next_due, counter.trusted_until - lease_seconds / 2)
+        self.renew_check_at = next_due  # those renewed now say when they are next due (renewed_until)
+        return due
+
+    def renewed_until(self, trusted_until: float, lease_seconds: float) -> None:
+        """A lease is trusted until then: it is due for renewal half a lease before."""
+        self.renew_check_at = min(self.renew_check_at, trusted_until - lease_seconds / 2)
 
     def sweep(self, now: float) -> None:
         """Forgets counters past their window with nothing left to write (their Redis keys expire too)."""
+        if now < self._sweep_at:
+            return
+        self._sweep_at = now + SWEEP_SECONDS
         self.counters = {name: c for name, c in self.counters.items()
                          if c.expires_at > now or c.unflushed or c.sending}
 

@@ -27,9 +27,9 @@ def sync_call(book: LeaseBook, key, lease_id: str, lease_seconds: float, now: fl
     """The script's keys and arguments (`key(kind, name)` spells a Redis key); None when nothing needs a sync.
     `short`: counters whose lease must grow to that outstanding amount."""
     batch = book.next_batch()
-    renew_from = now + lease_seconds / 2  # trust ending sooner than this: renew
-    names = [name for name, c in book.counters.items()
-             if c.sending or name in short or (c.lease and (closing or c.trusted_until < renew_from))]
+    # Only the counters this sync is about: the batch's, the short ones, the leases due (in this order, once each).
+    names = list(dict.fromkeys([*(batch.counters if batch else ()), *short,
+                                *book.to_renew(now, lease_seconds, closing)]))
     if not names and batch is None:
         return None
     keys = [key("c:", name) for name in names] + [key("z:", name) for name in names]
@@ -55,6 +55,7 @@ def distrust(book: LeaseBook, call: SyncCall) -> None:
     """The call failed: what Redis did is unknown, so each counter asks again before its lease is used."""
     for name in call.names:
         book.counters[name].trusted_until = 0.0
+    book.renew_check_at = 0.0  # their leases are looked at again at the next sync
 
 
 def apply_result(book: LeaseBook, call: SyncCall, result: list, now: float, lease_seconds: float,
@@ -67,6 +68,8 @@ def apply_result(book: LeaseBook, call: SyncCall, result: list, now: float, leas
         c = book.counters[name]
         c.base, c.lease = int(result[1 + i]), int(result[1 + n + i])
         c.trusted_until = now + lease_seconds * 0.75 if c.lease else 0.0
+        if c.lease:
+            book.renewed_until(c.trusted_until, lease_seconds)
         if name not in short:
             c.touched = False
         if on_settled is not None:

@@ -1,7 +1,7 @@
 """What the per-request shortcuts must keep: the ledger's row values in column order, each request's UTC day in
 the fleet's totals, the handler task tracked in whatever loop serves it, a metric series only once it has a
-value, start-up's objects out of the collector's way once the server listens, and the fleet's totals summed
-per group before they are spelled out as fields."""
+value, start-up's objects out of the collector's way once the server listens, the fleet's totals summed
+per group before they are spelled out as fields, and a Redis sync that touches only the counters it is about."""
 
 import asyncio
 import dataclasses
@@ -23,8 +23,9 @@ from proxy.accounting.usage import Usage
 from proxy.control.config import StoreConfig
 from proxy.in_flight import InFlight
 from proxy.stages.budget import Budgets
-from proxy.store import Settlement, Totals
-from proxy.store.leases import LeaseBook
+from proxy.store import Charge, Settlement, Totals
+from proxy.store.leases import SWEEP_SECONDS, LeaseBook
+from proxy.store.redis_sync import apply_result, distrust, sync_call
 
 
 def test_a_ledger_row_is_every_column_in_order() -> None:
@@ -118,3 +119,71 @@ def test_a_batch_of_fleet_totals_is_the_sum_of_each_requests_fields() -> None:
         book.settle(Settlement(f"r{i}", 1.0, (), totals))
         expected.setdefault(totals.day, Counter()).update(totals.increments())
     assert book.next_batch().totals == expected
+
+
+class _NotToBeWalked(dict):
+    """The book's counters, for a sync that must not go through all of them."""
+
+    def items(self):
+        raise AssertionError("the sync walked every counter")
+
+    values = items
+
+
+def _leased_book(counters: int, now: float, lease_seconds: float) -> LeaseBook:
+    """A replica that knows many counters (a budget per key), each leased and trusted for a while."""
+    book = LeaseBook(60)
+    for i in range(counters):
+        charge = Charge(f"usd:day:20261207:key:k{i}", 10, 10**9, 90_000)
+        book.reserve(f"r{i}", (charge,), now, now + 60)
+        counter = book.counters[charge.counter]
+        counter.lease, counter.trusted_until = 1000, now + lease_seconds * 0.75
+        book.renewed_until(counter.trusted_until, lease_seconds)
+    return book
+
+
+def test_a_sync_touches_the_counters_settled_since_the_last_not_every_counter_known() -> None:
+    now, lease_seconds = 1000.0, 10.0
+    book = _leased_book(10_000, now, lease_seconds)
+    book.sweep(now)  # the first sweep: none again for a minute
+    assert sync_call(book, lambda kind, name: kind + name, "lease", lease_seconds, now, {}, False) is None
+    book.counters = _NotToBeWalked(book.counters)  # the first sync looked: no lease is due before 1002.5
+    book.settle(Settlement("r7", now, (("usd:day:20261207:key:k7", 8, 90_000),), None))
+    call = sync_call(book, lambda kind, name: kind + name, "lease", lease_seconds, now, {}, False)
+    assert call.names == ["usd:day:20261207:key:k7"] and call.batch.counters == ("usd:day:20261207:key:k7",)
+    assert book.counters["usd:day:20261207:key:k7"].sending == 8
+    book.confirm(call.batch)
+    assert book.counters["usd:day:20261207:key:k7"].sending == 0
+    book.sweep(now + 1)
+    assert sync_call(book, lambda kind, name: kind + name, "lease", lease_seconds, now + 1, {}, False) is None
+
+
+def test_leases_are_renewed_when_due_and_looked_at_again_after_a_failed_sync() -> None:
+    now, lease_seconds = 1000.0, 10.0  # a lease is due for renewal when less than 5 s of trust is left
+    book = _leased_book(3, now, lease_seconds)  # trusted until 1007.5: due from 1002.5
+    key = lambda kind, name: kind + name  # noqa: E731
+    k0, k1, k2 = (f"usd:day:20261207:key:k{i}" for i in range(3))
+    book.counters[k1].trusted_until = now + 4  # renewed earlier than the others: due from 999
+    book.renewed_until(now + 4, lease_seconds)
+    assert sync_call(book, key, "lease", lease_seconds, now - 2, {}, False) is None  # none due yet
+    call = sync_call(book, key, "lease", lease_seconds, now - 0.5, {}, False)
+    assert call.names == [k1]
+    distrust(book, call)  # Redis did not answer: what it did is unknown, so k1 is asked about again
+    again = sync_call(book, key, "lease", lease_seconds, now - 0.5, {}, False)
+    assert again.names == [k1]
+    apply_result(book, again, [0, 0, 1000, 0], now - 0.5, lease_seconds, {}, None)  # trusted until 1007: due 1002
+    assert sync_call(book, key, "lease", lease_seconds, now + 1.9, {}, False) is None
+    assert sync_call(book, key, "lease", lease_seconds, now + 2.2, {}, False).names == [k1]
+    assert sorted(sync_call(book, key, "lease", lease_seconds, now + 2.6, {}, False).names) == [k0, k1, k2]
+    assert len(sync_call(book, key, "lease", lease_seconds, now - 2, {}, True).names) == 3  # closing: all, given back
+
+
+def test_counters_past_their_window_are_forgotten_within_a_minute() -> None:
+    book = LeaseBook(60)
+    book.settle(Settlement("r1", 0.0, (("usd:day:20261206:team:a", 5, 100),), None))
+    book.confirm(book.next_batch())
+    book.sweep(50.0)  # the first sweep; the window's counter still lives (until 100)
+    book.sweep(105.0)  # past its end, but within a minute of the last sweep
+    assert "usd:day:20261206:team:a" in book.counters
+    book.sweep(50.0 + SWEEP_SECONDS)
+    assert book.counters == {}
