@@ -35,7 +35,8 @@ ANSWER = {
     "usage": {"prompt_tokens": 25, "completion_tokens": 8, "total_tokens": 33,
               "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}},
 }
-QUESTION = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Tell me about proxies and what they cost."}]}
+QUESTION = {"model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Tell me about proxies and what they cost."}]}
 
 
 def start_nginx(procs: bench.Processes, work: Path) -> int:
@@ -68,8 +69,8 @@ wrk.body = '{json.dumps(QUESTION)}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
 """)
-    out = subprocess.run(["wrk", "-t1", "-c64", f"-d{seconds:g}s", "-s", str(script),
-                          f"http://127.0.0.1:{port}/v1/chat/completions"], capture_output=True, text=True, check=True).stdout
+    command = ["wrk", "-t1", "-c64", f"-d{seconds:g}s", "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), int(failed.group(1)) if failed else 0
 

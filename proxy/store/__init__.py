@@ -24,6 +24,7 @@ SPEND_METRICS = ("requests", "prompt_tokens", "completion_tokens", "cached_promp
                  "reasoning_tokens", "cost_nanos", "unpriced_requests")
 SPEND_RETENTION_SECONDS = 400 * 86400  # fleet totals per day are kept this long
 SETTLE_REPLAY_SECONDS = 10.0  # a settle repeated within this long (same request id) is applied once
+SWEEP_SECONDS = 60.0  # counters of ended windows are forgotten this often (memory only: Redis expires its keys)
 # Charge, Reserved, Totals and Settlement are made for every budgeted request and never changed once made: plain
 # dataclasses, since a frozen one's __init__ sets each field through object.__setattr__ (3.5x the time).
 

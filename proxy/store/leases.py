@@ -23,10 +23,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from proxy.store import Charge, Reserved, Settlement, total_increments
+from proxy.store import SWEEP_SECONDS, Charge, Reserved, Settlement, total_increments
 from proxy.store.holds import Holds, RecentIds
-
-SWEEP_SECONDS = 60.0  # how often counters past their window are forgotten (memory only: Redis expires its keys)
 
 
 @dataclass(slots=True)

@@ -9,11 +9,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from proxy.store import (SETTLE_REPLAY_SECONDS, SPEND_RETENTION_SECONDS, Charge, Health, KeyRecord, Reserved,
-                         Settlement, spend_rows)
+from proxy.store import (SETTLE_REPLAY_SECONDS, SPEND_RETENTION_SECONDS, SWEEP_SECONDS, Charge, Health, KeyRecord,
+                         Reserved, Settlement, spend_rows)
 from proxy.store.holds import Holds, RecentIds
 
-_SWEEP_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -145,7 +144,7 @@ class MemoryStore:
         """Drops counters past their window, at most once a minute."""
         if now < self._next_sweep:
             return
-        self._next_sweep = now + _SWEEP_SECONDS
+        self._next_sweep = now + SWEEP_SECONDS
         self._counters = {name: c for name, c in self._counters.items() if c.expires_at > now}
         oldest = time.strftime("%Y-%m-%d", time.gmtime(now - SPEND_RETENTION_SECONDS))
         self._spend = {day: totals for day, totals in self._spend.items() if day >= oldest}

@@ -23,8 +23,8 @@ from proxy.accounting.usage import Usage
 from proxy.control.config import StoreConfig
 from proxy.in_flight import InFlight
 from proxy.stages.budget import Budgets
-from proxy.store import Charge, Settlement, Totals
-from proxy.store.leases import SWEEP_SECONDS, LeaseBook
+from proxy.store import SWEEP_SECONDS, Charge, Settlement, Totals
+from proxy.store.leases import LeaseBook
 from proxy.store.redis_sync import apply_result, distrust, sync_call
 
 
