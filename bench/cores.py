@@ -69,7 +69,8 @@ wrk.body = '{json.dumps(QUESTION)}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
 """)
-    command = ["wrk", "-t1", "-c64", f"-d{seconds:g}s", "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"]
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    command = ["wrk", "-t1", "-c64", f"-d{seconds:g}s", "-s", str(script), url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), int(failed.group(1)) if failed else 0
