@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -71,7 +72,7 @@ class Auth:
         self._master_digest = hashlib.sha256(master.encode()).digest() if master else None
         self._store = store
         self._cache_seconds = config.key_cache_seconds if store.shared else 0.0
-        self._cache: dict[str, tuple[KeyRecord, float]] = {}
+        self._cache: OrderedDict[str, tuple[KeyRecord, float]] = OrderedDict()  # digest -> (record, when)
         self._clock = clock
         # Keys exist only if declared, required, creatable (a master key guards the API) or shared.
         self.keys_possible = bool(self._required or self._declared or master or store.shared)
@@ -200,8 +201,11 @@ class Auth:
             raise ServiceUnavailable(f"{exc} API keys cannot be checked until it is back.",
                                      code="key_store_unavailable") from None
         if record is not None and self._cache_seconds:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
+            # Oldest out, one at a time: with more keys in use than the cache holds, clearing it all would send
+            # every key back to the store at once.
+            self._cache.pop(digest, None)
             self._cache[digest] = (record, self._clock())
+            if len(self._cache) > _CACHE_LIMIT:
+                self._cache.popitem(last=False)  # an OrderedDict: a plain dict emptied from its front slows down
         return record
 

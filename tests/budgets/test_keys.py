@@ -241,3 +241,26 @@ async def test_a_key_known_before_the_store_went_down_keeps_working() -> None:
     assert (await authenticate("tg-known")).team == "support"
     with pytest.raises(ServiceUnavailable, match="cannot be checked"):
         await authenticate("tg-never-seen")
+
+
+async def test_with_more_keys_in_use_than_the_cache_holds_only_the_oldest_goes_back_to_the_store(monkeypatch) -> None:
+    from proxy.stages import auth as auth_stage
+
+    monkeypatch.setattr(auth_stage, "_CACHE_LIMIT", 3)
+    store, clock = FlakyStore(), FakeClock()
+    auth = Auth(AuthConfig(required=True, key_cache_seconds=60), store, clock=clock)
+    for name in ("a", "b", "c", "d"):
+        await store.add_key(KeyRecord(name, "support", key_hash(f"tg-{name}"), created_at=1.0))
+
+    async def authenticate(key: str) -> str:
+        request = make_mocked_request("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"})
+        ex = Exchange(request, "chat")
+        await auth.authenticate(ex)
+        return ex.key_id
+
+    for name in ("a", "b", "c", "d"):  # d pushes a out: b, c and d stay
+        assert await authenticate(f"tg-{name}") == name
+    store.down = True
+    assert [await authenticate(f"tg-{name}") for name in ("b", "c", "d")] == ["b", "c", "d"]
+    with pytest.raises(ServiceUnavailable):
+        await authenticate("tg-a")
