@@ -38,8 +38,16 @@ def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+# No request uses a trillion tokens: a larger count is a broken upstream's (JSON integers go up to 2**64 - 1). It
+# counts as this many, so the request's cost, ledger row, budget settle and fleet totals stay within 64 bits
+# (a field past SQLite's or PostgreSQL's bigint would fail every ledger batch after it).
+MAX_REPORTED_TOKENS = 1 << 40
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, MAX_REPORTED_TOKENS)
+    return 0
 
 
 def usage_of_response(endpoint: str, obj: Any) -> Usage | None:

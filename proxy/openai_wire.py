@@ -21,6 +21,12 @@ MAX_OUTPUT_FIELDS = {
     "embeddings": (),
 }
 
+# The largest output limit a request may set (2**24 tokens: 100x the longest answer any model gives today).
+# OpenAI and Anthropic refuse a limit past the model's own; past this one the proxy does too, before a budget
+# holds it n times over and before the ledger stores it (orjson reads integers up to 2**64 - 1, and one past
+# SQLite's 2**63 - 1 would fail every batch written after it).
+MAX_OUTPUT_TOKENS = 1 << 24
+
 # How many answers a request may ask for, within OpenAI's bounds: each is billed, so a budget holds the output
 # limit for every one (n, or best_of generated server-side); past them it is OpenAI's 400, not a hold for a billion.
 CHOICE_FIELDS = {"chat": (("n", 1, 128),), "completions": (("n", 1, 128), ("best_of", 0, 20))}
@@ -192,6 +198,10 @@ def _max_output(endpoint: str, body: dict[str, Any]) -> int | None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise BadRequest(f"'{field}' must be a positive integer", param=field)
+        if value > MAX_OUTPUT_TOKENS:
+            raise BadRequest(f"Invalid '{field}': integer above maximum value. Expected a value <= "
+                             f"{MAX_OUTPUT_TOKENS}, but got {value} instead.", param=field,
+                             code="integer_above_max_value")
         found = value if found is None else max(found, value)
     return found
 

@@ -299,3 +299,24 @@ def test_parse_since(text, expected):
 def test_parse_since_rejects_what_it_cannot_read(text):
     with pytest.raises(ValueError, match="use a duration"):
         parse_since(text, NOW)
+
+
+async def test_a_row_sqlite_cannot_take_is_kept_aside_and_the_others_are_written(tmp_path, caplog):
+    """A value past 64 bits failed the whole batch, and every batch after it: nothing more was recorded."""
+    ledger = Ledger(tmp_path / "ledger.db", flush_interval=60)
+    await ledger.start()
+    try:
+        ledger.add(record(1))
+        ledger.add(record(2, prompt_tokens=2**64 - 1))
+        ledger.add(record(3))
+        await ledger.flush()
+        assert ledger.written_count == 2 and ledger.pending_count == 0
+        assert sorted(row["request_id"] for row in await ledger.recent(10)) == ["req-1", "req-3"]
+        kept = [json.loads(line) for line in (tmp_path / "ledger.db.unflushed.jsonl").read_text().splitlines()]
+        assert [(row["request_id"], row["prompt_tokens"]) for row in kept] == [("req-2", 2**64 - 1)]
+        assert "refused 1 records (req-2...)" in caplog.text
+        ledger.add(record(4))  # the next batch is written as usual
+        await ledger.flush()
+        assert ledger.written_count == 3
+    finally:
+        await ledger.close()

@@ -38,6 +38,9 @@ sqlite3.register_adapter(bool, int)
 
 _QUOTED_COLUMNS = ", ".join(f'"{name}"' for name in COLUMNS)
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
+# What one row's values can make a write fail with (an integer past 64 bits, a constraint): not a ledger that is
+# down, so the batch's other rows are written (sqlite3.OperationalError, a locked or full disk, keeps them all).
+_ROW_ERRORS = (OverflowError, sqlite3.InterfaceError, sqlite3.DataError, sqlite3.IntegrityError)
 # Rows per INSERT statement, largest first: a batch is written in as few statements as these sizes allow. sqlite3
 # lets other threads run during each statement and takes the GIL back after it: row by row (executemany), the
 # writer thread and the event loop traded the GIL for every row (1.6 futex calls per request in the bench).
@@ -195,18 +198,26 @@ class Ledger(BatchedLedger):
         return await self._run(fetch_dicts, self._conn, *query.render(self.dialect))
 
     async def _write(self, batch: list[SpendRecord]) -> None:
+        refused: list[SpendRecord] = []
         try:
-            await self._run(_insert_batch, self._conn, batch)
-        except Exception:
+            try:
+                await self._run(_insert_batch, self._conn, batch)
+            except _ROW_ERRORS:  # a row SQLite cannot take: the others are written, it is kept aside
+                refused = await self._run(_insert_each, self._conn, batch)
+                await self._run(_append_jsonl, f"{self._path}.unflushed.jsonl", refused)
+        except Exception:  # written again whole: INSERT OR REPLACE makes a row written twice one row
             self._pending[:0] = batch  # oldest first, retried by the next flush
             if not self._write_failing:
                 logger.exception("ledger write to %s failed; keeping records pending to retry", self._path)
             self._write_failing = True
             return
+        if refused:
+            logger.error("ledger %s refused %d records (%s...); saved them to %s.unflushed.jsonl", self._path,
+                         len(refused), ", ".join(record.request_id for record in refused[:3]), self._path)
         if self._write_failing:
             logger.warning("ledger writes to %s work again", self._path)
         self._write_failing = False
-        self._written += len(batch)
+        self._written += len(batch) - len(refused)
 
     async def _save_unflushed(self) -> None:
         path = f"{self._path}.unflushed.jsonl"
@@ -241,6 +252,18 @@ def _insert_batch(conn: sqlite3.Connection, batch: list[SpendRecord]) -> None:
             while len(rows) - start >= size:  # in order: a request id written twice keeps its last row
                 conn.execute(_INSERTS[size], tuple(itertools.chain.from_iterable(rows[start:start + size])))
                 start += size
+
+
+def _insert_each(conn: sqlite3.Connection, batch: list[SpendRecord]) -> list[SpendRecord]:
+    """Row by row, after a batch failed on what a row holds: returns the rows SQLite refused."""
+    refused = []
+    with conn:
+        for record in batch:
+            try:
+                conn.execute(_INSERTS[1], row_values(record))
+            except _ROW_ERRORS:
+                refused.append(record)
+    return refused
 
 
 def _append_jsonl(path: str, batch: list[SpendRecord]) -> None:

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from proxy.openai_usage import usage_from
-from proxy.openai_wire import RequestFacts, model_name_problem, parse_body
+from proxy.openai_wire import MAX_OUTPUT_TOKENS, RequestFacts, model_name_problem, parse_body
 from proxy.accounting.tokens import ModelTokenizer
 from proxy.accounting.usage import Usage
 from proxy.dialects.anthropic_tokens import prompt_parts
@@ -66,6 +66,8 @@ class MessagesDialect:
             raise _invalid("max_tokens", "Field required")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise _invalid("max_tokens", "Input should be an integer greater than or equal to 1")
+        if max_tokens > MAX_OUTPUT_TOKENS:
+            raise _invalid("max_tokens", f"Input should be less than or equal to {MAX_OUTPUT_TOKENS}")
         return RequestFacts(model, stream, True, max_tokens)  # Anthropic streams always carry usage
 
     @staticmethod

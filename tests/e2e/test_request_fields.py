@@ -5,6 +5,7 @@ import json
 import pytest
 
 from proxy.accounting.money import MAX_EXACT
+from proxy.openai_wire import MAX_OUTPUT_TOKENS
 from proxy.control.keys import key_hash
 from tests.budgets.test_budgets import request_cost_with_output, usd
 from tests.conftest import StartProxy, both_upstreams
@@ -155,19 +156,49 @@ async def test_n_is_no_field_of_the_messages_api_and_reserves_nothing_more(
 @pytest.mark.parametrize("store", ["memory", "redis"])
 @pytest.mark.parametrize("budget", [{"scope": "global", "usd": "9007199.254740991", "window": "month"},
                                     {"scope": "global", "tokens_per_minute": MAX_EXACT}])
-async def test_the_largest_limits_hold_any_output_limit_exactly(
+async def test_the_largest_reservation_a_request_can_ask_for_is_held_exactly_by_the_largest_limits(
     start_proxy: StartProxy, fake, redis_prefix, store, budget
 ) -> None:
-    """max_tokens has no upper bound: a reservation larger than the limit is the budget's 429, and one just
-    within the largest limit a budget may have is served, on Redis too (its scripts count in doubles)."""
+    """The largest output limit (MAX_OUTPUT_TOKENS) times the largest n (128) is reserved and served within the
+    largest limits a budget may have, on Redis too (its scripts count in doubles, exact up to MAX_EXACT)."""
     changes: dict = {"budgets": [budget]}
     if store == "redis":
         changes["store"] = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": redis_prefix}
     proxy = await start_proxy(**changes)
-    refused = await raw_request(proxy.port, "POST", "/v1/chat/completions", body=chat(max_tokens=10**18), headers=JSON)
-    assert refused.status == 429, refused.body
-    assert "larger than the whole limit" in refused.json()["error"]["message"]
-    # gpt-4o-mini's output is $0.60 per million tokens: 10**12 tokens, $600,000, within both limits.
-    served = await raw_request(proxy.port, "POST", "/v1/chat/completions", body=chat(max_tokens=10**12), headers=JSON)
+    # gpt-4o-mini's output is $0.60 per million tokens: 128 x 2**24 tokens, $1,288, within both limits.
+    largest = chat(max_tokens=MAX_OUTPUT_TOKENS, n=128)
+    served = await raw_request(proxy.port, "POST", "/v1/chat/completions", body=largest, headers=JSON)
     assert served.status == 200, served.body
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("path,field", [
+    ("/v1/chat/completions", "max_tokens"),
+    ("/v1/chat/completions", "max_completion_tokens"),
+    ("/v1/responses", "max_output_tokens"),
+    ("/v1/messages", "max_tokens"),
+])
+async def test_an_output_limit_past_any_model_is_a_400_and_the_ledger_keeps_writing(
+    start_proxy: StartProxy, fake, claude, path, field
+) -> None:
+    """JSON integers go up to 2**64 - 1 and a ledger row keeps the output limit: on 1bf8f47, one request with
+    max_tokens 2**64 - 1 failed every SQLite batch after it (OverflowError), so nothing more was recorded."""
+    proxy = await start_proxy(upstreams=both_upstreams(fake, claude))
+    messages_api = path == "/v1/messages"
+    model = "claude-sonnet-4-5" if messages_api else "gpt-4o-mini"
+    prompt = {"input": "hi"} if path == "/v1/responses" else {"messages": MESSAGES}
+    headers = ANTHROPIC_JSON if messages_api else JSON
+    for limit in (2**64 - 1, MAX_OUTPUT_TOKENS + 1):
+        body = json.dumps({"model": model, **prompt, field: limit}).encode()
+        answer = await raw_request(proxy.port, "POST", path, body=body, headers=headers)
+        assert answer.status == 400
+        error = answer.json()["error"]
+        assert str(MAX_OUTPUT_TOKENS) in error["message"]
+        assert error["type"] == "invalid_request_error" and (messages_api or error["param"] == field)
+    assert fake.requests == [] and claude.requests == []
+    body = json.dumps({"model": model, **prompt, field: 5}).encode()
+    answer = await raw_request(proxy.port, "POST", path, body=body, headers=headers)
+    assert answer.status == 200
+    request_id = answer.headers["x-thriftgate-request-id"]
+    await proxy.ledger.flush()
+    assert (await proxy.ledger.get(request_id))["status"] == 200
