@@ -38,10 +38,11 @@ def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-# No request uses a trillion tokens: a larger count is a broken upstream's (JSON integers go up to 2**64 - 1). It
-# counts as this many, so the request's cost, ledger row, budget settle and fleet totals stay within 64 bits
-# (a field past SQLite's or PostgreSQL's bigint would fail every ledger batch after it).
-MAX_REPORTED_TOKENS = 1 << 40
+# No request uses 4 billion tokens (a model's context is millions at most): a larger count is a broken upstream's
+# (JSON integers go up to 2**64 - 1). It counts as this many, so that the request's cost stays below 2**53
+# nano-dollars at any price listed today, and its ledger row, budget settle and fleet totals within 64 bits: a
+# field past SQLite's or PostgreSQL's bigint failed every ledger batch after it.
+MAX_REPORTED_TOKENS = 1 << 32
 
 
 def _int(value: Any) -> int:
