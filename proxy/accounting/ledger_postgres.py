@@ -10,6 +10,7 @@ The DSN never reaches a log or an error: only its masked form does.
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from proxy.accounting import ledger_sql as sql
 from proxy.accounting.ledger import BatchedLedger
 from proxy.accounting.ledger_read import LedgerReader, check_columns
 from proxy.accounting.ledger_spool import Spool
-from proxy.accounting.spend_record import COLUMNS, SpendRecord, row_values
+from proxy.accounting.spend_record import COLUMNS, FIELD_NAMES, SpendRecord, row_values
 from proxy.control.config import LedgerConfig, masked_dsn
 from proxy.errors import ServiceUnavailable
 
@@ -32,6 +33,12 @@ _STAGING = "CREATE TEMP TABLE IF NOT EXISTS spend_batch (LIKE spend) ON COMMIT D
 _COLUMNS_SQL = ("SELECT column_name FROM information_schema.columns WHERE table_name = 'spend'"
                 " AND table_schema = current_schema()")
 _INSERT = f"INSERT INTO spend ({_QUOTED}) SELECT {_QUOTED} FROM spend_batch ON CONFLICT (request_id) DO NOTHING"
+
+
+def _without_nul(record: SpendRecord) -> SpendRecord:
+    nul = {name: value.replace("\x00", "\ufffd") for name, value in zip(FIELD_NAMES, row_values(record))
+           if isinstance(value, str) and "\x00" in value}
+    return dataclasses.replace(record, **nul) if nul else record
 
 
 class LedgerUnavailable(ServiceUnavailable):
@@ -123,8 +130,7 @@ class PostgresLedger(BatchedLedger):
         if self._up:
             try:
                 async with self._writing:
-                    await self._insert(batch)
-                self._written += len(batch)
+                    self._written += await self._insert(batch)
                 return
             except Exception as exc:
                 self._went_down(exc)
@@ -158,7 +164,29 @@ class PostgresLedger(BatchedLedger):
         if applied:
             log.info("ledger database at %s migrated: %s", self._where, ", ".join(applied))
 
-    async def _insert(self, batch: list[SpendRecord]) -> None:
+    async def _insert(self, batch: list[SpendRecord]) -> int:
+        """A batch PostgreSQL refuses for what it holds (DataError: a NUL in a text, say a client's batch
+        custom_id; SQLite stores it) is not a database that is down: spooled, it would be refused at every
+        replay and hold up every row behind it. Its NULs become U+FFFD; a row still refused is kept aside."""
+        try:
+            await self._copy(batch)
+        except asyncpg.DataError:
+            try:
+                await self._copy(batch := [_without_nul(record) for record in batch])
+            except asyncpg.DataError:
+                refused = [record for record in batch if not await self._copied([record])]
+                await self._spool.keep_aside(refused)
+                return len(batch) - len(refused)
+        return len(batch)
+
+    async def _copied(self, batch: list[SpendRecord]) -> bool:
+        try:
+            await self._copy(batch)
+        except asyncpg.DataError:
+            return False
+        return True
+
+    async def _copy(self, batch: list[SpendRecord]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_STAGING)
             await conn.copy_records_to_table("spend_batch", records=map(row_values, batch),

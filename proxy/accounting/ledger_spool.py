@@ -42,6 +42,14 @@ class Spool:
             log.error("ledger spool %s is full (%d bytes): dropped %d rows (%d so far); raise ledger.spool_max_mb",
                       self._active.parent, self._max_bytes, len(batch), self.dropped)
 
+    async def keep_aside(self, records: list[SpendRecord]) -> None:
+        """Rows the database refuses for their values, in `refused.jsonl` beside the spool: never replayed."""
+        if records:
+            lines = "".join(json.dumps(dataclasses.asdict(record)) + "\n" for record in records).encode()
+            await self._run(_append, self._active.parent / "refused.jsonl", lines)
+            log.error("the ledger database refused %d rows for their values (%s...); kept in %s", len(records),
+                      ", ".join(record.request_id for record in records[:3]), self._active.parent / "refused.jsonl")
+
     async def replay(self, write, chunk_rows: int) -> int:
         """Writes every spooled row with `write(records)`, oldest first; returns how many."""
         written = 0
@@ -109,3 +117,8 @@ class Spool:
                 if len(records) == count:
                     break
         return records, offset
+
+
+def _append(path: Path, lines: bytes) -> None:
+    with open(path, "ab") as out:
+        out.write(lines)

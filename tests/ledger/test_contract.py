@@ -194,3 +194,39 @@ def test_every_record_field_is_a_column_in_both_dialects() -> None:
         [(_, [create])] = [step for step in sql.migration_steps(dialect, set(), set()) if step[0] == "spend-table"]
         assert all(f'"{name}"' in create for name in COLUMNS)
     assert json.loads(replace(record(1), tags='["x"]').tags) == ["x"]
+
+
+async def test_a_nul_in_a_text_never_stops_the_ledger(any_ledger: BatchedLedger) -> None:
+    """A client's Batch API custom_id becomes a row's request_id, a provider's error code its error: PostgreSQL's
+    text holds no NUL (SQLite's does), and the refused batch went to the spool, to be refused at every replay
+    while every row after it waited."""
+    any_ledger.add(record(1, error="bad\x00code"))
+    any_ledger.add(record(2))
+    await any_ledger.flush()
+    any_ledger.add(record(3))
+    await any_ledger.flush()
+    rows = {row["request_id"]: row for row in await any_ledger.recent(10)}
+    assert sorted(rows) == ["req-1", "req-2", "req-3"]
+    assert rows["req-1"]["error"] in ("bad\x00code", "bad\ufffdcode")  # SQLite keeps it; PostgreSQL, U+FFFD
+
+
+async def test_a_row_postgresql_still_refuses_is_kept_aside_and_never_replayed(
+    pg_dsn: str, tmp_path, monkeypatch
+) -> None:
+    """The last resort, for a value no fix-up makes storable (here a NUL left as it is): that row alone goes to
+    refused.jsonl beside the spool; the batch's others are written and the database stays up."""
+    from proxy.accounting import ledger_postgres
+
+    monkeypatch.setattr(ledger_postgres, "_without_nul", lambda record: record)
+    ledger = PostgresLedger(postgres_config(pg_dsn, tmp_path, monkeypatch, flush_interval_seconds=60))
+    await ledger.start()
+    try:
+        ledger.add(record(1, error="bad\x00code"))
+        ledger.add(record(2))
+        await ledger.flush()
+        assert [row["request_id"] for row in await ledger.recent(10)] == ["req-2"]
+        assert ledger.health()["reachable"] and ledger.written_count == 1
+        kept = [json.loads(line) for line in (tmp_path / "spool" / "refused.jsonl").read_text().splitlines()]
+        assert [row["request_id"] for row in kept] == ["req-1"]
+    finally:
+        await ledger.close()
