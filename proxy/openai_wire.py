@@ -122,11 +122,15 @@ def _check_choices(endpoint: str, body: dict[str, Any]) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise _invalid(field, "an integer")
         if value > high:
-            raise BadRequest(f"Invalid '{field}': integer above maximum value. Expected a value <= {high}, but got "
-                             f"{value} instead.", param=field, code="integer_above_max_value")
+            raise _above_maximum(field, high, value)
         if value < low:
             raise BadRequest(f"Invalid '{field}': integer below minimum value. Expected a value >= {low}, but got "
                              f"{value} instead.", param=field, code="integer_below_min_value")
+
+
+def _above_maximum(field: str, high: int, value: int) -> BadRequest:
+    return BadRequest(f"Invalid '{field}': integer above maximum value. Expected a value <= {high}, but got {value} "
+                      "instead.", param=field, code="integer_above_max_value")
 
 
 def _check_shape(endpoint: str, body: dict[str, Any]) -> None:
@@ -199,9 +203,7 @@ def _max_output(endpoint: str, body: dict[str, Any]) -> int | None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise BadRequest(f"'{field}' must be a positive integer", param=field)
         if value > MAX_OUTPUT_TOKENS:
-            raise BadRequest(f"Invalid '{field}': integer above maximum value. Expected a value <= "
-                             f"{MAX_OUTPUT_TOKENS}, but got {value} instead.", param=field,
-                             code="integer_above_max_value")
+            raise _above_maximum(field, MAX_OUTPUT_TOKENS, value)
         found = value if found is None else max(found, value)
     return found
 

@@ -11,9 +11,7 @@ refuses, appends the records to <path>.unflushed.jsonl, so a graceful stop loses
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
-import json
 import logging
 import sqlite3
 import time
@@ -24,7 +22,7 @@ from typing import Any, TypeVar
 
 from proxy.accounting import ledger_sql as sql
 from proxy.accounting.ledger_read import LedgerReader, fetch_dicts, open_readonly, parse_since
-from proxy.accounting.spend_record import COLUMNS, SpendRecord, row_values
+from proxy.accounting.spend_record import COLUMNS, SpendRecord, append_json_lines, row_values
 
 __all__ = ["BatchedLedger", "Ledger", "LedgerReader", "SpendRecord", "open_readonly", "parse_since"]
 logger = logging.getLogger("thriftgate.ledger")
@@ -204,7 +202,7 @@ class Ledger(BatchedLedger):
                 await self._run(_insert_batch, self._conn, batch)
             except _ROW_ERRORS:  # a row SQLite cannot take: the others are written, it is kept aside
                 refused = await self._run(_insert_each, self._conn, batch)
-                await self._run(_append_jsonl, f"{self._path}.unflushed.jsonl", refused)
+                await self._run(append_json_lines, f"{self._path}.unflushed.jsonl", refused)
         except Exception:  # written again whole: INSERT OR REPLACE makes a row written twice one row
             self._pending[:0] = batch  # oldest first, retried by the next flush
             if not self._write_failing:
@@ -222,7 +220,7 @@ class Ledger(BatchedLedger):
     async def _save_unflushed(self) -> None:
         path = f"{self._path}.unflushed.jsonl"
         batch, self._pending = self._pending, []
-        await self._run(_append_jsonl, path, batch)
+        await self._run(append_json_lines, path, batch)
         logger.error("could not write %d records to ledger %s; saved them to %s", len(batch), self._path, path)
 
 
@@ -264,9 +262,3 @@ def _insert_each(conn: sqlite3.Connection, batch: list[SpendRecord]) -> list[Spe
             except _ROW_ERRORS:
                 refused.append(record)
     return refused
-
-
-def _append_jsonl(path: str, batch: list[SpendRecord]) -> None:
-    with open(path, "a", encoding="utf-8") as out:
-        out.writelines(json.dumps(dataclasses.asdict(record)) + "\n" for record in batch)
-

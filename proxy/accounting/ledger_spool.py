@@ -7,14 +7,13 @@ All file work runs on the spool's own thread, never on the event loop.
 """
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from proxy.accounting.spend_record import SpendRecord, record_from_dict
+from proxy.accounting.spend_record import SpendRecord, append_json_lines, as_json_lines, record_from_dict
 
 log = logging.getLogger("thriftgate.ledger")
 
@@ -36,7 +35,7 @@ class Spool:
         self._executor.shutdown()
 
     async def append(self, batch: list[SpendRecord]) -> None:
-        lines = "".join(json.dumps(dataclasses.asdict(record)) + "\n" for record in batch).encode()
+        lines = as_json_lines(batch)
         if not await self._run(self._write, lines, len(batch)):
             self.dropped += len(batch)
             log.error("ledger spool %s is full (%d bytes): dropped %d rows (%d so far); raise ledger.spool_max_mb",
@@ -45,8 +44,7 @@ class Spool:
     async def keep_aside(self, records: list[SpendRecord]) -> None:
         """Rows the database refuses for their values, in `refused.jsonl` beside the spool: never replayed."""
         if records:
-            lines = "".join(json.dumps(dataclasses.asdict(record)) + "\n" for record in records).encode()
-            await self._run(_append, self._active.parent / "refused.jsonl", lines)
+            await self._run(append_json_lines, self._active.parent / "refused.jsonl", records)
             log.error("the ledger database refused %d rows for their values (%s...); kept in %s", len(records),
                       ", ".join(record.request_id for record in records[:3]), self._active.parent / "refused.jsonl")
 
@@ -117,8 +115,3 @@ class Spool:
                 if len(records) == count:
                     break
         return records, offset
-
-
-def _append(path: Path, lines: bytes) -> None:
-    with open(path, "ab") as out:
-        out.write(lines)

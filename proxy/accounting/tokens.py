@@ -66,7 +66,6 @@ class ModelTokenizer:
     image_rule: ImageRule
     role_tokens: Mapping[str, int]  # the usual roles, counted once: every message names one
 
-
     def text(self, s: str) -> int:
         return self._scaled(self._count(s))
 

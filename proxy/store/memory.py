@@ -14,7 +14,6 @@ from proxy.store import (SETTLE_REPLAY_SECONDS, SPEND_RETENTION_SECONDS, SWEEP_S
 from proxy.store.holds import Holds, RecentIds
 
 
-
 @dataclass(slots=True)
 class _Counter:
     expires_at: float
