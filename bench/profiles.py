@@ -13,6 +13,7 @@ A target is `thriftgate:PROFILE`, or `thriftgate:PROFILE@wN` for `serve --worker
 
 import asyncio
 import hashlib
+import statistics
 import uuid
 
 PROFILES = ("none", "policies", "keys-memory", "keys-redis", "production")
@@ -89,6 +90,31 @@ async def _postgres(statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+def round_by_round(runs: dict) -> list[tuple[str, bool | None]]:
+    """Issue 13's ratios at c=32 taken within each round, then their median over the rounds.
+
+    A round runs the floor and every profile one after the other, a minute or two in all; the machine's speed
+    drifts over longer spells (the floor's req/s moved 2,765-4,555 within one run), so a ratio of two runs of
+    the same round moves less than a ratio of two cells' medians, each from whichever round it came."""
+
+    def ratios(name: str, base: str, field: str) -> list[float]:
+        top, bottom = runs.get((name, 32, False), []), runs.get((base, 32, False), [])
+        return [getattr(a, field) / getattr(b, field) for a, b in zip(top, bottom)]
+
+    lines = []
+    for text, values, limit, at_most in (
+            ("keys-redis CPU/request vs none", ratios("thriftgate:keys-redis", "thriftgate:none", "cpu_ms"), 1.5, True),
+            ("keys-redis req/s vs the floor", ratios("thriftgate:keys-redis", "floor", "rps"), 0.6, False),
+            ("production CPU/request vs the floor", ratios("thriftgate:production", "floor", "cpu_ms"), 2.5, True)):
+        if len(values) < 2:
+            continue
+        middle = statistics.median(values)
+        met = middle <= limit if at_most else middle >= limit
+        lines.append((f"{text}, round by round: median {middle:.2f} (target {'<=' if at_most else '>='} {limit}); "
+                      + " / ".join(f"{v:.2f}" for v in values), met))
+    return lines
 
 
 def summary(results: dict, targets: list[str], scenarios) -> list[tuple[str, bool | None]]:

@@ -358,6 +358,10 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> None:
         for (name, connections, stream), cell_runs in runs.items():
             print(f"{name} c={connections}{' stream' if stream else ''}: " + "  ".join(
                 f"{'-' if r.cpu_ms is None else f'{r.cpu_ms:.3f}'} {r.rps:.0f} {r.others * 100:.0f}" for r in cell_runs))
+        if lines := profiles.round_by_round(runs):
+            print("\n## profiles (issue 13), each ratio taken within a round")
+            for text, met in lines:
+                print(f"{'met     ' if met else 'NOT met '}{text}")
 
 
 def median_run(runs: list[Result]) -> Result:
@@ -501,6 +505,8 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=MEMORY_REQUESTS, help=f"default {MEMORY_REQUESTS}")
     parser.add_argument("--profile", help=f"comma-separated thriftgate profiles ({', '.join(profiles.PROFILES)}), "
                         "measured beside the floor at c=1 and c=32 (bench/profiles.py)")
+    parser.add_argument("--connections", default="1,32", help="with --profile: the concurrencies to measure "
+                        "(default 1,32; issue 13's targets are at 32)")
     parser.add_argument("--workers", help="with --profile: compare `serve --workers` counts, e.g. 1,2, at c=64, "
                         "unpinned (every core)")
     args = parser.parse_args()
@@ -512,7 +518,7 @@ def main() -> None:
             SCENARIOS, PROXY_CPUS = ((64, False),), None
         else:
             args.targets = ",".join(["floor", *(f"thriftgate:{p}" for p in chosen)])
-            SCENARIOS = ((1, False), (32, False))
+            SCENARIOS = tuple((int(c), False) for c in args.connections.split(","))
         profiles.prepare(set(chosen))
     # So that the finally below runs: SIGTERM exits, and SIGINT raises even when started with it ignored (`cmd &`).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

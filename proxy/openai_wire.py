@@ -111,7 +111,10 @@ def request_facts(endpoint: str, body: dict[str, Any]) -> RequestFacts:
 
 def choices(endpoint: str, body: dict[str, Any]) -> int:
     """How many answers the request is billed for (its fields checked by request_facts)."""
-    return max((body.get(field) or 1 for field, _, _ in CHOICE_FIELDS.get(endpoint, ())), default=1)
+    most = 1
+    for field, _, _ in CHOICE_FIELDS.get(endpoint, ()):
+        most = max(most, body.get(field) or 1)
+    return most
 
 
 def _check_choices(endpoint: str, body: dict[str, Any]) -> None:

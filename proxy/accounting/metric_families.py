@@ -8,7 +8,8 @@ to files in PROMETHEUS_MULTIPROC_DIR and /metrics reads them all. Counters and h
 across workers by themselves; a Gauge must say how with `multiprocess_mode` (e.g. "mostrecent" for a
 value every worker sets, "livesum" for one they share).
 
-In one process the counters and histograms keep their values as plain numbers (PlainCounter, PlainHistogram):
+In one process the counters, histograms and set-only gauges keep their values as plain numbers (PlainCounter,
+PlainHistogram, PlainGauge):
 prometheus_client's own take a lock and run checks on every increment (~5k instructions a Counter.inc, ~10k a
 Histogram.observe, measured with callgrind), and a request makes a dozen of them. Every value is written and read
 on the event loop, so nothing needs the lock; /metrics renders them as prometheus_client renders its own.
@@ -33,6 +34,7 @@ class MetricFamilies:
         # Under --workers every value goes to the worker's files, through prometheus_client's own classes.
         multiprocess = prometheus_values.ValueClass._multiprocess
         counter, histogram = (Counter, Histogram) if multiprocess else (PlainCounter, PlainHistogram)
+        settable = Gauge if multiprocess else PlainGauge  # a gauge only ever set (the in-process store's settles)
         self.requests = counter(
             "thriftgate_requests", "Requests answered, by endpoint, answering model and HTTP status.",
             ["endpoint", "model", "status"], registry=registry,
@@ -132,7 +134,7 @@ class MetricFamilies:
             "thriftgate_batch_lines", "Lines of finished Batch API jobs, by model and HTTP status of each.",
             ["model", "status"], registry=registry,
         )
-        self.budget_remaining_usd = Gauge(
+        self.budget_remaining_usd = settable(
             "thriftgate_budget_remaining_usd",
             "USD left in a configured budget's current window after what it settled, as this replica last saw it "
             "(with Redis: the fleet's, as of this replica's last write or lease renewal).",
@@ -146,7 +148,7 @@ class MetricFamilies:
             "thriftgate_tag_spend_usd", "Spend in US dollars by tag, for the tags listed in tags.metrics.", ["tag"],
             registry=registry,
         )
-        self.budget_used_ratio = Gauge(
+        self.budget_used_ratio = settable(
             "thriftgate_budget_used_ratio",
             "Share of a configured usd budget settled in its current window (1 = all of it; a Batch API job's "
             "ceiling counts until its lines are priced), as this replica last saw it (with Redis: the fleet's, as "
@@ -189,6 +191,16 @@ class PlainCounter(Counter):
         if amount < 0:
             raise ValueError("Counters can only be incremented by non-negative amounts.")
         self._value.value += amount
+
+
+class PlainGauge(Gauge):
+    """A Gauge whose labelled children hold a plain number, only ever set (one process, the event loop only)."""
+
+    def _metric_init(self) -> None:
+        self._value = _Number()
+
+    def set(self, value: float) -> None:
+        self._value.value = float(value)
 
 
 class PlainHistogram(Histogram):

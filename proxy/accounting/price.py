@@ -77,11 +77,15 @@ def batch_price(price: Price) -> Price | None:
 def ceiling_per_million(price: Price, prompt_tokens: int, max_output_tokens: int) -> Decimal:
     """The most a request of this size can cost, whatever part of it is cached or reasoning, in USD times a million
     (in nano-dollars for a price from nanos_per_token)."""
+    prompt_rate, output_rate = ceiling_rates(price)
+    return prompt_tokens * prompt_rate + max_output_tokens * output_rate
+
+
+def ceiling_rates(price: Price) -> tuple[Decimal, Decimal]:
+    """The dearest rate a prompt token and an output token can be billed at."""
     # A cache write can cost more than plain input (Anthropic: 1.25x, 2x for an hour): the dearest prompt rate.
     prompt_rates = (price.input, price.cached_input, price.cache_write, price.cache_write_1h)
-    prompt_rate = max(rate for rate in prompt_rates if rate is not None)
-    output_rate = max(price.output, price.reasoning or _ZERO)
-    return prompt_tokens * prompt_rate + max_output_tokens * output_rate
+    return max(rate for rate in prompt_rates if rate is not None), max(price.output, price.reasoning or _ZERO)
 
 
 def _or_main(rate: Decimal | None, main_rate: Decimal) -> Decimal:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.accounting.money import usd_to_nanos
-from proxy.accounting.price import Price, batch_price, ceiling_per_million, cost_per_million, nanos_per_token
+from proxy.accounting.price import (Price, batch_price, ceiling_per_million, ceiling_rates, cost_per_million,
+                                    nanos_per_token)
 from proxy.accounting.price_files import read_price_sources
 from proxy.accounting.usage import Usage
 
@@ -38,7 +39,7 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 class PriceTable:
-    __slots__ = ("_exact", "_patterns", "_ft_snapshots", "_models", "_resolved", "_per_token")
+    __slots__ = ("_exact", "_patterns", "_ft_snapshots", "_models", "_resolved", "_per_token", "_ceilings")
 
     def __init__(self, sources: Iterable[Mapping[str, Price]]):
         """Sources in rising precedence: each later one wins over those before it."""
@@ -56,6 +57,8 @@ class PriceTable:
         self._ft_snapshots = _dated_fine_tuned_names(self._models)
         self._resolved: dict[str, Price | None] = {}
         self._per_token: dict[str, Price | None] = {}  # model -> its price in nano-dollars per token (nanos_per_token)
+        # model -> its dearest prompt and output rates in nano-dollars per token: a budget estimates every request
+        self._ceilings: dict[str, tuple[int, int]] = {}
 
     @classmethod
     def load(
@@ -100,13 +103,18 @@ class PriceTable:
                        batch: bool = False) -> int | None:
         """The most the request can cost, whatever part of it the provider caches or spends reasoning
         (batch: through a Batch API, at its batch rate when one is known)."""
+        if not batch and (rates := self._ceilings.get(model)) is not None:
+            return prompt_tokens * rates[0] + max_output_tokens * rates[1]
         price = self.lookup(model)
         if price is None:
             return None
         if batch:
             price = batch_price(price) or price
         elif (per_token := self._in_nanos_per_token(model, price)) is not None:
-            return int(ceiling_per_million(per_token, prompt_tokens, max_output_tokens))
+            if len(self._ceilings) >= _LOOKUP_CACHE_LIMIT:
+                self._ceilings.clear()
+            self._ceilings[model] = rates = tuple(map(int, ceiling_rates(per_token)))
+            return prompt_tokens * rates[0] + max_output_tokens * rates[1]
         return usd_to_nanos(ceiling_per_million(price, prompt_tokens, max_output_tokens).scaleb(-6))
 
     def _in_nanos_per_token(self, model: str, price: Price) -> Price | None:

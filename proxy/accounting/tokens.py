@@ -73,8 +73,18 @@ class ModelTokenizer:
         """Prompt tokens of a /v1/chat/completions request, reply priming included."""
         if not isinstance(messages, list):
             raise ValueError("messages: expected a list")
-        total = _REPLY_PRIMING + sum(self._message(m, f"messages[{i}]") for i, m in enumerate(messages))
-        return self._scaled(total + function_definition_tokens([tools, functions], self._count, self.function_init))
+        total, role_tokens = _REPLY_PRIMING, self.role_tokens
+        for i, message in enumerate(messages):
+            # Most messages are a role and a text and nothing else: counted here, without _message's walk over
+            # every field a message may have (a budgeted request counts its prompt on the event loop).
+            if (type(message) is dict and len(message) == 2 and type(content := message.get("content")) is str
+                    and type(role := message.get("role")) is str and (tokens := role_tokens.get(role)) is not None):
+                total += _PER_MESSAGE + tokens + self._count(content)
+            else:
+                total += self._message(message, f"messages[{i}]")
+        if tools is not None or functions is not None:
+            total += function_definition_tokens([tools, functions], self._count, self.function_init)
+        return self._scaled(total)
 
     def prompt(self, prompt: object) -> int:
         """Tokens of a /v1/completions `prompt`: str | list[str] | list[int] | list[list[int]]."""

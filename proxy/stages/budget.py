@@ -171,7 +171,7 @@ class Budgets:
             plan = self._plan(ex, self._clock(), estimate=False)  # answered by a policy: counted, never held
         counters = ()
         if plan is not None:
-            used = actual(ex, plan)
+            used = actual(ex, plan, was_answered)
             if plan.maybe_held or any(used):
                 counters = tuple((charge.counter, amount, charge.ttl) for charge, amount in zip(plan.charges, used))
         # The fleet's totals count what was answered (the ledger also has a row for each refusal).
