@@ -33,7 +33,10 @@ class HoldoutStats:
 
     def observe(self, policy: str, *, treated: bool, cost_nanos: int) -> int:
         """Record one request; return the saving to credit it with (0 until there is evidence)."""
-        treated_arm, held_arm = self._arms.setdefault(policy, (_Arm(), _Arm()))
+        arms = self._arms.get(policy)
+        if arms is None:  # not setdefault: its default would be made on every call
+            arms = self._arms[policy] = (_Arm(), _Arm())
+        treated_arm, held_arm = arms
         (treated_arm if treated else held_arm).add(cost_nanos)
         if not treated or min(treated_arm.count, held_arm.count) < MIN_SAMPLES:
             return 0

@@ -36,10 +36,7 @@ class Entry:
     on_error: Hook | None
     on_shadow_response: Hook | None  # after the real answer, for a policy in shadow mode (lookups judge it)
     measured_by_holdout: bool  # concise and cap: savings come from comparing with held-out traffic
-
-    @property
-    def name(self) -> str:
-        return self.config.name or self.config.type
+    name: str  # the policy's name, else its type
 
 
 class PolicyChain:
@@ -50,7 +47,8 @@ class PolicyChain:
         self._entries = tuple(
             Entry(config, Matcher(config.match), getattr(policy, "on_request", None),
                   getattr(policy, "on_response", None), getattr(policy, "on_error", None),
-                  getattr(policy, "on_shadow_response", None), getattr(policy, "MEASURED_BY_HOLDOUT", False))
+                  getattr(policy, "on_shadow_response", None), getattr(policy, "MEASURED_BY_HOLDOUT", False),
+                  config.name or config.type)
             for config, policy in policies
         )
         self._by_name = {entry.name: entry for entry in self._entries}
