@@ -340,17 +340,23 @@ def run_benchmark(args: argparse.Namespace, procs: Processes) -> None:
     _, upstream_port = start_upstream(procs)
     anthropic_port = start_upstream(procs, anthropic=True)[1] if any(t.endswith(MESSAGES_SUFFIX) for t in targets) else 0
     runs: dict[tuple[str, int, bool], list[Result]] = {}
+
+    def started(name: str) -> Target:
+        port = anthropic_port if name.endswith(MESSAGES_SUFFIX) else upstream_port
+        return Target(name, port, None) if name.startswith("direct") else start_target(name, procs, port, args)
+
+    # --keep-running: every target started once, then measured in turn round after round, so that the runs a
+    # ratio compares are seconds apart rather than a restart and the other targets' runs apart.
+    running = {name: started(name) for name in targets} if args.keep_running else {}
     for round_number in range(1, args.rounds + 1):  # rounds interleave: a busy spell of the machine hits one run
         for name in targets:
-            port = anthropic_port if name.endswith(MESSAGES_SUFFIX) else upstream_port
-            target = Target(name, port, None) if name.startswith("direct") else \
-                start_target(name, procs, port, args)
+            target = running.get(name) or started(name)
             for connections, stream in SCENARIOS:
                 print(f"# round {round_number}: {name} c={connections} {'stream' if stream else 'whole'} ...",
                       file=sys.stderr, flush=True)
                 runs.setdefault((name, connections, stream), []).append(
                     measure(procs, target, connections, stream, args.seconds, args.warmup))
-            if target.proc:
+            if target.proc and name not in running:
                 procs.stop(target.proc)
     report({cell: median_run(cell_runs) for cell, cell_runs in runs.items()}, targets, args)
     if args.rounds > 1:
@@ -496,6 +502,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each run (default 10)")
     parser.add_argument("--rounds", type=int, default=1, help="measure every cell this many times, targets "
                         "interleaved, and report each cell's median run (default 1)")
+    parser.add_argument("--keep-running", action="store_true", help="start every target once and measure them "
+                        "in turn each round, rather than start each target anew for each of its runs")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each run (default 1)")
     parser.add_argument("--targets", default=DEFAULT_TARGETS, help=f"comma-separated (default {DEFAULT_TARGETS})")
     parser.add_argument("--litellm-python", type=Path, default=Path("/tmp/litellm-venv/bin/python"))
