@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 
 from tests.conftest import StartProxy
+from tests.e2e.chat_upstream import chat_answer, chat_upstream
 from tests.e2e.raw_http import raw_request
 
 JSON = {"Content-Type": "application/json"}
@@ -17,16 +18,11 @@ def cookie_setting_upstream(cookies_seen: list[str | None]) -> web.Application:
 
     async def completion(request: web.Request) -> web.Response:
         cookies_seen.append(request.headers.get("Cookie"))
-        answer = {"id": "chatcmpl-c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-                  "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
-                  "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}}
-        response = web.Response(body=json.dumps(answer), content_type="application/json")
+        response = chat_answer({"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9})
         response.set_cookie("session", f"client-{len(cookies_seen)}", path="/")
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completion)
-    return app
+    return chat_upstream(completion)
 
 
 async def test_a_cookie_the_upstream_set_for_one_request_is_not_sent_with_the_next(

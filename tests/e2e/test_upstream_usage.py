@@ -7,6 +7,7 @@ from aiohttp import web
 
 from proxy.openai_usage import MAX_REPORTED_TOKENS
 from tests.conftest import StartProxy
+from tests.e2e.chat_upstream import chat_answer, chat_upstream
 from tests.e2e.raw_http import raw_request
 
 JSON = {"Content-Type": "application/json"}
@@ -17,16 +18,10 @@ def absurd_usage_upstream() -> web.Application:
     """Answers every chat completion in OpenAI's shape, with usage no request could have used."""
 
     async def completion(request: web.Request) -> web.Response:
-        answer = {"id": "chatcmpl-absurd", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-                  "choices": [{"index": 0, "finish_reason": "stop",
-                               "message": {"role": "assistant", "content": "hi"}}],
-                  "usage": {"prompt_tokens": ABSURD, "completion_tokens": ABSURD, "total_tokens": ABSURD,
-                            "prompt_tokens_details": {"cached_tokens": ABSURD}}}
-        return web.Response(body=json.dumps(answer), content_type="application/json")
+        return chat_answer({"prompt_tokens": ABSURD, "completion_tokens": ABSURD, "total_tokens": ABSURD,
+                            "prompt_tokens_details": {"cached_tokens": ABSURD}})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completion)
-    return app
+    return chat_upstream(completion)
 
 
 async def test_usage_past_any_request_is_counted_at_the_bound_and_the_ledger_keeps_writing(
