@@ -1,7 +1,8 @@
 """What the per-request shortcuts must keep: the ledger's row values in column order, each request's UTC day in
 the fleet's totals, the handler task tracked in whatever loop serves it, a metric series only once it has a
 value, start-up's objects out of the collector's way once the server listens, the fleet's totals summed
-per group before they are spelled out as fields, and a Redis sync that touches only the counters it is about."""
+per group before they are spelled out as fields, a Redis sync that touches only the counters it is about, and
+budget plans laid out once per rule set and window."""
 
 import asyncio
 import dataclasses
@@ -23,6 +24,7 @@ from proxy.accounting.usage import Usage
 from proxy.control.config import StoreConfig
 from proxy.in_flight import InFlight
 from proxy.stages.budget import Budgets
+from proxy.stages.budget_plan import _KEPT_LAYOUTS, Planner
 from proxy.store import SWEEP_SECONDS, Charge, Settlement, Totals
 from proxy.store.leases import LeaseBook
 from proxy.store.redis_sync import apply_result, distrust, sync_call
@@ -187,3 +189,28 @@ def test_counters_past_their_window_are_forgotten_within_a_minute() -> None:
     assert "usd:day:20261206:team:a" in book.counters
     book.sweep(50.0 + SWEEP_SECONDS)
     assert book.counters == {}
+
+
+def test_a_plan_follows_its_window_and_the_layouts_kept_stay_bounded() -> None:
+    """Plans reuse the counters' layout of their rule set while its windows last: a new window gets new counter
+    names, and keys' own budgets (a rule set per key) keep at most _KEPT_LAYOUTS layouts, the oldest out."""
+    planner = Planner((), prices=PriceTable.load([default_pricing_path()], {}), default_max_output_tokens=100,
+                      hold_seconds=900)
+    midnight = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+    def plan_for(key: str, at: float):
+        ex = SimpleNamespace(key_id=key, key_budget_nanos=5_000, model="gpt-4o-mini", endpoint="chat", body={},
+                             max_output_tokens=None, prompt_tokens=lambda: 10)
+        return planner.plan(ex, at)
+
+    before, after = plan_for("k0", midnight - 1), plan_for("k0", midnight + 1)
+    assert [c.counter for c in before.charges] == ["usd:day:20251231:key:k0"]
+    assert [c.counter for c in after.charges] == ["usd:day:20260101:key:k0"]
+    assert after.charges[0].limit == 5_000 and after.charges[0].ttl == 86_400 - 1 + 900 + 60
+    assert after.charges[0].amount == PriceTable.load([default_pricing_path()], {}).estimate_nanos(
+        "gpt-4o-mini", 10, 100)
+    for i in range(_KEPT_LAYOUTS + 500):
+        plan_for(f"k{i}", midnight + 2)
+    assert len(planner._layouts) <= _KEPT_LAYOUTS and len(planner._key_rules) <= _KEPT_LAYOUTS + 1
+    again = plan_for("k0", midnight + 3)  # pushed out long ago: laid out anew, the same
+    assert [(c.counter, c.limit) for c in again.charges] == [("usd:day:20260101:key:k0", 5_000)]
