@@ -7,7 +7,7 @@ answer). Settlements are summed locally and written in batches by
 one sync task, which also renews the leases, gives back those left idle, and gets Redis's view of
 each counter. A replica that dies stops holding budget when its leases expire (lease_seconds).
 
-When Redis cannot be reached the store is down: reservations that need Redis, and every
+When Redis cannot be reached, or answers writes with an error (full, read-only), the store is down: reservations that need Redis, and every
 reservation while down, raise StoreUnavailable at once; settlements keep adding up locally. A task
 pings every retry_seconds; when Redis answers it writes what waited, and only then is the store up.
 """
@@ -26,6 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.control.config import StoreConfig, masked_url
@@ -40,7 +41,9 @@ T = TypeVar("T")
 POOL_WAIT_SECONDS = 10.0
 # Settlements are written at most this often: a batch gathers what was settled meanwhile.
 SYNC_INTERVAL = 0.01
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+# Redis out of reach, or answering every write with an error (full: maxmemory under noeviction; a read-only
+# replica): either way it takes none of this replica's writes, and the store is down until a sync goes through.
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError, ResponseError)
 
 
 class RedisStore:
@@ -253,7 +256,7 @@ class RedisStore:
                         await self._sync(now)
                 except _DOWN as exc:
                     self._went_down(exc)
-                except Exception:  # a refused script (say, out of memory): the batch is tried again
+                except Exception:  # not Redis's doing: the batch is tried again
                     log.exception("could not write settlements to Redis at %s", self._where)
                 self._book.sweep(now)
             await asyncio.sleep(SYNC_INTERVAL)
@@ -262,9 +265,11 @@ class RedisStore:
         self._up = False
         if self._recovery is None or self._recovery.done():
             served = ("served without a reservation" if self._config.on_failure == "open" else "refused")
-            log.warning("Redis at %s is unreachable (%s); budgeted requests are %s (store.on_failure: %s) "
-                        "and settlements wait in memory; retrying every %ss", self._where, type(exc).__name__,
-                        served, self._config.on_failure, self._config.retry_seconds)
+            why = (f"refuses writes ({type(exc).__name__}: {exc})" if isinstance(exc, ResponseError)
+                   else f"is unreachable ({type(exc).__name__})")
+            log.warning("Redis at %s %s; budgeted requests are %s (store.on_failure: %s) and settlements wait in "
+                        "memory; retrying every %ss", self._where, why, served, self._config.on_failure,
+                        self._config.retry_seconds)
             self._recovery = asyncio.create_task(self._recover(), name="thriftgate-store-recovery")
 
     async def _recover(self) -> None:
