@@ -8,15 +8,13 @@ unless they end a run of failures or a probe).
 """
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.control.config import StoreConfig, masked_url
 from proxy.store import StoreUnavailable
 from proxy.store.health import CooldownRule, DeploymentHealth
+from proxy.store.redis_errors import REDIS_DOWN
 
 POOL_SIZE = 4
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 # Reads the state into locals; `keep` writes it back (or deletes it when healthy) and returns it.
 _STATE = """
@@ -105,14 +103,14 @@ class RedisHealthStore:
                 for name in names:
                     pipe.hmget(self._prefix + name, "u", "p", "f", "s", "c")
                 rows = await pipe.execute()
-        except _DOWN:
+        except REDIS_DOWN:
             raise StoreUnavailable(self._message) from None
         return {name: _state(row) for name, row in zip(names, rows) if row[0] is not None}
 
     async def _call(self, script, name: str, args: list):
         try:
             return await script(keys=[self._prefix + name], args=args)
-        except _DOWN:
+        except REDIS_DOWN:
             raise StoreUnavailable(self._message, attempted=True) from None
 
 

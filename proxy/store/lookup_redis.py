@@ -23,15 +23,14 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.control.config import StoreConfig
 from proxy.lookup.entries import Entry, Ignored, LookupUnavailable, Partitions, decode, encode
+from proxy.store.redis_errors import REDIS_DOWN
 
 log = logging.getLogger("thriftgate.lookup")
 
 LOG_LENGTH = 100_000  # changes kept for replicas to catch up on (approximately: XADD MAXLEN ~)
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 _SCAN_BATCH = 500
 
 _DROP = """
@@ -109,7 +108,7 @@ class RedisEntries:
         try:
             await self._load_all()
             self._up = True
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             log.warning("lookup store unreachable at start (%s): lookups are misses until it answers",
                         type(exc).__name__)
         self._follower = asyncio.create_task(self._follow(), name="thriftgate-lookup-follower")
@@ -167,7 +166,7 @@ class RedisEntries:
                     await self._load_all()
                     self._up = True
                 await self._apply_changes()
-            except _DOWN as exc:
+            except REDIS_DOWN as exc:
                 if self._up:
                     log.warning("lookup store unreachable (%s): lookups are misses until it returns",
                                 type(exc).__name__)
@@ -218,7 +217,7 @@ class RedisEntries:
             raise LookupUnavailable("the lookup store is down")
         try:
             return await command
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._up = False  # the follower loads everything again once Redis answers
             raise LookupUnavailable(f"the lookup store is unreachable: {type(exc).__name__}") from None
 

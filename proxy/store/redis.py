@@ -27,12 +27,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.control.config import StoreConfig, masked_url
 from proxy.store import (SETTLE_REPLAY_SECONDS, Charge, Health, KeyRecord, Reserved, Settlement, StoreUnavailable,
                          spend_rows)
 from proxy.store.leases import LeaseBook
+from proxy.store.redis_errors import REDIS_DOWN
 from proxy.store.redis_scripts import ADD_KEY, KEY_BY_HASH, SYNC
 from proxy.store.redis_sync import apply_result, distrust, sync_call
 
@@ -41,9 +41,6 @@ T = TypeVar("T")
 POOL_WAIT_SECONDS = 10.0
 # Settlements are written at most this often: a batch gathers what was settled meanwhile.
 SYNC_INTERVAL = 0.01
-# Redis out of reach, or answering every write with an error (full: maxmemory under noeviction; a read-only
-# replica): either way it takes none of this replica's writes, and the store is down until a sync goes through.
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError, ResponseError)
 
 
 class RedisStore:
@@ -82,7 +79,7 @@ class RedisStore:
         self._key_by_hash = self._redis.register_script(KEY_BY_HASH)
         try:
             await self._redis.ping()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._went_down(exc)
         else:
             self._up = True
@@ -100,7 +97,7 @@ class RedisStore:
         try:
             async with self._lock:
                 await self._sync(self._now(), closing=True)  # writes what waits, gives the leases back
-        except _DOWN:
+        except REDIS_DOWN:
             pass
         if self._book.waiting:
             log.error("%d settlements could not be written to Redis at %s before stopping; the ledger has "
@@ -114,7 +111,7 @@ class RedisStore:
         try:
             async with self._lock:
                 await self._sync(self._now())
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._went_down(exc)
 
     def health(self) -> Health:
@@ -138,7 +135,7 @@ class RedisStore:
                     raise StoreUnavailable(self._unreachable)
                 try:
                     refused = await self._sync(now, decided)
-                except _DOWN as exc:
+                except REDIS_DOWN as exc:
                     self._went_down(exc)
                     raise StoreUnavailable(self._unreachable) from None
         if isinstance(decided, Reserved):
@@ -222,7 +219,7 @@ class RedisStore:
             raise StoreUnavailable(self._unreachable)  # not even tried
         try:
             return await call()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._went_down(exc)
             raise StoreUnavailable(self._unreachable, attempted=True) from None
 
@@ -254,7 +251,7 @@ class RedisStore:
                 try:
                     async with self._lock:
                         await self._sync(now)
-                except _DOWN as exc:
+                except REDIS_DOWN as exc:
                     self._went_down(exc)
                 except Exception:  # not Redis's doing: the batch is tried again
                     log.exception("could not write settlements to Redis at %s", self._where)
@@ -280,7 +277,7 @@ class RedisStore:
                 await self._redis.ping()
                 async with self._lock:
                     await self._sync(self._now())
-            except _DOWN:
+            except REDIS_DOWN:
                 continue
             self._up = True  # no await since the batch was confirmed: nothing slipped in behind it
             log.warning("Redis at %s is reachable again; wrote %d settlements kept meanwhile", self._where, waiting)

@@ -186,3 +186,26 @@ async def test_a_redis_outage_is_a_miss_and_its_return_reloads_the_index(own_red
         assert [e.id for e, _ in await store.nearest("p1", vector(1), 5, NOW)] == ["s1"]
     finally:
         await store.close()
+
+
+async def test_a_redis_that_refuses_writes_is_down_too_and_back_once_it_takes_them(own_redis: RedisServer,
+                                                                                   ignored: Counter) -> None:
+    """Full (maxmemory under noeviction): a put is LookupUnavailable (a miss, never a failed request), as when
+    Redis is out of reach, and the store loads its index again once Redis takes writes."""
+    store = redis_entries(own_redis.url, "tg:", ignored)
+    admin = redis.Redis.from_url(own_redis.url)
+    await store.start()
+    try:
+        await until(lambda: store._up)
+        await store.put(entry("s1", seed=1), 100, NOW)
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.config_set("maxmemory", "1")
+        with pytest.raises(LookupUnavailable):
+            await store.put(entry("s2", seed=2), 100, NOW)
+        await admin.config_set("maxmemory", "0")
+        await until(lambda: store._up)
+        await store.put(entry("s2", seed=2), 100, NOW)
+        assert [e.id for e, _ in await store.nearest("p1", vector(2), 1, NOW)] == ["s2"]
+    finally:
+        await admin.aclose()
+        await store.close()

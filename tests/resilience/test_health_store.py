@@ -3,10 +3,13 @@
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as redis
 
 from proxy.control.config import StoreConfig
+from proxy.store import StoreUnavailable
 from proxy.store.health import CooldownRule, DeploymentHealth, HealthStore, MemoryHealthStore
 from proxy.store.health_redis import RedisHealthStore
+from tests.processes import RedisServer
 from tests.shared import END_OF_MARCH, REDIS_URL
 
 RULE = CooldownRule(after_failures=3, within=60.0, cool_for=30.0)
@@ -81,3 +84,22 @@ async def test_deployments_are_apart(store: HealthStore) -> None:
     await store.failed("b", T, RULE, probe=False, rest_until=0.0)
     snapshot = await store.snapshot(("a", "b", "c"))
     assert set(snapshot) == {"a", "b"} and snapshot["b"].failures == 1 and not snapshot["b"].probe
+
+
+async def test_a_redis_that_refuses_writes_is_a_store_that_is_down(own_redis: RedisServer) -> None:
+    """Full (maxmemory under noeviction): a failure cannot be written, and says so as when Redis is out of reach
+    (StoreUnavailable: each replica decides alone meanwhile), never Redis's own error up through the request."""
+    store = RedisHealthStore(StoreConfig(backend="redis", redis_url=own_redis.url, key_prefix="tg:"))
+    admin = redis.Redis.from_url(own_redis.url)
+    await store.start()
+    try:
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.config_set("maxmemory", "1")
+        with pytest.raises(StoreUnavailable):
+            await fail(store, T)
+        assert await store.snapshot(("a",)) == {}  # reads still go through
+        await admin.config_set("maxmemory", "0")
+        assert (await fail(store, T + 1)).failures == 1
+    finally:
+        await admin.aclose()
+        await store.close()
