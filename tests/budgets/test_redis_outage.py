@@ -1,5 +1,5 @@
-"""Redis stopped and started again under load: closed refuses budgeted requests with 503, open serves
-them; either way the proxy reconnects by itself and no spend is lost."""
+"""Redis stopped and started again under load, or full and refusing writes: closed refuses budgeted requests
+with 503, open serves them; either way the proxy reconnects by itself and no spend is lost."""
 
 import asyncio
 import logging
@@ -7,7 +7,9 @@ from collections import Counter
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 
+from proxy.appkeys import STORE
 from tests.processes import RedisServer
 from tests.budgets.test_budgets import MAX_TOKENS, MESSAGES
 from tests.conftest import RunningProxy, StartProxy
@@ -34,16 +36,26 @@ async def until_store_reachable(session: aiohttp.ClientSession, proxy: RunningPr
     return status, ready
 
 
-@pytest.mark.parametrize("on_failure", ["closed", "open"])
-async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
-    start_proxy: StartProxy, own_redis: RedisServer, on_failure: str, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture(params=["closed", "open"])
+async def on_failure(request, caplog: pytest.LogCaptureFixture) -> str:
+    """Each test runs with both store.on_failure settings, and sees thriftgate's warnings."""
     caplog.set_level(logging.WARNING, "thriftgate")
-    proxy = await start_proxy(
+    return request.param
+
+
+@pytest.fixture
+async def proxy(start_proxy: StartProxy, own_redis: RedisServer, on_failure: str) -> RunningProxy:
+    """A proxy with a global day budget on a Redis of the test's own, trying a down store every 50 ms."""
+    return await start_proxy(
         store={"backend": "redis", "redis_url": own_redis.url, "key_prefix": PREFIX, "on_failure": on_failure,
                "retry_seconds": 0.05, "timeout_seconds": TIMEOUT_SECONDS},
         budgets=[{"scope": "global", "usd": 100, "window": "day"}],
     )
+
+
+async def test_redis_stopped_and_restarted_mid_load_loses_no_spend(
+    proxy: RunningProxy, own_redis: RedisServer, on_failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
     statuses: Counter = Counter()
     errors: Counter = Counter()
     stopping = asyncio.Event()
@@ -127,3 +139,52 @@ async def test_redis_stopped_mid_load_never_lets_a_budget_be_overspent(
     assert statuses[200] == 60 and statuses[503] >= 8 and set(statuses) == {200, 429, 503}
     spent = sum(row["cost_nanos"] or 0 for row in await proxy.ledger.recent(10_000))
     assert spent == 60 * cost
+
+
+async def test_a_full_redis_is_a_store_that_is_down_until_it_takes_writes_again(
+    proxy: RunningProxy, own_redis: RedisServer, on_failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answering but refusing writes (full: maxmemory reached under noeviction) is down as when it cannot be
+    reached: budgeted requests get the store.on_failure answer, never a 500, and every settlement is written once
+    Redis takes writes again."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    admin = redis.Redis.from_url(own_redis.url)
+    statuses = []
+
+    async def chat(session: aiohttp.ClientSession) -> dict:
+        async with session.post(proxy.base_url + "/chat/completions", json=body) as response:
+            statuses.append(response.status)
+            return await response.json()
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            await chat(session)
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", "1")  # every write, the sync script's too: OOM command not allowed
+            for _ in range(100):  # served from the lease until the next sync is refused
+                await chat(session)
+                if not (await readyz(session, proxy))[1]["store"]["reachable"]:
+                    break
+            status, ready = await readyz(session, proxy)
+            assert (status, ready["status"]) == ((503, "store_unavailable") if on_failure == "closed" else
+                                                 (200, "degraded"))
+            answer = await chat(session)
+            if on_failure == "closed":
+                assert statuses[-1] == 503 and answer["error"]["code"] == "budget_store_unavailable"
+            else:
+                assert statuses[-1] == 200
+            await admin.config_set("maxmemory", "0")
+            status, ready = await until_store_reachable(session, proxy)
+            assert (status, ready["status"], ready["store"]["pending_settlements"]) == (200, "ready", 0)
+            await chat(session)
+            assert statuses[-1] == 200
+    finally:
+        await admin.aclose()
+    assert 500 not in statuses
+    await proxy.ledger.flush()
+    await proxy.app[STORE].flush()
+    served = [row for row in await proxy.ledger.recent(200) if row["status"] == 200]
+    counter = await todays_global_usd(own_redis.url, PREFIX)
+    assert int(counter["used"]) == sum(row["cost_nanos"] for row in served)  # every settlement written, once
+    assert f"Redis at {own_redis.url} refuses writes (OutOfMemoryError: command not allowed" in caplog.text
+    assert f"Redis at {own_redis.url} is reachable again" in caplog.text
