@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.control.config import StoreConfig
 from proxy.lookup.entries import Entry, Ignored, LookupUnavailable, Partitions, decode, encode
-from proxy.store.redis_errors import REDIS_DOWN
+from proxy.store.redis_errors import REDIS_DOWN, why_down
 
 log = logging.getLogger("thriftgate.lookup")
 
@@ -109,8 +109,7 @@ class RedisEntries:
             await self._load_all()
             self._up = True
         except REDIS_DOWN as exc:
-            log.warning("lookup store unreachable at start (%s): lookups are misses until it answers",
-                        type(exc).__name__)
+            log.warning("lookup store %s at start: lookups are misses until it answers", why_down(exc))
         self._follower = asyncio.create_task(self._follow(), name="thriftgate-lookup-follower")
 
     async def close(self) -> None:
@@ -168,8 +167,7 @@ class RedisEntries:
                 await self._apply_changes()
             except REDIS_DOWN as exc:
                 if self._up:
-                    log.warning("lookup store unreachable (%s): lookups are misses until it returns",
-                                type(exc).__name__)
+                    log.warning("lookup store %s: lookups are misses until it returns", why_down(exc))
                 self._up = False
                 await asyncio.sleep(self._retry_seconds)
 
@@ -219,7 +217,7 @@ class RedisEntries:
             return await command
         except REDIS_DOWN as exc:
             self._up = False  # the follower loads everything again once Redis answers
-            raise LookupUnavailable(f"the lookup store is unreachable: {type(exc).__name__}") from None
+            raise LookupUnavailable(f"the lookup store {why_down(exc)}") from None
 
     def _checked(self, raw: bytes | str, entry_id: str, partition: str | None, now: float | None) -> Entry | None:
         entry = decode(raw)

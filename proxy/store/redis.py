@@ -7,9 +7,10 @@ answer). Settlements are summed locally and written in batches by
 one sync task, which also renews the leases, gives back those left idle, and gets Redis's view of
 each counter. A replica that dies stops holding budget when its leases expire (lease_seconds).
 
-When Redis cannot be reached, or answers writes with an error (full, read-only), the store is down: reservations that need Redis, and every
-reservation while down, raise StoreUnavailable at once; settlements keep adding up locally. A task
-pings every retry_seconds; when Redis answers it writes what waited, and only then is the store up.
+When Redis cannot be reached, or answers writes with an error (full, read-only), the store is down:
+reservations that need Redis, and every reservation while down, raise StoreUnavailable at once;
+settlements keep adding up locally. A task pings every retry_seconds; when Redis answers it writes
+what waited, and only then is the store up.
 """
 
 import asyncio
@@ -26,13 +27,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from proxy.control.config import StoreConfig, masked_url
 from proxy.store import (SETTLE_REPLAY_SECONDS, Charge, Health, KeyRecord, Reserved, Settlement, StoreUnavailable,
                          spend_rows)
 from proxy.store.leases import LeaseBook
-from proxy.store.redis_errors import REDIS_DOWN
+from proxy.store.redis_errors import REDIS_DOWN, why_down
 from proxy.store.redis_scripts import ADD_KEY, KEY_BY_HASH, SYNC
 from proxy.store.redis_sync import apply_result, distrust, sync_call
 
@@ -262,10 +262,8 @@ class RedisStore:
         self._up = False
         if self._recovery is None or self._recovery.done():
             served = ("served without a reservation" if self._config.on_failure == "open" else "refused")
-            why = (f"refuses writes ({type(exc).__name__}: {exc})" if isinstance(exc, ResponseError)
-                   else f"is unreachable ({type(exc).__name__})")
             log.warning("Redis at %s %s; budgeted requests are %s (store.on_failure: %s) and settlements wait in "
-                        "memory; retrying every %ss", self._where, why, served, self._config.on_failure,
+                        "memory; retrying every %ss", self._where, why_down(exc), served, self._config.on_failure,
                         self._config.retry_seconds)
             self._recovery = asyncio.create_task(self._recover(), name="thriftgate-store-recovery")
 

@@ -10,3 +10,10 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError, ResponseError)
+
+
+def why_down(exc: BaseException) -> str:
+    """How a log line says which: "refuses writes (OutOfMemoryError: ...)" or "is unreachable (ConnectionError)"."""
+    if isinstance(exc, ResponseError):
+        return f"refuses writes ({type(exc).__name__}: {exc})"
+    return f"is unreachable ({type(exc).__name__})"
